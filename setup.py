@@ -1,0 +1,47 @@
+"""vmae2_jax: VideoMAE V2 in JAX/Flax NNX."""
+
+from setuptools import find_packages, setup
+
+# Pinned to the stack that resolves on CPU today, with ranges that admit the
+# newer releases TPU/GPU users run.
+CORE = [
+    "jax>=0.10.2,<0.12",
+    "flax>=0.12.8,<0.14",
+    "optax>=0.2.8,<0.4",
+    "orbax-checkpoint>=0.12.8,<0.14",
+    "grain>=0.2.18,<0.4",
+    "array-record>=0.8.6,<0.10",
+    "ml-collections>=1.1.0,<2",
+    "einops>=0.8,<1",
+    "absl-py>=2.1,<3",
+    "dm-pix>=0.4.5,<0.6",
+    "numpy>=1.26",
+    "pillow>=10",
+    "tensorboardX>=2.6,<3",
+    "av>=14",
+    "opencv-python-headless>=4.9",
+]
+
+setup(
+    name="vmae2_jax",
+    version="0.1.0",
+    description="VideoMAE V2 (dual masking, ViT-S..g) in JAX/Flax NNX",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vmae2_jax", "vmae2_jax.*", "data_prep", "data_prep.*",
+                                    "configs"]),
+    package_data={"vmae2_jax": ["resources/kinetics/*", "resources/demo/*"]},
+    include_package_data=True,
+    install_requires=CORE,
+    extras_require={
+        "cpu": ["jax[cpu]>=0.10.2,<0.12"],
+        "cuda": ["jax[cuda12]>=0.10.2,<0.12"],
+        "tpu": ["jax[tpu]>=0.10.2,<0.12"],
+        # Reading PyTorch .pth checkpoints; safetensors files need no torch.
+        "convert": ["torch>=2.1", "safetensors>=0.4"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "safetensors>=0.4", "torch>=2.1",
+                 "transformers>=4.40"],
+    },
+    entry_points={"console_scripts": ["vmae2-train=vmae2_jax.main:run"]},
+)

@@ -1,0 +1,214 @@
+"""Transformer building blocks faithful to the reference (pre-norm, q/v bias).
+
+Parameters carry logical axis names in a `logical_axes` metadata field that
+vmae2_jax.sharding maps to mesh axes; no mesh axis appears here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vmae2_jax.models.options import ModelOptions
+
+LN_EPS = 1e-6
+
+
+# ---------------------------------------------------------------- initialisers
+def xavier_uniform(key, fan_in: int, fan_out: int, dtype):
+  bound = math.sqrt(6.0 / (fan_in + fan_out))
+  return jax.random.uniform(key, (fan_in, fan_out), dtype, -bound, bound)
+
+
+def trunc_normal(key, shape, dtype, std=0.02, bound=2.0):
+  """timm's trunc_normal_(std): normal(0, std) cut at absolute +-bound."""
+  return jax.random.truncated_normal(key, -bound / std, bound / std, shape, dtype) * std
+
+
+def torch_default_uniform(key, fan_in: int, shape, dtype):
+  """PyTorch's default Linear/Conv init, kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def param(value, axes: Sequence[str | None]) -> nnx.Param:
+  """A parameter annotated with logical axis names (one per dim)."""
+  assert value.ndim == len(axes), (value.shape, axes)
+  return nnx.Param(value, logical_axes=tuple(axes))
+
+
+# --------------------------------------------------------------------- layers
+class Dense(nnx.Module):
+  """y = x @ W + b with the reference's init, kernel stored [in, *out_shape]."""
+
+  def __init__(self, in_features: int, out_shape: int | Sequence[int], *,
+               axes: Sequence[str | None], opts: ModelOptions, rngs: nnx.Rngs,
+               use_bias: bool = True, init: str | None = None):
+    out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
+    out_features = int(np.prod(out_shape))
+    init = init or opts.init
+    key = rngs.params()
+    pd = opts.param_dtype
+    if init == "pretrain":
+      w = xavier_uniform(key, in_features, out_features, pd)
+    elif init == "finetune":
+      w = trunc_normal(key, (in_features, out_features), pd)
+    elif init == "torch_default":
+      w = torch_default_uniform(key, in_features, (in_features, out_features), pd)
+    else:
+      raise ValueError(f"unknown init {init!r}")
+    self.kernel = param(w.reshape((in_features,) + out_shape), axes)
+    if not use_bias:
+      b = None
+    elif init == "torch_default":
+      b = torch_default_uniform(rngs.params(), in_features, out_shape, pd)
+    else:
+      b = jnp.zeros(out_shape, pd)
+    self.bias = param(b, axes[1:]) if use_bias else None
+    self.dtype = opts.dtype
+    self.out_rank = len(out_shape)
+
+  def __call__(self, x):
+    k = self.kernel[...].astype(self.dtype)
+    y = jax.lax.dot_general(x.astype(self.dtype), k, (((x.ndim - 1,), (0,)), ((), ())))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm (eps 1e-6) computed in float32, output in the compute dtype."""
+
+  def __init__(self, dim: int, *, opts: ModelOptions, axis_name: str = "embed"):
+    self.scale = param(jnp.ones((dim,), opts.param_dtype), (axis_name,))
+    self.bias = param(jnp.zeros((dim,), opts.param_dtype), (axis_name,))
+    self.dtype = opts.dtype
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    centred = x32 - mean
+    var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+    y = centred * jax.lax.rsqrt(var + LN_EPS)
+    y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+    return y.astype(self.dtype)
+
+
+def attention_implementation(name: str) -> str | None:
+  """"auto" picks cuDNN flash attention on GPU and XLA elsewhere."""
+  if name != "auto":
+    return name
+  return "cudnn" if jax.default_backend() == "gpu" else "xla"
+
+
+class Attention(nnx.Module):
+  """Fused qkv without bias plus q_bias and v_bias (no key bias), as the reference."""
+
+  def __init__(self, dim: int, heads: int, *, opts: ModelOptions, rngs: nnx.Rngs,
+               head_dim: int | None = None):
+    head_dim = head_dim or dim // heads
+    self.heads, self.head_dim = heads, head_dim
+    inner = heads * head_dim
+    # Kernel [D, 3, H, hd]: same init as the reference's [3*inner, D] weight,
+    # stored so that tensor parallelism splits whole heads.
+    self.qkv = Dense(dim, (3, heads, head_dim), axes=("embed", None, "heads", "head_dim"),
+                     opts=opts, rngs=rngs, use_bias=False)
+    self.q_bias = param(jnp.zeros((heads, head_dim), opts.param_dtype), ("heads", "head_dim"))
+    self.v_bias = param(jnp.zeros((heads, head_dim), opts.param_dtype), ("heads", "head_dim"))
+    self.proj = Dense(inner, dim, axes=("attn_inner", "embed"), opts=opts, rngs=rngs)
+    self.scale = head_dim ** -0.5
+    self.implementation = attention_implementation(opts.attention)
+    self.dtype = opts.dtype
+
+  def __call__(self, x):
+    qkv = self.qkv(x)  # [B, N, 3, H, hd]
+    q = qkv[:, :, 0] + self.q_bias[...].astype(self.dtype)
+    k = qkv[:, :, 1]
+    v = qkv[:, :, 2] + self.v_bias[...].astype(self.dtype)
+    out = jax.nn.dot_product_attention(q, k, v, scale=self.scale,
+                                       implementation=self.implementation)
+    b, n = out.shape[:2]
+    return self.proj(out.reshape(b, n, self.heads * self.head_dim))
+
+
+class Mlp(nnx.Module):
+
+  def __init__(self, dim: int, hidden: int, *, opts: ModelOptions, rngs: nnx.Rngs):
+    self.fc1 = Dense(dim, hidden, axes=("embed", "mlp"), opts=opts, rngs=rngs)
+    self.fc2 = Dense(hidden, dim, axes=("mlp", "embed"), opts=opts, rngs=rngs)
+
+  def __call__(self, x):
+    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+
+
+def drop_path(x, rate, key, deterministic: bool):
+  """Stochastic depth: drop the whole residual branch per sample."""
+  if deterministic or key is None:
+    return x
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(key, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / jnp.maximum(keep, 1e-12).astype(x.dtype), 0).astype(x.dtype)
+
+
+class Block(nnx.Module):
+  """x += DropPath(Attn(LN(x))); x += DropPath(MLP(LN(x)))."""
+
+  def __init__(self, dim: int, heads: int, mlp_dim: int, *, opts: ModelOptions,
+               rngs: nnx.Rngs):
+    self.norm1 = LayerNorm(dim, opts=opts)
+    self.attn = Attention(dim, heads, opts=opts, rngs=rngs)
+    self.norm2 = LayerNorm(dim, opts=opts)
+    self.mlp = Mlp(dim, mlp_dim, opts=opts, rngs=rngs)
+
+  def __call__(self, x, *, drop_rate=0.0, key=None, deterministic=True):
+    k1 = k2 = None
+    if key is not None:
+      k1, k2 = jax.random.split(key)
+    x = x + drop_path(self.attn(self.norm1(x)), drop_rate, k1, deterministic)
+    x = x + drop_path(self.mlp(self.norm2(x)), drop_rate, k2, deterministic)
+    return x
+
+
+class BlockStack(nnx.Module):
+  """`depth` blocks with parameters stacked on a leading "layers" axis.
+
+  One layout for both execution modes: `scan_layers` compiles one block inside
+  a loop (flat compile time); otherwise the loop is fully unrolled. Remat
+  wraps each block with the configured policy.
+  """
+
+  def __init__(self, depth: int, dim: int, heads: int, mlp_dim: int, *,
+               opts: ModelOptions, rngs: nnx.Rngs, drop_path_rate: float = 0.0):
+    @nnx.split_rngs(splits=depth)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(r):
+      return Block(dim, heads, mlp_dim, opts=opts, rngs=r)
+
+    self.layers = make(rngs)
+    self.depth = depth
+    self.drop_rates = tuple(float(r) for r in np.linspace(0.0, drop_path_rate, depth))
+    self.opts = opts
+
+  def __call__(self, x, *, key=None, deterministic=True):
+    from vmae2_jax.models.options import REMAT_POLICIES
+    graphdef, state = nnx.split(self.layers)
+    use_drop = (key is not None) and (not deterministic) and max(self.drop_rates) > 0
+    keys = jax.random.split(key, self.depth) if use_drop else None
+    rates = jnp.asarray(self.drop_rates, jnp.float32)
+
+    def body(h, xs):
+      layer_state, layer_key, rate = xs
+      block = nnx.merge(graphdef, layer_state)
+      return block(h, drop_rate=rate, key=layer_key, deterministic=not use_drop), None
+
+    policy = REMAT_POLICIES[self.opts.remat]
+    if self.opts.remat != "none":
+      body = jax.checkpoint(body, policy=policy, prevent_cse=not self.opts.scan_layers)
+    unroll = 1 if self.opts.scan_layers else self.depth
+    x, _ = jax.lax.scan(body, x, (state, keys, rates), unroll=unroll)
+    return x

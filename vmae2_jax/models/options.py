@@ -1,0 +1,74 @@
+"""Numerics and memory options shared by every model (from config.model)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+# Remat policies by name; "none" disables rematerialisation.
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "everything": jax.checkpoint_policies.everything_saveable,
+}
+
+
+def to_dtype(name: str | Any, field: str = "dtype") -> Any:
+  if not isinstance(name, str):
+    return name
+  if name not in _DTYPES:
+    raise ValueError(f"config.model.{field}={name!r} is not one of {sorted(_DTYPES)}")
+  return _DTYPES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+  """How a model computes: dtypes, attention kernel, remat, layer scan.
+
+  Attributes:
+    dtype: compute dtype of matmuls (norms, softmax and losses stay float32).
+    param_dtype: storage dtype of parameters.
+    attention: "auto" (cuDNN flash on GPU, XLA elsewhere), "xla" or "cudnn".
+    remat: a key of REMAT_POLICIES.
+    scan_layers: compile one block and loop over it (flat compile time for
+      deep models); False unrolls. Parameters are stacked either way, so
+      checkpoints do not depend on this switch.
+    init: "pretrain" (xavier_uniform Linear, as the reference pre-training
+      model) or "finetune" (truncated normal 0.02, as its classifier).
+  """
+
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  attention: str = "auto"
+  remat: str = "none"
+  scan_layers: bool = False
+  init: str = "pretrain"
+
+  def __post_init__(self):
+    object.__setattr__(self, "dtype", to_dtype(self.dtype, "dtype"))
+    object.__setattr__(self, "param_dtype", to_dtype(self.param_dtype, "param_dtype"))
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(
+          f"config.model.remat={self.remat!r} is not one of {sorted(REMAT_POLICIES)}")
+    if self.attention not in ("auto", "xla", "cudnn"):
+      raise ValueError(f"config.model.attention={self.attention!r} is not auto|xla|cudnn")
+    if self.init not in ("pretrain", "finetune"):
+      raise ValueError(f"model init={self.init!r} is not pretrain|finetune")
+
+  @classmethod
+  def from_config(cls, model_cfg, init: str = "pretrain") -> "ModelOptions":
+    return cls(
+        dtype=model_cfg.get("dtype", "float32"),
+        param_dtype=model_cfg.get("param_dtype", "float32"),
+        attention=model_cfg.get("attention", "auto"),
+        remat=model_cfg.get("remat", "none"),
+        scan_layers=model_cfg.get("scan_layers", False),
+        init=init,
+    )
