@@ -1,0 +1,514 @@
+"""Decode videos once into JPEG-frame ArrayRecord shards.
+
+  python -m data_prep.build_shards --list=FILE --root=DIR --out=DIR \
+      [--short_side=320] [--workers=N] [--videos_per_shard=128] [--format=auto]
+
+List formats (the reference's, space separated, one video a line):
+  pretrain   ``path start_index total_frames [label]`` (total -1 = whole video)
+  video      ``video_path label``
+  frames     ``frame_folder total_frames label``
+``--format=auto`` picks by column count (2 -> video, 4 -> pretrain); for 3
+columns a line is ``pretrain`` when its total is -1 or its path is a video
+file, else ``frames``.
+
+Shard k holds list lines [k*V, (k+1)*V) in list order, so a rerun maps every
+line to the same shard. A shard is finished when its status file in _status/
+matches the current build parameters and the shard file has the recorded
+size; a rerun skips finished shards and rebuilds partial ones from scratch.
+Every listed video ends up either written or in the failure report with a
+reason (missing, corrupt, zero_frames, too_short), and the manifest checks
+written + failed == listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from vmae2_jax.data import shards as shard_format
+
+VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp"}
+STATUS_DIR = "_status"
+BUILD_VERSION = 1
+
+
+@dataclasses.dataclass
+class Entry:
+  """One list line."""
+  line: int  # 1-based line number in the list file
+  path: str  # as written in the list
+  start: int = 0
+  total: int = -1  # -1 = all frames from start
+  label: int = -1
+  kind: str = "video"  # "video" (a file to decode) or "frames" (a folder of images)
+
+
+class VideoFailure(Exception):
+  """A video that cannot be written; ``reason`` is one of the report's reasons."""
+
+  def __init__(self, reason: str, detail: str = ""):
+    super().__init__(f"{reason}: {detail}")
+    self.reason, self.detail = reason, detail
+
+
+# --------------------------------------------------------------------------
+# List parsing
+# --------------------------------------------------------------------------
+
+
+def _is_video_path(path: str) -> bool:
+  return os.path.splitext(path)[1].lower() in VIDEO_EXTS
+
+
+def parse_list(lines: Sequence[str], fmt: str = "auto") -> list[Entry]:
+  """List-file lines -> entries (blank lines and '#' comments skipped)."""
+  entries = []
+  for n, raw in enumerate(lines, 1):
+    line = raw.strip()
+    if not line or line.startswith("#"):
+      continue
+    cols = line.split()
+    f = fmt
+    if f == "auto":
+      if len(cols) == 2:
+        f = "video"
+      elif len(cols) == 4:
+        f = "pretrain"
+      elif len(cols) == 3:
+        f = "pretrain" if cols[2] == "-1" or _is_video_path(cols[0]) else "frames"
+      else:
+        raise ValueError(f"list line {n}: {len(cols)} columns, expected 2, 3 or 4: {line!r}")
+    try:
+      if f == "pretrain":
+        label = int(cols[3]) if len(cols) > 3 else -1
+        kind = "video" if _is_video_path(cols[0]) or int(cols[2]) < 0 else "auto"
+        entries.append(Entry(n, cols[0], int(cols[1]), int(cols[2]), label, kind))
+      elif f == "video":
+        entries.append(Entry(n, cols[0], 0, -1, int(cols[1]), "video"))
+      elif f == "frames":
+        entries.append(Entry(n, cols[0], 0, int(cols[1]), int(cols[2]), "frames"))
+      else:
+        raise ValueError(f"unknown list format {fmt!r}")
+    except (IndexError, ValueError) as e:
+      raise ValueError(f"list line {n} does not match format {f!r}: {line!r} ({e})") from e
+  return entries
+
+
+# --------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------
+
+
+def target_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+  """(h, w) with the short side at ``short_side``; never upscales; 0 keeps the size."""
+  s = min(height, width)
+  if short_side <= 0 or s <= short_side:
+    return height, width
+  scale = short_side / s
+  if height <= width:
+    return short_side, max(1, int(round(width * scale)))
+  return max(1, int(round(height * scale))), short_side
+
+
+def _resize(frame: np.ndarray, short_side: int) -> np.ndarray:
+  import cv2
+  h, w = target_size(frame.shape[0], frame.shape[1], short_side)
+  if (h, w) == frame.shape[:2]:
+    return frame
+  return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def decode_pyav(path: str, start: int, total: int, short_side: int) -> tuple[list, float]:
+  """RGB frames [start, start+total) resized to the short side, and the fps."""
+  import av
+  frames = []
+  with av.open(path) as container:
+    if not container.streams.video:
+      raise VideoFailure("corrupt", "no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    for i, frame in enumerate(container.decode(stream)):
+      if i < start:
+        continue
+      if 0 <= total <= len(frames):
+        break
+      h, w = target_size(frame.height, frame.width, short_side)
+      frames.append(frame.reformat(width=w, height=h, format="rgb24",
+                                   interpolation="AREA").to_ndarray())
+  return frames, fps
+
+
+def decode_opencv(path: str, start: int, total: int, short_side: int) -> tuple[list, float]:
+  """OpenCV fallback with the same contract as decode_pyav."""
+  import cv2
+  cap = cv2.VideoCapture(path)
+  if not cap.isOpened():
+    raise VideoFailure("corrupt", "OpenCV cannot open it")
+  fps = float(cap.get(cv2.CAP_PROP_FPS) or 0)
+  frames, i = [], 0
+  try:
+    while True:
+      if 0 <= total <= len(frames):
+        break
+      ok, bgr = cap.read()
+      if not ok:
+        break
+      if i >= start:
+        frames.append(_resize(bgr[..., ::-1], short_side))
+      i += 1
+  finally:
+    cap.release()
+  return frames, fps
+
+
+def decode_video(path: str, start: int, total: int, short_side: int) -> tuple[list, float]:
+  """PyAV first; OpenCV when PyAV fails or is missing. Raises VideoFailure."""
+  errors = []
+  for decoder in (decode_pyav, decode_opencv):
+    try:
+      frames, fps = decoder(path, start, total, short_side)
+      if frames or decoder is decode_opencv:
+        return frames, fps
+      errors.append(f"{decoder.__name__}: no frames")
+    except VideoFailure as e:
+      errors.append(f"{decoder.__name__}: {e.detail}")
+    except Exception as e:  # noqa: BLE001 - any decoder error means try the next one
+      errors.append(f"{decoder.__name__}: {type(e).__name__}: {e}")
+  if all("no frames" in e for e in errors):
+    return [], 0.0
+  raise VideoFailure("corrupt", "; ".join(errors))
+
+
+def read_frame_folder(path: str, start: int, total: int, short_side: int) -> tuple[list, float]:
+  """Images of a frame folder in name order, [start, start+total)."""
+  names = sorted(n for n in os.listdir(path) if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
+  names = names[start:] if total < 0 else names[start:start + total]
+  frames = []
+  for n in names:
+    try:
+      with open(os.path.join(path, n), "rb") as f:
+        frames.append(_resize(shard_format.decode_jpeg(f.read()), short_side))
+    except Exception as e:  # noqa: BLE001
+      raise VideoFailure("corrupt", f"frame {n}: {e}") from e
+  return frames, 0.0
+
+
+def load_entry(entry: Entry, root: str, short_side: int, min_frames: int) -> tuple[list, float]:
+  """Frames of one list entry, or VideoFailure with the reason."""
+  path = os.path.join(root, entry.path) if root else entry.path
+  if not os.path.exists(path):
+    raise VideoFailure("missing", path)
+  if os.path.isdir(path):
+    frames, fps = read_frame_folder(path, entry.start, entry.total, short_side)
+  else:
+    frames, fps = decode_video(path, entry.start, entry.total, short_side)
+  if not frames:
+    raise VideoFailure("zero_frames", f"no frames from index {entry.start}")
+  if len(frames) < min_frames:
+    raise VideoFailure("too_short", f"{len(frames)} frames < --min_frames={min_frames}")
+  if 0 < entry.total and len(frames) < entry.total and entry.kind == "frames":
+    raise VideoFailure("too_short", f"{len(frames)} frames, list says {entry.total}")
+  return frames, fps
+
+
+# --------------------------------------------------------------------------
+# Shards
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class BuildOptions:
+  root: str
+  out: str
+  short_side: int = 320
+  quality: int = 90
+  min_frames: int = 4
+  videos_per_shard: int = 128
+  name: str = "shard"
+  manifest_name: str = shard_format.MANIFEST
+  source: str = ""  # tag stored in every record; default: the list file's name
+
+
+def shard_name(opts: BuildOptions, k: int, n: int) -> str:
+  return f"{opts.name}-{k:05d}-of-{n:05d}.array_record"
+
+
+def shard_key(opts: BuildOptions, entries: Sequence[Entry]) -> str:
+  """Changes whenever anything that determines the shard's bytes changes."""
+  h = hashlib.sha256()
+  h.update(json.dumps([BUILD_VERSION, shard_format.FORMAT, opts.short_side, opts.quality,
+                       opts.min_frames, opts.root, opts.source]).encode())
+  for e in entries:
+    h.update(json.dumps(dataclasses.asdict(e)).encode())
+  return h.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _status_path(opts: BuildOptions, name: str) -> str:
+  return os.path.join(opts.out, STATUS_DIR, name + ".json")
+
+
+def shard_finished(opts: BuildOptions, name: str, key: str) -> dict | None:
+  """The shard's status if it is complete and current, else None."""
+  try:
+    with open(_status_path(opts, name)) as f:
+      status = json.load(f)
+  except (OSError, ValueError):
+    return None
+  path = os.path.join(opts.out, name)
+  if status.get("key") != key or not os.path.exists(path):
+    return None
+  if os.path.getsize(path) != status.get("bytes"):
+    return None
+  return status
+
+
+_progress = None  # per-process shared counter (set by the pool initializer)
+
+
+def _init_worker(counter) -> None:
+  global _progress
+  _progress = counter
+  import cv2
+  cv2.setNumThreads(1)
+
+
+def _tick() -> None:
+  if _progress is not None:
+    with _progress.get_lock():
+      _progress.value += 1
+
+
+def build_shard(args: tuple[BuildOptions, str, list[Entry]]) -> dict:
+  """Writes one shard (tmp file then rename) and its status; returns the status."""
+  from array_record.python import array_record_module
+  opts, name, entries = args
+  key = shard_key(opts, entries)
+  path = os.path.join(opts.out, name)
+  tmp = os.path.join(opts.out, f".{name}.tmp")
+  status_file = _status_path(opts, name)
+  if os.path.exists(status_file):
+    os.remove(status_file)
+  writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1,uncompressed")
+  failures, labels, written, frames_total = [], [], 0, 0
+  for e in entries:
+    try:
+      frames, fps = load_entry(e, opts.root, opts.short_side, opts.min_frames)
+      jpegs = [shard_format.encode_jpeg(f, opts.quality) for f in frames]
+      h, w = frames[0].shape[:2]
+      writer.write(shard_format.encode_record(jpegs, label=e.label, fps=fps,
+                                              source=opts.source, name=e.path,
+                                              height=h, width=w))
+      written += 1
+      frames_total += len(frames)
+      labels.append(e.label)
+    except VideoFailure as f:
+      failures.append({"line": e.line, "path": e.path, "reason": f.reason, "detail": f.detail})
+    except Exception as f:  # noqa: BLE001 - report, never drop silently
+      failures.append({"line": e.line, "path": e.path, "reason": "corrupt",
+                       "detail": f"{type(f).__name__}: {f}"})
+    _tick()
+  writer.close()
+  os.replace(tmp, path)
+  status = {"name": name, "key": key, "num_listed": len(entries), "num_records": written,
+            "num_frames": frames_total, "bytes": os.path.getsize(path),
+            "sha256": file_sha256(path), "labels": labels, "failures": failures,
+            "first_line": entries[0].line if entries else 0,
+            "last_line": entries[-1].line if entries else 0}
+  os.makedirs(os.path.dirname(status_file), exist_ok=True)
+  with open(status_file + ".tmp", "w") as f:
+    json.dump(status, f)
+  os.replace(status_file + ".tmp", status_file)
+  return status
+
+
+def _fmt_eta(seconds: float) -> str:
+  if not np.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+      f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def build(entries: list[Entry], opts: BuildOptions, *, workers: int = 1,
+          list_sha256: str = "", label_names: Sequence[str] | None = None,
+          log: Callable[[str], None] | None = None) -> dict:
+  """Builds (or finishes) the shard set; returns the manifest it writes."""
+  log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+  os.makedirs(opts.out, exist_ok=True)
+  v = max(1, opts.videos_per_shard)
+  n = max(1, -(-len(entries) // v))
+  plan = [(shard_name(opts, k, n), entries[k * v:(k + 1) * v]) for k in range(n)]
+  statuses, todo = {}, []
+  for name, chunk in plan:
+    status = shard_finished(opts, name, shard_key(opts, chunk))
+    if status is not None:
+      statuses[name] = status
+    else:
+      todo.append((opts, name, chunk))
+  skipped_videos = sum(s["num_listed"] for s in statuses.values())
+  if statuses:
+    log(f"resuming: {len(statuses)} of {n} shards already finished ({skipped_videos} videos)")
+  todo_videos = sum(len(t[2]) for t in todo)
+  ctx = mp.get_context("spawn")  # no fork: decoders and JAX may hold threads
+  counter = ctx.Value("l", 0)
+  t0 = time.time()
+
+  def progress(final: bool = False) -> None:
+    done = counter.value
+    rate = done / max(time.time() - t0, 1e-6)
+    eta = (todo_videos - done) / rate if rate > 0 else float("inf")
+    failed = sum(len(s["failures"]) for s in statuses.values())
+    msg = (f"\r[build_shards] {skipped_videos + done}/{len(entries)} videos "
+           f"({100 * (skipped_videos + done) / max(len(entries), 1):5.1f}%)  {rate:6.1f} videos/s  "
+           f"ETA {_fmt_eta(eta)}  shards {len(statuses)}/{n}  failed {failed}")
+    print(msg, end="\n" if final else "", file=sys.stderr, flush=True)
+
+  if todo:
+    if workers > 1 and len(todo) > 1:
+      with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(counter,)) as pool:
+        pending = pool.imap_unordered(build_shard, todo)
+        while True:
+          try:
+            status = pending.next(timeout=1.0)
+            statuses[status["name"]] = status
+          except mp.TimeoutError:
+            pass
+          except StopIteration:
+            break
+          progress()
+    else:
+      _init_worker(counter)
+      for task in todo:
+        status = build_shard(task)
+        statuses[status["name"]] = status
+        progress()
+    progress(final=True)
+  manifest = write_manifest(opts, [statuses[name] for name, _ in plan], len(entries),
+                            list_sha256=list_sha256, label_names=label_names)
+  log(f"[build_shards] {manifest['num_written']} written, {manifest['num_failed']} failed, "
+      f"{manifest['num_listed']} listed -> {os.path.join(opts.out, opts.manifest_name)}")
+  return manifest
+
+
+def write_manifest(opts: BuildOptions, statuses: list[dict], num_listed: int, *,
+                   list_sha256: str = "", label_names: Sequence[str] | None = None) -> dict:
+  """Manifest + failure report from the shard statuses (no timestamps: reruns are identical)."""
+  failures = sorted((f for s in statuses for f in s["failures"]), key=lambda f: f["line"])
+  labels = [l for s in statuses for l in s["labels"]]
+  counts: dict[str, int] = {}
+  for l in labels:
+    counts[str(l)] = counts.get(str(l), 0) + 1
+  written = sum(s["num_records"] for s in statuses)
+  if written + len(failures) != num_listed:
+    raise RuntimeError(f"count mismatch: {written} written + {len(failures)} failed != "
+                       f"{num_listed} listed")
+  reasons: dict[str, int] = {}
+  for f in failures:
+    reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+  valid = [l for l in labels if l >= 0]
+  manifest = {
+      "format": shard_format.FORMAT,
+      "build": {"short_side": opts.short_side, "quality": opts.quality,
+                "min_frames": opts.min_frames, "videos_per_shard": opts.videos_per_shard,
+                "source": opts.source, "list_sha256": list_sha256},
+      "num_listed": num_listed, "num_written": written, "num_failed": len(failures),
+      "num_frames": sum(s["num_frames"] for s in statuses),
+      "failure_reasons": reasons,
+      "classes": {"num_classes": (max(valid) + 1) if valid else 0, "counts": counts,
+                  **({"names": list(label_names)} if label_names else {})},
+      "shards": [{"name": s["name"], "num_records": s["num_records"], "bytes": s["bytes"],
+                  "sha256": s["sha256"], "first_line": s["first_line"],
+                  "last_line": s["last_line"]} for s in statuses],
+      "failures": failures,
+  }
+  stem = os.path.splitext(opts.manifest_name)[0]
+  _write_json(os.path.join(opts.out, opts.manifest_name), manifest)
+  report = os.path.join(opts.out, stem.replace("manifest", "failures") + ".tsv"
+                        if "manifest" in stem else stem + ".failures.tsv")
+  with open(report + ".tmp", "w") as f:
+    f.write("line\tpath\treason\tdetail\n")
+    for x in failures:
+      f.write(f"{x['line']}\t{x['path']}\t{x['reason']}\t{x['detail']}\n")
+  os.replace(report + ".tmp", report)
+  return manifest
+
+
+def _write_json(path: str, obj) -> None:
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+    f.write("\n")
+  os.replace(path + ".tmp", path)
+
+
+def verify(out: str, manifest_name: str = shard_format.MANIFEST) -> list[str]:
+  """Shards whose size or sha256 differ from the manifest."""
+  with open(os.path.join(out, manifest_name)) as f:
+    manifest = json.load(f)
+  bad = []
+  for s in manifest["shards"]:
+    p = os.path.join(out, s["name"])
+    if not os.path.exists(p) or os.path.getsize(p) != s["bytes"] or file_sha256(p) != s["sha256"]:
+      bad.append(s["name"])
+  return bad
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--list", required=True, help="list file in a reference format")
+  p.add_argument("--root", default="", help="directory the list's paths are relative to")
+  p.add_argument("--out", required=True, help="output directory for shards + manifest")
+  p.add_argument("--short_side", type=int, default=320, help="resize short side (0 = keep)")
+  p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)))
+  p.add_argument("--videos_per_shard", type=int, default=128)
+  p.add_argument("--quality", type=int, default=90, help="JPEG quality")
+  p.add_argument("--min_frames", type=int, default=4, help="fewer decoded frames = too_short")
+  p.add_argument("--format", default="auto", choices=["auto", "pretrain", "video", "frames"])
+  p.add_argument("--name", default="shard", help="shard file name prefix")
+  p.add_argument("--source", default="", help="source tag stored in records (default: list name)")
+  p.add_argument("--labels", default="", help="optional class-name file, one name a line")
+  p.add_argument("--verify", action="store_true", help="only check shard checksums")
+  a = p.parse_args(argv)
+  if a.verify:
+    bad = verify(a.out)
+    print("ok" if not bad else "bad shards: " + " ".join(bad))
+    return 1 if bad else 0
+  with open(a.list, "rb") as f:
+    raw = f.read()
+  entries = parse_list(raw.decode().splitlines(), a.format)
+  names = None
+  if a.labels:
+    with open(a.labels) as f:
+      names = [l.strip() for l in f if l.strip()]
+  opts = BuildOptions(root=a.root, out=a.out, short_side=a.short_side, quality=a.quality,
+                      min_frames=a.min_frames, videos_per_shard=a.videos_per_shard,
+                      name=a.name, source=a.source or os.path.basename(a.list))
+  manifest = build(entries, opts, workers=a.workers, list_sha256=hashlib.sha256(raw).hexdigest(),
+                   label_names=names)
+  if manifest["num_failed"]:
+    print(f"{manifest['num_failed']} failed: see {os.path.join(a.out, 'failures.tsv')} "
+          f"({manifest['failure_reasons']})", file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,274 @@
+"""Frame shards: the record format, the manifest, and a Grain random-access source.
+
+One ArrayRecord record holds one video: a small JSON header (name, source,
+label, fps, frame size, per-frame byte offsets and CRC32s) followed by the
+frames as concatenated JPEG files. A shard set is a directory (or a flat
+folder with a named manifest) holding ``*.array_record`` shards and a JSON
+manifest that lists the shards in order with their record counts, sizes and
+checksums.
+
+Readers only decode the frames a clip samples and verify those frames' CRCs,
+so a corrupt record is caught at the frame level and reported with its shard
+file and record number.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import json
+import os
+import struct
+import zlib
+from typing import Sequence
+
+import numpy as np
+
+MAGIC = b"VMF1"
+MANIFEST = "manifest.json"
+FORMAT = "vmae2-frames-v1"
+
+try:  # libjpeg-turbo with reduced-size DCT; OpenCV is the fallback.
+  import simplejpeg as _simplejpeg
+except ImportError:  # pragma: no cover - exercised only without simplejpeg
+  _simplejpeg = None
+
+
+class CorruptRecordError(ValueError):
+  """A record that cannot be parsed or decoded; the message names shard and record."""
+
+
+# --------------------------------------------------------------------------
+# JPEG
+# --------------------------------------------------------------------------
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+  """RGB uint8 [H, W, 3] -> JPEG bytes."""
+  image = np.ascontiguousarray(image)
+  if _simplejpeg is not None:
+    return _simplejpeg.encode_jpeg(image, quality=quality, colorspace="RGB",
+                                   colorsubsampling="420")
+  import cv2
+  ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+  if not ok:
+    raise ValueError("JPEG encoding failed")
+  return buf.tobytes()
+
+
+def decode_jpeg(data: bytes, min_height: int = 0, min_width: int = 0) -> np.ndarray:
+  """JPEG bytes -> RGB uint8 [h, w, 3].
+
+  With min_height/min_width the decoder may use reduced-size DCT (1/2, 1/4,
+  1/8) and return the smallest scaled image that is at least that large.
+  """
+  if _simplejpeg is not None:
+    if min_height or min_width:
+      return _simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=int(min_height),
+                                     min_width=int(min_width))
+    return _simplejpeg.decode_jpeg(data, colorspace="RGB")
+  import cv2
+  flag = cv2.IMREAD_COLOR
+  if min_height or min_width:
+    h, w = jpeg_size(data)
+    for factor, f in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                      (2, cv2.IMREAD_REDUCED_COLOR_2)):
+      if h // factor >= min_height and w // factor >= min_width:
+        flag = f
+        break
+  img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+  if img is None:
+    raise ValueError("JPEG decoding failed")
+  return img[..., ::-1]
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+  """(height, width) from a JPEG's SOF marker, without decoding."""
+  i = 2
+  n = len(data)
+  while i + 9 < n:
+    if data[i] != 0xFF:
+      i += 1
+      continue
+    marker = data[i + 1]
+    if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+      h, w = struct.unpack(">HH", data[i + 5:i + 9])
+      return h, w
+    length = struct.unpack(">H", data[i + 2:i + 4])[0]
+    i += 2 + length
+  raise ValueError("no JPEG frame header")
+
+
+# --------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------
+
+
+def encode_record(frames: Sequence[bytes], *, label: int = -1, fps: float = 0.0,
+                  source: str = "", name: str = "", height: int = 0, width: int = 0) -> bytes:
+  """One video's JPEG frames and metadata -> record bytes."""
+  offsets = np.cumsum([0] + [len(f) for f in frames]).tolist()
+  header = {"name": name, "source": source, "label": int(label), "fps": float(fps),
+            "num_frames": len(frames), "height": int(height), "width": int(width),
+            "offsets": offsets, "crc32": [zlib.crc32(f) for f in frames]}
+  head = json.dumps(header, separators=(",", ":")).encode()
+  return b"".join([MAGIC, struct.pack("<I", len(head)), head, *frames])
+
+
+@dataclasses.dataclass
+class VideoRecord:
+  """A parsed record; frames are decoded on demand by index."""
+  data: bytes
+  header: dict
+  payload_start: int
+  where: str = ""
+
+  @property
+  def num_frames(self) -> int:
+    return self.header["num_frames"]
+
+  @property
+  def label(self) -> int:
+    return self.header["label"]
+
+  @property
+  def height(self) -> int:
+    return self.header["height"]
+
+  @property
+  def width(self) -> int:
+    return self.header["width"]
+
+  def frame_bytes(self, i: int) -> bytes:
+    off = self.header["offsets"]
+    if not 0 <= i < self.num_frames:
+      raise CorruptRecordError(f"{self.where}: frame {i} out of range [0, {self.num_frames})")
+    b = self.data[self.payload_start + off[i]:self.payload_start + off[i + 1]]
+    if len(b) != off[i + 1] - off[i] or zlib.crc32(b) != self.header["crc32"][i]:
+      raise CorruptRecordError(f"{self.where}: frame {i} fails its CRC check")
+    return b
+
+  def decode_frames(self, indices: Sequence[int], min_height: int = 0,
+                    min_width: int = 0) -> np.ndarray:
+    """uint8 [len(indices), h, w, 3]; each distinct frame is decoded once."""
+    cache: dict[int, np.ndarray] = {}
+    out = []
+    for i in indices:
+      i = int(i)
+      if i not in cache:
+        try:
+          cache[i] = decode_jpeg(self.frame_bytes(i), min_height, min_width)
+        except CorruptRecordError:
+          raise
+        except Exception as e:  # noqa: BLE001 - any decoder failure is corruption
+          raise CorruptRecordError(f"{self.where}: frame {i} does not decode ({e})") from e
+      out.append(cache[i])
+    shapes = {a.shape for a in out}
+    if len(shapes) != 1:
+      raise CorruptRecordError(f"{self.where}: frames differ in size {sorted(shapes)}")
+    return np.stack(out)
+
+
+def parse_record(data: bytes, where: str = "") -> VideoRecord:
+  """Record bytes -> VideoRecord; CorruptRecordError naming ``where`` if malformed."""
+  try:
+    if data[:4] != MAGIC:
+      raise ValueError(f"bad magic {bytes(data[:4])!r}")
+    (n,) = struct.unpack("<I", data[4:8])
+    header = json.loads(bytes(data[8:8 + n]))
+    if header["num_frames"] < 1 or len(header["offsets"]) != header["num_frames"] + 1:
+      raise ValueError("inconsistent frame table")
+    if 8 + n + header["offsets"][-1] != len(data):
+      raise ValueError(f"payload is {len(data) - 8 - n} bytes, header says "
+                       f"{header['offsets'][-1]}")
+  except CorruptRecordError:
+    raise
+  except Exception as e:  # noqa: BLE001
+    raise CorruptRecordError(f"{where}: unreadable record ({e})") from e
+  return VideoRecord(data=data, header=header, payload_start=8 + n, where=where)
+
+
+# --------------------------------------------------------------------------
+# Manifest and source
+# --------------------------------------------------------------------------
+
+
+def demo_path(split: str = "train") -> str:
+  """Manifest path of the embedded demo set (split 'train' or 'val')."""
+  here = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "demo")
+  return os.path.join(here, f"{split}.manifest.json")
+
+
+def resolve_manifest(path: str) -> str:
+  """A shard-set path -> its manifest file.
+
+  Accepts a directory holding manifest.json, a manifest file, or
+  'demo' / 'demo:train' / 'demo:val' for the embedded demo set.
+  """
+  if path == "demo" or path.startswith("demo:"):
+    return demo_path(path.split(":", 1)[1] if ":" in path else "train")
+  if os.path.isdir(path):
+    return os.path.join(path, MANIFEST)
+  return path
+
+
+def load_manifest(path: str) -> dict:
+  """The manifest of a shard set, with ``dir`` set to where its shards live."""
+  mpath = resolve_manifest(path)
+  if not os.path.exists(mpath):
+    raise FileNotFoundError(f"no shard manifest at {mpath} (build one with "
+                            f"python -m data_prep.build_shards)")
+  with open(mpath) as f:
+    manifest = json.load(f)
+  if manifest.get("format") != FORMAT:
+    raise ValueError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+  manifest["dir"] = os.path.dirname(os.path.abspath(mpath))
+  return manifest
+
+
+class ShardSource:
+  """Grain random-access source over a shard set: item i -> (record bytes, where).
+
+  ``where`` names the shard file and the record number inside it, so decode
+  errors further down the pipeline can say exactly which record is bad.
+  """
+
+  def __init__(self, path: str):
+    manifest = load_manifest(path)
+    self.path = path
+    self.shards = [s["name"] for s in manifest["shards"] if s["num_records"] > 0]
+    self.sizes = [s["num_records"] for s in manifest["shards"] if s["num_records"] > 0]
+    self.starts = np.cumsum([0] + self.sizes).tolist()
+    self.paths = [os.path.join(manifest["dir"], s) for s in self.shards]
+    self.num_classes = manifest.get("classes", {}).get("num_classes", 0)
+    self._reader = None
+
+  def _source(self):
+    if self._reader is None:
+      from grain import sources
+      self._reader = sources.ArrayRecordDataSource(self.paths)
+    return self._reader
+
+  def __len__(self) -> int:
+    return self.starts[-1]
+
+  def where(self, index: int) -> str:
+    k = bisect.bisect_right(self.starts, index) - 1
+    return f"shard {self.shards[k]} record {index - self.starts[k]}"
+
+  def __getitem__(self, index: int) -> tuple[bytes, str]:
+    index = int(index)
+    where = self.where(index)
+    try:
+      data = self._source()[index]
+    except Exception as e:  # noqa: BLE001 - array_record raises on damaged chunks
+      raise CorruptRecordError(f"{where}: cannot read ({e})") from e
+    return data, where
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_reader"] = None  # reopen lazily in each worker process
+    return state
+
+  def __repr__(self) -> str:
+    return f"ShardSource({self.path!r}, {len(self)} videos in {len(self.shards)} shards)"

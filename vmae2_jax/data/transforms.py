@@ -1,0 +1,210 @@
+"""Spatial clip transforms on uint8 [T, H, W, 3] arrays.
+
+Each random transform is split into a ``*_params`` function (drawn once per
+clip from a NumPy Generator) and an apply step used for every frame, so all
+frames of a clip share the same crop, flip and erasing box. Boxes are
+(y, x, h, w) in the source frame's pixels; ``crop_resize`` maps them onto a
+frame decoded at reduced size, which is how the pipeline uses reduced-size
+JPEG DCT decoding without changing what the crop covers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]  # (y, x, h, w)
+
+PRETRAIN_SCALES = (1.0, 0.875, 0.75, 0.66)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+# --------------------------------------------------------------------------
+# Multi-scale crop (pre-training; the reference's GroupMultiScaleCrop)
+# --------------------------------------------------------------------------
+
+
+def fixed_offsets(h: int, w: int, crop_h: int, crop_w: int,
+                  more_fix_crop: bool = True) -> list[tuple[int, int]]:
+  """The reference's fixed (y, x) crop offsets: 5 or, with more_fix_crop, 13.
+
+  Positions are multiples of a quarter of the slack on each axis: the four
+  corners and the centre, then centre-left/right, bottom/top-centre and the
+  four quarter points.
+  """
+  ws, hs = (w - crop_w) // 4, (h - crop_h) // 4
+  xy = [(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)]
+  if more_fix_crop:
+    xy += [(0, 2 * hs), (4 * ws, 2 * hs), (2 * ws, 4 * hs), (2 * ws, 0),
+           (1 * ws, 1 * hs), (3 * ws, 1 * hs), (1 * ws, 3 * hs), (3 * ws, 3 * hs)]
+  return [(y, x) for x, y in xy]
+
+
+def multiscale_crop_sizes(h: int, w: int, out_h: int, out_w: int,
+                          scales: Sequence[float] = PRETRAIN_SCALES,
+                          max_distort: int = 1) -> list[tuple[int, int]]:
+  """Candidate (crop_h, crop_w): scales of the short side, aspect distortion <= max_distort."""
+  base = min(h, w)
+  sizes = [int(base * s) for s in scales]
+  crop_h = [out_h if abs(s - out_h) < 3 else s for s in sizes]
+  crop_w = [out_w if abs(s - out_w) < 3 else s for s in sizes]
+  return [(ch, cw) for i, ch in enumerate(crop_h) for j, cw in enumerate(crop_w)
+          if abs(i - j) <= max_distort]
+
+
+def multiscale_crop_params(h: int, w: int, out_h: int, out_w: int, rng: np.random.Generator,
+                           scales: Sequence[float] = PRETRAIN_SCALES, max_distort: int = 1,
+                           more_fix_crop: bool = True) -> Box:
+  """One random (size pair, fixed offset) of GroupMultiScaleCrop(fix_crop=True)."""
+  pairs = multiscale_crop_sizes(h, w, out_h, out_w, scales, max_distort)
+  ch, cw = pairs[int(rng.integers(len(pairs)))]
+  offsets = fixed_offsets(h, w, ch, cw, more_fix_crop)
+  y, x = offsets[int(rng.integers(len(offsets)))]
+  return y, x, ch, cw
+
+
+# --------------------------------------------------------------------------
+# Random resized crop (fine-tuning)
+# --------------------------------------------------------------------------
+
+
+def random_resized_crop_params(h: int, w: int, rng: np.random.Generator,
+                               scale: tuple[float, float] = (0.08, 1.0),
+                               ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                               attempts: int = 10) -> Box:
+  """Area fraction uniform in ``scale``, log aspect uniform in ``ratio``; centre-crop fallback."""
+  area = h * w
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(attempts):
+    target = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(*log_ratio))
+    cw = int(round(math.sqrt(target * aspect)))
+    ch = int(round(math.sqrt(target / aspect)))
+    if 0 < cw <= w and 0 < ch <= h:
+      y = int(rng.integers(0, h - ch + 1))
+      x = int(rng.integers(0, w - cw + 1))
+      return y, x, ch, cw
+  in_ratio = w / h
+  if in_ratio < min(ratio):
+    cw, ch = w, int(round(w / min(ratio)))
+  elif in_ratio > max(ratio):
+    ch, cw = h, int(round(h * max(ratio)))
+  else:
+    ch, cw = h, w
+  return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+# --------------------------------------------------------------------------
+# Applying crops
+# --------------------------------------------------------------------------
+
+
+def min_decode_size(h: int, w: int, boxes: Sequence[Box], out_h: int,
+                    out_w: int) -> tuple[int, int]:
+  """Smallest decoded (h, w) at which every box still has >= out pixels per axis."""
+  s = max(max(out_h / b[2], out_w / b[3]) for b in boxes)
+  s = min(s, 1.0)
+  return int(math.ceil(h * s)), int(math.ceil(w * s))
+
+
+def scale_box(box: Box, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> Box:
+  """A box in src pixels -> the same region in a frame resized to dst."""
+  if src_hw == dst_hw:
+    return box
+  sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
+  y, x, h, w = box
+  y2, x2 = min(int(round(y * sy)), dst_hw[0] - 1), min(int(round(x * sx)), dst_hw[1] - 1)
+  h2 = max(1, min(int(round(h * sy)), dst_hw[0] - y2))
+  w2 = max(1, min(int(round(w * sx)), dst_hw[1] - x2))
+  return y2, x2, h2, w2
+
+
+def crop_resize(clip: np.ndarray, box: Box, out_h: int, out_w: int,
+                src_hw: tuple[int, int] | None = None, flip: bool = False) -> np.ndarray:
+  """Crop every frame to ``box`` (given in src_hw pixels), resize bilinearly, optionally flip."""
+  if src_hw is not None:
+    box = scale_box(box, src_hw, clip.shape[1:3])
+  y, x, h, w = box
+  out = np.empty((clip.shape[0], out_h, out_w, clip.shape[3]), np.uint8)
+  for t in range(clip.shape[0]):
+    region = clip[t, y:y + h, x:x + w]
+    if (h, w) == (out_h, out_w):
+      out[t] = region
+    else:
+      cv2.resize(region, (out_w, out_h), dst=out[t], interpolation=cv2.INTER_LINEAR)
+  if flip:
+    out = out[:, :, ::-1]
+  return np.ascontiguousarray(out)
+
+
+def resize_short_side(clip: np.ndarray, size: int) -> np.ndarray:
+  """Every frame resized (bilinear) so its short side is ``size``."""
+  h, w = clip.shape[1:3]
+  if min(h, w) == size:
+    return clip
+  if h <= w:
+    nh, nw = size, max(1, int(round(w * size / h)))
+  else:
+    nh, nw = max(1, int(round(h * size / w))), size
+  return crop_resize(clip, (0, 0, h, w), nh, nw)
+
+
+def spatial_crops(clip: np.ndarray, size: int, num_crops: int) -> list[np.ndarray]:
+  """The reference's test-time crops: ``num_crops`` size x size windows along the long side."""
+  h, w = clip.shape[1:3]
+  step = (max(h, w) - size) / (num_crops - 1) if num_crops > 1 else 0
+  crops = []
+  for i in range(num_crops):
+    start = int(i * step) if num_crops > 1 else (max(h, w) - size) // 2
+    if h >= w:
+      off = (w - size) // 2
+      crops.append(clip[:, start:start + size, off:off + size])
+    else:
+      off = (h - size) // 2
+      crops.append(clip[:, off:off + size, start:start + size])
+  return [np.ascontiguousarray(c) for c in crops]
+
+
+# --------------------------------------------------------------------------
+# Random erasing (one box for all frames, per-pixel normal noise)
+# --------------------------------------------------------------------------
+
+
+def random_erasing_params(h: int, w: int, rng: np.random.Generator, probability: float = 0.25,
+                          min_area: float = 0.02, max_area: float = 1 / 3,
+                          min_aspect: float = 0.3, attempts: int = 10) -> Box | None:
+  """The erased box shared by all frames, or None (not applied / no box fits)."""
+  if rng.random() >= probability:
+    return None
+  log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+  for _ in range(attempts):
+    target = rng.uniform(min_area, max_area) * h * w
+    aspect = math.exp(rng.uniform(*log_aspect))
+    eh = int(round(math.sqrt(target * aspect)))
+    ew = int(round(math.sqrt(target / aspect)))
+    if ew < w and eh < h:
+      y = int(rng.integers(0, h - eh + 1))
+      x = int(rng.integers(0, w - ew + 1))
+      return y, x, eh, ew
+  return None
+
+
+def apply_erasing(clip: np.ndarray, box: Box | None, rng: np.random.Generator) -> np.ndarray:
+  """Fill ``box`` in every frame with per-pixel N(0,1) noise of the normalised space.
+
+  The reference draws noise after normalisation; here it is mapped back to
+  pixels (mean + std * z) and clipped to 0..255, so the device's
+  normalisation sees the same noise up to clipping and rounding.
+  """
+  if box is None:
+    return clip
+  y, x, h, w = box
+  z = rng.standard_normal((clip.shape[0], h, w, 3), dtype=np.float32)
+  pixels = (IMAGENET_MEAN + IMAGENET_STD * z) * 255.0
+  clip = clip.copy()
+  clip[:, y:y + h, x:x + w] = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+  return clip
