@@ -91,8 +91,10 @@ class PretrainTransform(_ClipTransform):
     boxes = [transforms.multiscale_crop_params(h, w, self.size, self.size, rng, self.scales)
              for _ in range(self.num_sample)]
     clip = rec.decode_frames(idx, *transforms.min_decode_size(h, w, boxes, self.size, self.size))
-    views = [transforms.crop_resize(clip, b, self.size, self.size, src_hw=(h, w)) for b in boxes]
-    return {"video": np.stack(views)}
+    views = np.empty((self.num_sample, len(idx), self.size, self.size, 3), np.uint8)
+    for k, b in enumerate(boxes):
+      transforms.crop_resize(clip, b, self.size, self.size, src_hw=(h, w), out=views[k])
+    return {"video": views}
 
 
 class FinetuneTransform(_ClipTransform):

@@ -124,12 +124,17 @@ def scale_box(box: Box, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> Box
 
 
 def crop_resize(clip: np.ndarray, box: Box, out_h: int, out_w: int,
-                src_hw: tuple[int, int] | None = None, flip: bool = False) -> np.ndarray:
-  """Crop every frame to ``box`` (given in src_hw pixels), resize bilinearly, optionally flip."""
+                src_hw: tuple[int, int] | None = None, flip: bool = False,
+                out: np.ndarray | None = None) -> np.ndarray:
+  """Crop every frame to ``box`` (given in src_hw pixels), resize bilinearly, optionally flip.
+
+  ``out`` (uint8 [T, out_h, out_w, 3]) receives the result when given (not with flip).
+  """
   if src_hw is not None:
     box = scale_box(box, src_hw, clip.shape[1:3])
   y, x, h, w = box
-  out = np.empty((clip.shape[0], out_h, out_w, clip.shape[3]), np.uint8)
+  if out is None or flip:
+    out = np.empty((clip.shape[0], out_h, out_w, clip.shape[3]), np.uint8)
   for t in range(clip.shape[0]):
     region = clip[t, y:y + h, x:x + w]
     if (h, w) == (out_h, out_w):
@@ -137,8 +142,8 @@ def crop_resize(clip: np.ndarray, box: Box, out_h: int, out_w: int,
     else:
       cv2.resize(region, (out_w, out_h), dst=out[t], interpolation=cv2.INTER_LINEAR)
   if flip:
-    out = out[:, :, ::-1]
-  return np.ascontiguousarray(out)
+    return np.ascontiguousarray(out[:, :, ::-1])
+  return out
 
 
 def resize_short_side(clip: np.ndarray, size: int) -> np.ndarray:

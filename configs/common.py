@@ -1,0 +1,58 @@
+"""Defaults shared by every config; each config file edits what differs."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.stage = "pretrain"
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict(dict(
+      variant="B/16",
+      dtype="float32",          # compute dtype: float32 | bfloat16
+      param_dtype="float32",
+      attention="auto",         # auto = cuDNN flash on GPU, XLA elsewhere
+      remat="none",             # none | full | dots | dots_no_batch
+      scan_layers=False,        # one compiled block in a loop (deep models)
+      drop_path_rate=0.0,
+  ))
+  c.masking = ml_collections.ConfigDict(dict(
+      encoder="tube", encoder_ratio=0.9, decoder="running_cell", decoder_ratio=0.5))
+  c.data = ml_collections.ConfigDict(dict(
+      source="synthetic", frames=16, image_size=224, sampling_rate=4, num_sample=4,
+      num_videos=0, sources=[], num_workers=0, skip_corrupt=False))
+
+  c.batch_size = 32 * 8          # global number of videos (views not counted)
+  c.epochs = 300
+  c.total_steps = 0              # > 0 overrides epochs x steps per epoch
+  c.warmup_steps = 0             # > 0 overrides warmup_epochs (with total_steps)
+  c.stop_after = 0               # > 0 ends this run after N steps (resumes later)
+  c.optim = ml_collections.ConfigDict(dict(
+      base_lr=1e-3, min_lr=1e-5, warmup_epochs=30, weight_decay=0.05,
+      b1=0.9, b2=0.95, eps=1e-8, clip_grad=0.0, mu_dtype=""))
+  c.normalize_target = True
+
+  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+  c.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address="", num_processes=0, process_id=-1, auto=False))
+
+  c.log_every = 50
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 3
+  c.keep_period = 0              # > 0 also keeps every N-th step forever
+  c.async_checkpoint = True
+  c.init_from = ""               # a `vmae2_jax.convert` output or model checkpoint dir
+  c.reconstruction = ml_collections.ConfigDict(dict(enabled=False, num_clips=3))
+  return c
+
+
+def unlabeled_hybrid_sources(root: str = "/data/shards"):
+  """The UnlabeledHybrid mixture (~1.35M clips); weights ~ clip counts."""
+  return [
+      dict(path=f"{root}/kinetics710", weight=0.49, sampling_rate=4),
+      dict(path=f"{root}/ssv2", weight=0.13, sampling_rate=2),
+      dict(path=f"{root}/ava", weight=0.02, sampling_rate=4),
+      dict(path=f"{root}/webvid2m", weight=0.25, sampling_rate=4),
+      dict(path=f"{root}/instagram", weight=0.11, sampling_rate=4),
+  ]

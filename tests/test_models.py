@@ -1,0 +1,143 @@
+"""Models: reference parameter counts, faithful blocks, visible-only embedding."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vmae2_jax.models import (Classifier, ModelOptions, PretrainModel, count_params,
+                              get_variant, patching)
+from vmae2_jax.models.posemb import sinusoid_table
+
+REFERENCE_ENCODER_PARAMS = {  # millions, from the reference
+    "S/16": 21.88, "B/16": 86.23, "L/16": 303.86, "H/16": 631.61, "g/14": 1011.61}
+
+
+@pytest.mark.parametrize("variant", sorted(REFERENCE_ENCODER_PARAMS))
+def test_encoder_param_counts_match_reference(variant):
+  size = get_variant(variant)
+  # Abstract shapes only: nothing is materialised, even for ViT-g.
+  model = nnx.eval_shape(lambda: PretrainModel(size, frames=16, image_size=224,
+                                               opts=ModelOptions(), rngs=nnx.Rngs(0)))
+  enc = count_params(model.encoder)
+  assert round(enc / 1e6, 2) == REFERENCE_ENCODER_PARAMS[variant]
+  clf = nnx.eval_shape(lambda: Classifier(size, 400, frames=16, image_size=224,
+                                          opts=ModelOptions(init="finetune"),
+                                          rngs=nnx.Rngs(0)))
+  # Classifier encoder: no final norm; fc_norm + head on top.
+  assert count_params(clf.encoder) == enc - 2 * size.width
+  assert count_params(clf) == enc + size.width * 400 + 400
+
+
+def test_unknown_variant_names_the_field():
+  with pytest.raises(ValueError, match="config.model.variant"):
+    get_variant("Z/16")
+
+
+def test_sinusoid_table_formula():
+  table = sinusoid_table(10, 8)
+  pos, j = 7, 5
+  angle = pos / 10000 ** (2 * (j // 2) / 8)
+  assert table[pos, j] == pytest.approx(np.cos(angle), abs=1e-7)
+  assert table[pos, 4] == pytest.approx(np.sin(pos / 10000 ** (4 / 8)), abs=1e-7)
+
+
+def _tiny(**kw):
+  return PretrainModel(get_variant("mu/16"), frames=4, image_size=32,
+                       opts=ModelOptions(**kw), rngs=nnx.Rngs(0))
+
+
+def _video(b=2, t=4, s=32, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).integers(0, 256, (b, t, s, s, 3)), jnp.uint8)
+
+
+def test_attention_has_q_and_v_bias_but_no_key_bias():
+  attn = _tiny().encoder.blocks.layers.attn
+  assert attn.qkv.bias is None
+  assert attn.q_bias.shape == attn.v_bias.shape == (2, 2, 16)
+
+
+def test_key_bias_would_not_change_attention():
+  """q/v biases matter; a key bias would be softmax-invariant (why the reference omits it)."""
+  model = _tiny()
+  video = _video()
+  idx = jnp.tile(jnp.arange(8, dtype=jnp.int32), (2, 1))
+  base = model.encoder(video, idx)
+  model.encoder.blocks.layers.attn.v_bias[...] = jnp.ones_like(model.encoder.blocks.layers.attn.v_bias[...])
+  assert not np.allclose(model.encoder(video, idx), base)
+
+
+def test_visible_only_embedding_equals_embed_all_then_gather():
+  model = _tiny()
+  video = _video()
+  idx = jnp.array([[0, 2, 5, 7], [1, 3, 4, 6]], jnp.int32)
+  all_tokens = model.encoder.embed(video)
+  picked = model.encoder.embed(video, idx)
+  np.testing.assert_allclose(picked, patching.gather_tokens(all_tokens, idx), atol=1e-6)
+
+
+def test_patch_embedding_is_the_reference_conv3d():
+  """Linear on (t, h, w, c)-flattened cubes == Conv3d(kernel=stride=(2, p, p))."""
+  model = _tiny()
+  video = _video(b=1)
+  x = patching.normalize_pixels(video)                       # [1, T, H, W, 3]
+  w = model.encoder.patch_embed.kernel[...].reshape(2, 16, 16, 3, -1)
+  conv = jax.lax.conv_general_dilated(x, w, (2, 16, 16), "VALID",
+                                      dimension_numbers=("NTHWC", "THWIO", "NTHWC"))
+  conv = conv.reshape(1, -1, conv.shape[-1]) + model.encoder.patch_embed.bias[...]
+  pos = sinusoid_table(8, 32)
+  np.testing.assert_allclose(model.encoder.embed(video), conv + pos, atol=1e-5)
+
+
+def test_scan_and_unrolled_and_remat_agree():
+  video = _video()
+  vis = jnp.array([[0, 2, 5, 7], [1, 3, 4, 6]], jnp.int32)
+  tgt = jnp.array([[1, 3, 4, 6], [0, 2, 5, 7]], jnp.int32)
+  outs = []
+  for kw in (dict(), dict(scan_layers=True), dict(remat="full", scan_layers=True),
+             dict(remat="dots")):
+    model = _tiny(**kw)
+    graphdef, params = nnx.split(model)
+    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(video, vis, tgt) ** 2)
+    outs.append(jax.value_and_grad(loss)(params))
+  for val, grad in outs[1:]:
+    np.testing.assert_allclose(val, outs[0][0], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 grad, outs[0][1])
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  model = _tiny(dtype="bfloat16")
+  assert model.encoder.patch_embed.kernel[...].dtype == jnp.float32
+  out = model(_video(), jnp.zeros((2, 4), jnp.int32), jnp.ones((2, 4), jnp.int32))
+  assert out.dtype == jnp.bfloat16
+
+
+def test_drop_path_is_keyed_and_off_when_deterministic():
+  model = PretrainModel(get_variant("mu/16"), frames=4, image_size=32, opts=ModelOptions(),
+                        rngs=nnx.Rngs(0), drop_path_rate=0.5)
+  video = _video()
+  vis = jnp.array([[0, 2, 5, 7], [1, 3, 4, 6]], jnp.int32)
+  tgt = vis
+  det = model(video, vis, tgt)
+  a = model(video, vis, tgt, key=jax.random.key(1), deterministic=False)
+  b = model(video, vis, tgt, key=jax.random.key(1), deterministic=False)
+  c = model(video, vis, tgt, key=jax.random.key(2), deterministic=False)
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c) and not np.allclose(a, det)
+  np.testing.assert_array_equal(det, model(video, vis, tgt, key=jax.random.key(1)))
+
+
+def test_classifier_head_init_scale_and_pooling():
+  clf = Classifier(get_variant("mu/16"), 10, frames=4, image_size=32,
+                   opts=ModelOptions(init="finetune"), rngs=nnx.Rngs(0))
+  assert float(jnp.abs(clf.head.kernel[...]).max()) < 2 * 0.02 * 0.001 * 5
+  assert clf.encoder.norm is None
+  video = _video()
+  feats = clf.features(video)
+  tokens = clf.encoder(video)
+  np.testing.assert_allclose(feats, clf.fc_norm(tokens.mean(axis=1)), atol=1e-6)
+  logits = clf(video)
+  np.testing.assert_allclose(logits, feats @ clf.head.kernel[...] + clf.head.bias[...],
+                             atol=1e-6)

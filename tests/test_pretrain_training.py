@@ -1,0 +1,85 @@
+"""The pre-training stage end to end: learning, exact resume, failure modes."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from tests.helpers import tiny_pretrain_config
+from vmae2_jax.checkpointing import Checkpointer
+from vmae2_jax.training import trainer
+from vmae2_jax.training.config_checks import ConfigError, check_pretrain_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _final_params(workdir, config):
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
+  mesh = trainer.sharding.make_mesh(config.mesh)
+  *_, abstract_state, state_sh, _ = trainer.build(config, mesh)
+  step = ckpt.latest_step()
+  state, data_state, meta = ckpt.restore(step, abstract_state)
+  ckpt.close()
+  return step, jax.device_get(state.params), data_state, meta
+
+
+def test_resume_replays_the_uninterrupted_run_exactly(tmp_path):
+  config = tiny_pretrain_config()
+  straight = trainer.train(config, str(tmp_path / "straight"))
+  # Same run, stopped after 4 steps and resumed (from the step-4 checkpoint).
+  first = trainer.train(tiny_pretrain_config(stop_after=4), str(tmp_path / "resumed"))
+  assert first["final_step"] == 4
+  second = trainer.train(config, str(tmp_path / "resumed"))
+  assert second["steps_run"] == 2 and second["final_step"] == 6
+  assert straight["history"][-1]["loss"] == second["history"][-1]["loss"]
+  s1, p1, d1, meta = _final_params(str(tmp_path / "straight"), config)
+  s2, p2, d2, _ = _final_params(str(tmp_path / "resumed"), config)
+  assert s1 == s2 == 6 and d1 == d2 == {"position": 6} and meta["stage"] == "pretrain"
+  jax.tree.map(np.testing.assert_array_equal, p1, p2)
+  # The resolved config and TensorBoard events sit beside the checkpoints.
+  assert os.path.exists(tmp_path / "straight" / "config.json")
+  assert os.listdir(tmp_path / "straight" / "tensorboard")
+
+
+def test_loss_falls(tmp_path):
+  config = tiny_pretrain_config(total_steps=40, warmup_steps=4, log_every=10,
+                                checkpoint_every=100, **{"optim.base_lr": 0.5})
+  hist = trainer.train(config, str(tmp_path))["history"]
+  assert hist[-1]["loss"] < 0.9 * hist[0]["loss"]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  config = tiny_pretrain_config(total_steps=20, warmup_steps=1, checkpoint_every=1,
+                                **{"optim.base_lr": 1e32})
+  with pytest.raises(trainer.NonFiniteLossError, match=r"at step \d+") as err:
+    trainer.train(config, str(tmp_path))
+  bad_step = int(str(err.value).split("at step ")[1].split(";")[0])
+  step, params, _, _ = _final_params(str(tmp_path), config)
+  assert step == bad_step - 1
+  assert not any(n.endswith("tmp") for n in os.listdir(tmp_path / "checkpoints"))
+
+
+@pytest.mark.parametrize("override, field", [
+    (dict(**{"data.image_size": 40}), "config.data.image_size"),
+    (dict(**{"data.image_size": 48}), "even token grid"),
+    (dict(**{"masking.encoder_ratio": 1.0}), "config.masking.encoder_ratio"),
+    (dict(batch_size=3, **{"data.num_sample": 1}), "config.batch_size"),
+    (dict(**{"model.variant": "Q/16"}), "config.model.variant"),
+])
+def test_config_errors_name_the_field(override, field):
+  with pytest.raises((ConfigError, ValueError), match=field):
+    check_pretrain_config(tiny_pretrain_config(**override), num_devices=2)
+
+
+def test_main_reports_a_bad_config_in_one_line(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "vmae2_jax.main", "--config=configs/demo.py",
+       f"--workdir={tmp_path}", "--config.data.image_size=40"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "config.data.image_size=40" in errors[0]

@@ -1,0 +1,125 @@
+"""`--config.init_from=DIR`: start a model from a converted checkpoint, with stage surgery.
+
+Which parts are taken from DIR depends on (source kind -> target kind):
+  pretrain   -> pretrain:    everything.
+  pretrain   -> classifier:  encoder patch embedding and blocks; the encoder's
+                             final norm, decoder and mask token are dropped and
+                             the target's own (fresh) fc_norm and head are kept,
+                             as the reference fine-tuning does.
+  encoder    -> classifier:  as above.
+  encoder    -> pretrain:    encoder (with its final norm, required); the
+                             target's fresh decoder is kept.
+  classifier -> classifier:  everything; a head of another size is re-indexed
+                             with a label map (710 -> 400/600/700 automatically
+                             with the packaged Kinetics maps), or kept fresh
+                             when fresh_head=True.
+Position tables are fixed sinusoids rebuilt for the target's frames and
+resolution, so other clip shapes need nothing here.
+"""
+
+from __future__ import annotations
+
+from absl import logging
+import numpy as np
+
+from vmae2_jax.checkpointing import model_io
+from vmae2_jax.conversion import labels, mapping, surgery
+from vmae2_jax.conversion.report import ConversionError
+
+
+def _take(target: dict, source: dict, prefixes: list[tuple[str, ...]],
+          skip: list[tuple[str, ...]]) -> tuple[dict, list[str]]:
+  """Copies source leaves under `prefixes` (minus `skip`) into a copy of target; checks shapes."""
+  out = _copy_tree(target)
+  problems, taken = [], []
+  tgt_leaves = dict(mapping.flatten(target))
+  src_leaves = dict(mapping.flatten(source))
+
+  def selected(p):
+    return (any(p[:len(x)] == x for x in prefixes) and not any(p[:len(x)] == x for x in skip))
+
+  for path, leaf in tgt_leaves.items():
+    if not selected(path):
+      continue
+    name = ".".join(path)
+    if path not in src_leaves:
+      problems.append(f"  missing in checkpoint: {name} (model has {list(np.shape(leaf))})")
+      continue
+    src = src_leaves[path]
+    if tuple(np.shape(src)) != tuple(np.shape(leaf)):
+      problems.append(f"  mis-shaped: {name} checkpoint {list(np.shape(src))}, model "
+                      f"{list(np.shape(leaf))}")
+      continue
+    mapping.set_path(out, path, np.asarray(src).astype(leaf.dtype))
+    taken.append(name)
+  for path in src_leaves:
+    if selected(path) and path not in tgt_leaves:
+      problems.append(f"  unexpected in checkpoint: {'.'.join(path)} "
+                      f"{list(np.shape(src_leaves[path]))}")
+  if problems:
+    raise ConversionError("init_from does not fit the model:\n" + "\n".join(problems))
+  return out, taken
+
+
+def _copy_tree(tree: dict) -> dict:
+  return {k: _copy_tree(v) if isinstance(v, dict) else v for k, v in tree.items()}
+
+
+def apply_init_from(params: dict, directory: str, target_kind: str, *,
+                    label_map: str | None = None, fresh_head: bool = False) -> dict:
+  """Returns a copy of `params` (a pure dict) with DIR's weights applied by stage surgery.
+
+  Args:
+    params: the target model's nnx.state(model, nnx.Param).to_pure_dict(); its
+      leaves may be arrays or ShapeDtypeStructs (those taken from DIR become
+      numpy arrays in the leaf's dtype; the rest are returned as given).
+    directory: a model-only checkpoint (vmae2_jax.convert output).
+    target_kind: "pretrain" or "classifier".
+    label_map: a packaged map name ("710to400") or JSON path re-indexing the head.
+    fresh_head: keep the target's fresh head even when DIR has a classifier head.
+
+  Raises:
+    ConversionError naming every missing, unexpected or mis-shaped key.
+  """
+  src, meta = model_io.load_model_params(directory)
+  kind = meta["kind"]
+  enc_all = [("encoder",)]
+  no_norm = [("encoder", "norm")]
+  if target_kind == "pretrain":
+    if kind == "pretrain":
+      out, taken = _take(params, src, [()], [])
+    elif kind == "encoder":
+      if "norm" not in src["encoder"]:
+        raise ConversionError(f"{directory}: encoder checkpoint without encoder.norm cannot start "
+                              "a pre-training model (its encoder needs the final LayerNorm)")
+      out, taken = _take(params, src, enc_all, [])
+      logging.info("init_from %s: encoder only; the decoder starts fresh", directory)
+    else:
+      raise ConversionError(f"{directory}: a {kind} checkpoint cannot start a pre-training model "
+                            "(no decoder, no encoder.norm)")
+  elif target_kind == "classifier":
+    if kind in ("pretrain", "encoder") or fresh_head:
+      if label_map:
+        raise ConversionError(f"label_map given but {directory} has no classifier head to "
+                              "re-index" if kind != "classifier" else
+                              "label_map and fresh_head exclude each other")
+      out, taken = _take(params, src, enc_all, no_norm)
+      logging.info("init_from %s: %s encoder -> classifier; fc_norm and head start fresh",
+                   directory, kind)
+    elif kind == "classifier":
+      k_src = src["head"]["kernel"].shape[-1]
+      k_dst = np.shape(params["head"]["kernel"])[-1]
+      name = label_map or (labels.auto_label_map(k_src, k_dst) if k_src != k_dst else None)
+      if name:
+        src = dict(src)
+        src["head"] = surgery.reindex_head(src["head"], labels.label_map(name))
+        logging.info("init_from %s: head re-indexed %d -> %d with %s", directory, k_src,
+                     src["head"]["kernel"].shape[-1], name)
+      out, taken = _take(params, src, [()], [])
+    else:
+      raise ConversionError(f"{directory}: unknown checkpoint kind {kind!r}")
+  else:
+    raise ValueError(f"target_kind={target_kind!r} is not pretrain|classifier")
+  logging.info("init_from %s (%s, %s): %d tensors taken", directory, kind,
+               meta.get("variant"), len(taken))
+  return out

@@ -1,0 +1,69 @@
+"""A PNG grid of original / masked input / reconstruction frames for a few clips."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from PIL import Image
+
+from vmae2_jax.data import make_train_iterator
+from vmae2_jax.masking import MaskSpec, sample_masks
+from vmae2_jax.models import get_variant, patching
+
+TARGET_STD_EPS = 1e-6
+
+
+def reconstruct(graphdef, params, video: np.ndarray, spec: MaskSpec, patch: int, key):
+  """Returns (masked input, reconstruction) uint8 clips like `video` [B, T, H, W, 3].
+
+  Predictions are per-cube normalised pixels; each is mapped back with the
+  mean and std of the true cube (as the reference's visualisation does).
+  Cubes the decoder did not predict show the original (visible) or grey.
+  """
+  b, t, h, w, _ = video.shape
+  masks = sample_masks(key, b, spec)
+  model = nnx.merge(graphdef, params)
+  pred = model(jnp.asarray(video), masks.visible_idx, masks.target_idx)
+  cubes = patching.patchify(jnp.asarray(video, jnp.float32) / 255.0, patch)
+  n, c = cubes.shape[1:]
+  grouped = cubes.reshape(b, n, c // 3, 3)
+  mean = grouped.mean(axis=2, keepdims=True)
+  std = jnp.sqrt(grouped.var(axis=2, keepdims=True, ddof=1)) + TARGET_STD_EPS
+  take = lambda x: patching.gather_tokens(x, masks.target_idx)
+  recon_t = pred.astype(jnp.float32).reshape(b, -1, c // 3, 3) * take(std) + take(mean)
+  rows = jnp.arange(b)[:, None]
+  visible = jnp.zeros((b, n), bool).at[rows, masks.visible_idx].set(True)
+  masked_in = jnp.where(visible[..., None], cubes, 0.5)
+  recon = masked_in.at[rows, masks.target_idx].set(
+      jnp.where(visible[rows, masks.target_idx][..., None], cubes[rows, masks.target_idx],
+                recon_t.reshape(b, -1, c)))
+  to_clip = lambda x: np.asarray(jnp.clip(
+      patching.unpatchify(x, t, (h, w), patch) * 255.0, 0, 255)).astype(np.uint8)
+  return to_clip(masked_in), to_clip(recon)
+
+
+def write_reconstruction_grid(config, graphdef, params, path: str, num_clips: int = 3,
+                              frames_shown: int = 4, seed: int = 1234, video=None) -> str:
+  """Rows: per clip, original / masked input / reconstruction; columns: frames."""
+  d = config.data
+  size = get_variant(config.model.variant)
+  # Decoder masking off for the picture: every encoder-hidden cube is predicted.
+  spec = MaskSpec.from_config(config.masking, patching.grid_shape(d.frames, d.image_size,
+                                                                  size.patch))
+  spec = MaskSpec(spec.grid, spec.encoder, spec.encoder_ratio, decoder="none")
+  if video is None:  # The first clips of the training stream, one view each.
+    views = d.get("num_sample", 1)
+    batch = next(make_train_iterator(config, process_index=0, process_count=1,
+                                     seed=config.seed))["video"]
+    video = batch[::views][:num_clips]
+  num_clips = len(video)
+  masked, recon = reconstruct(graphdef, params, video, spec, size.patch, jax.random.key(seed))
+  frame_ids = np.linspace(0, d.frames - 1, frames_shown).round().astype(int)
+  rows = []
+  for i in range(num_clips):
+    for clip in (video[i], masked[i], recon[i]):
+      rows.append(np.concatenate([clip[f] for f in frame_ids], axis=1))
+  Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+  return path

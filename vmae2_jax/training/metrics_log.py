@@ -1,0 +1,63 @@
+"""Metrics a person can follow: a log line every N steps and TensorBoard events."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+from absl import logging
+
+
+class MetricsLog:
+  """Averages scalars between log steps; writes on process 0 only."""
+
+  def __init__(self, workdir: str, total_steps: int, clips_per_step: int):
+    self.total_steps = total_steps
+    self.clips_per_step = clips_per_step
+    self._sums: dict[str, float] = {}
+    self._count = 0
+    self._t0 = time.perf_counter()
+    self._writer = None
+    self.history: list[dict] = []
+    if jax.process_index() == 0:
+      try:
+        from tensorboardX import SummaryWriter
+        self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      except ImportError:  # TensorBoard events are optional.
+        logging.warning("tensorboardX not installed: no TensorBoard events")
+
+  def add(self, metrics: dict) -> None:
+    for k, v in metrics.items():
+      self._sums[k] = self._sums.get(k, 0.0) + float(v)
+    self._count += 1
+
+  def flush(self, step: int, extra: dict | None = None) -> dict:
+    """Logs the averages since the last flush; returns them."""
+    elapsed = time.perf_counter() - self._t0
+    n = max(1, self._count)
+    out = {k: v / n for k, v in self._sums.items()}
+    step_time = elapsed / n
+    out["step_time_s"] = step_time
+    out["clips_per_s"] = self.clips_per_step / step_time
+    out.update(extra or {})
+    eta = (self.total_steps - step) * step_time
+    logging.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %.3f  %.1f clips/s  ETA %s",
+                 step, self.total_steps, out.get("loss", float("nan")), out.get("lr", 0.0),
+                 out.get("grad_norm", 0.0), out["clips_per_s"], _hms(eta))
+    if self._writer is not None:
+      for k, v in out.items():
+        self._writer.add_scalar(f"train/{k}", v, step)
+      self._writer.flush()
+    self.history.append({"step": step, **out})
+    self._sums, self._count, self._t0 = {}, 0, time.perf_counter()
+    return out
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+
+
+def _hms(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
