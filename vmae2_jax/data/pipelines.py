@@ -262,6 +262,8 @@ def _init_cv2() -> None:
 
 def _train_paths(config, key: str) -> list:
   d = _data(config)
+  if d.get("source", "shards") == "tfds" and not d.get(key) and not d.get("sources"):
+    return [{"path": "tfds", "weight": 1.0, "sampling_rate": d.get("sampling_rate", 4)}]
   if d.get(key):
     return [{"path": d.get(key), "weight": 1.0, "sampling_rate": d.get("sampling_rate", 4)}]
   return list(d.get("sources") or [])
