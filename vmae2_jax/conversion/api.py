@@ -192,7 +192,7 @@ def build_model(params: dict, meta: dict[str, Any], opts: ModelOptions | None = 
 
   abstract = nnx.eval_shape(make)
   graphdef, state = nnx.split(abstract)
-  want = {p: v.shape for p, v in mapping.flatten(state.to_pure_dict())}
+  want = {p: v.shape for p, v in mapping.flatten(nnx.to_pure_dict(state))}
   have = {p: np.shape(v) for p, v in mapping.flatten(params)}
   if want != have:
     diff = sorted(".".join(p) + f" {have.get(p)} vs model {want.get(p)}"
@@ -200,8 +200,7 @@ def build_model(params: dict, meta: dict[str, Any], opts: ModelOptions | None = 
     raise ConversionError("params do not fit the model described by model.json:\n  "
                           + "\n  ".join(diff))
   pd = opts.param_dtype
-  state.replace_by_pure_dict(
-      {k: v for k, v in _map_tree(params, lambda a: jnp.asarray(a, pd)).items()})
+  nnx.replace_by_pure_dict(state, _map_tree(params, lambda a: jnp.asarray(a, pd)))
   return nnx.merge(graphdef, state)
 
 
