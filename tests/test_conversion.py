@@ -464,3 +464,51 @@ def test_python_dash_m_entry_point(hf_models, work):
                      capture_output=True, text=True, env=env, cwd=root, timeout=120)
   assert r.returncode == 0, r.stderr
   assert "variant: Ti/16" in r.stdout
+
+
+# ------------------------------------------------- encoder-only and big sizes
+def test_hf_bare_encoder_import_export(work):
+  """A bare VideoMAEModel (keys without 'videomae.', final layernorm) as an encoder."""
+  torch.manual_seed(11)
+  cfg = hf_config("tiny", pretrain=True)
+  hf = reference_eps(randomise(transformers.VideoMAEModel(cfg), 11))
+  path = save_hf(hf, str(work / "hf_bare"))
+  dst = str(work / "bare_dir")
+  rep = convert.convert_file(path, dst)
+  assert rep.kind == "encoder" and rep.variant == "Ti/16"
+  model = convert.load(dst, opts=OPTS)
+  video = video_of("tiny", 12)
+  mask = tube_mask(2, grid_of("tiny"), 0.5, 13)
+  with torch.no_grad():
+    ref = hf(video, bool_masked_pos=torch.from_numpy(mask)).last_hidden_state.numpy()
+  ours = convert.reference_forward(model, video.permute(0, 2, 1, 3, 4), mask)
+  assert max_diff(ours, ref) <= TOL
+  out = str(work / "bare_export" / "model.safetensors")
+  convert.export_checkpoint(dst, out, to="hf")
+  transformers.VideoMAEModel(cfg).load_state_dict(safetensors_torch.load_file(out), strict=True)
+
+
+@pytest.mark.parametrize("variant,kind", [("g/14", "pretrain"), ("g/14", "classifier"),
+                                          ("S/16", "classifier"), ("B/16", "pretrain"),
+                                          ("L/16", "pretrain"), ("H/16", "classifier")])
+def test_published_sizes_are_inferred_from_shapes(variant, kind):
+  """Reference-layout key sets of the published models (zero-stride arrays: no memory)."""
+  from vmae2_jax.conversion import detect, layouts
+  from vmae2_jax.models import get_variant
+  spec = layouts.Spec(kind, get_variant(variant), 710 if kind == "classifier" else None,
+                      kind == "pretrain")
+  state = {}
+  for r in layouts.rules_for("official", spec):
+    for key, shape in zip(r.srcs, r.src_shapes):
+      state[key] = np.broadcast_to(np.zeros((), np.float32), shape)
+  if kind == "classifier":
+    state = {"module." + k: v for k, v in state.items()}
+  flavour = detect.detect(state)
+  name, got, _ = detect.infer_spec(flavour)
+  assert (flavour.layout, flavour.kind, name) == ("official", kind, variant)
+  assert got == spec
+  if variant == "g/14" and kind == "pretrain":
+    assert state["encoder.blocks.39.attn.qkv.weight"].shape == (3 * 1408, 1408)
+    assert state["decoder.blocks.3.mlp.fc1.weight"].shape == (2234, 512)
+    assert state["decoder.head.weight"].shape == (3 * 2 * 14 * 14, 512)
+    assert state["mask_token"].shape == (1, 1, 512)

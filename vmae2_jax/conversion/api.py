@@ -190,6 +190,8 @@ def build_model(params: dict, meta: dict[str, Any], opts: ModelOptions | None = 
     return Encoder(spec.size, frames=frames, image_size=image_size, opts=opts, rngs=rngs,
                    final_norm=spec.encoder_norm)
 
+  if spec.kind == "encoder":  # stored as {"encoder": ...} like the other kinds
+    params = params["encoder"]
   abstract = nnx.eval_shape(make)
   graphdef, state = nnx.split(abstract)
   want = {p: v.shape for p, v in mapping.flatten(nnx.to_pure_dict(state))}
