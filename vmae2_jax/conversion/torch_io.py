@@ -45,7 +45,7 @@ def resolve_source(path: str) -> tuple[str, dict[str, Any] | None]:
     else:
       raise FileNotFoundError(f"{path}: a directory without {' or '.join(HF_WEIGHT_FILES)}")
   if not os.path.exists(path):
-    raise FileNotFoundError(path)
+    raise FileNotFoundError(f"{path}: no such file or directory")
   cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
   hf_config = None
   if os.path.exists(cfg_path):
