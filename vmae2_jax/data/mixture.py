@@ -11,9 +11,15 @@ of (seed, i), which is what makes the iterator resumable.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Callable, Sequence
 
 import grain
+import numpy as np
+
+# Up to this many videos per host a cached NumPy permutation per epoch shuffles;
+# Grain's index_shuffle costs milliseconds per element on small sets (cycle walking).
+_PERMUTATION_MAX = 1 << 24
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,17 +54,54 @@ def host_slice(ds: grain.MapDataset, process_index: int, process_count: int,
   return ds[process_index::process_count]
 
 
+class EpochShuffle:
+  """Endless passes over one host's slice of a source, reshuffled every epoch.
+
+  Item i is video perm_e[i mod n] of this host's slice, e = i // n, with perm_e
+  drawn from (seed, e): a pure function of the index, so resumable.
+  """
+
+  def __init__(self, source, *, seed: int, process_index: int, process_count: int,
+               shuffle: bool = True):
+    self.source, self.seed, self.shuffle = source, seed, shuffle
+    self.indices = np.arange(process_index, len(source), process_count, dtype=np.int64)
+    if not len(self.indices):
+      raise ValueError(f"{source!r}: {len(source)} videos cannot feed {process_count} processes")
+    self._cache = (-1, None)
+
+  def __len__(self) -> int:
+    return sys.maxsize
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    cache = self._cache  # one tuple read: safe under Grain's reader threads
+    if cache[0] != epoch:
+      perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))
+      cache = (epoch, perm.astype(np.int32))
+      self._cache = cache
+    return cache[1]
+
+  def __getitem__(self, i: int):
+    epoch, pos = divmod(int(i), len(self.indices))
+    j = int(self._perm(epoch)[pos]) if self.shuffle else pos
+    return self.source[int(self.indices[j])]
+
+
 def mixture(specs: Sequence[SourceSpec], make_source: Callable[[str], Any],
             make_transform: Callable[[SourceSpec], Any], *, seed: int, process_index: int,
             process_count: int, shuffle: bool = True) -> grain.MapDataset:
   """An endless MapDataset of transformed elements mixed by weight."""
   parts = []
   for k, spec in enumerate(specs):
-    ds = host_slice(grain.MapDataset.source(make_source(spec.path)), process_index,
-                    process_count, spec.path)
-    if shuffle:
-      ds = ds.shuffle(seed=seed * 1000 + k)
-    ds = ds.repeat(None)
+    source = make_source(spec.path)
+    if -(-len(source) // process_count) <= _PERMUTATION_MAX:
+      ds = grain.MapDataset.source(EpochShuffle(source, seed=seed * 1000 + k, shuffle=shuffle,
+                                                process_index=process_index,
+                                                process_count=process_count))
+    else:
+      ds = host_slice(grain.MapDataset.source(source), process_index, process_count, spec.path)
+      if shuffle:
+        ds = ds.shuffle(seed=seed * 1000 + k)
+      ds = ds.repeat(None)
     ds = ds.random_map(make_transform(spec), seed=seed * 1000 + 500 + k)
     parts.append(ds)
   if len(parts) == 1:

