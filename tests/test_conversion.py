@@ -512,3 +512,26 @@ def test_published_sizes_are_inferred_from_shapes(variant, kind):
     assert state["decoder.blocks.3.mlp.fc1.weight"].shape == (2234, 512)
     assert state["decoder.head.weight"].shape == (3 * 2 * 14 * 14, 512)
     assert state["mask_token"].shape == (1, 1, 512)
+
+
+def test_reference_masks_follow_the_sampler_conventions(hf_models, work):
+  """Boolean masks from masking.to_boolean_masks (dual masking, running cell) through
+  reference_forward equal the model's own index-set call; the checkpoint also runs at
+  another resolution (64 px) since position tables are regenerated."""
+  import jax
+  from vmae2_jax.masking.sampler import MaskSpec, sample_masks, to_boolean_masks
+  from vmae2_jax.models.patching import MEAN, STD
+  d = str(work / "ours_tiny_pretrain")
+  if not os.path.exists(d):
+    convert.convert_file(hf_models["tiny", "pretrain"][1], d)
+  model = convert.load(d, opts=OPTS, frames=4, image_size=64)
+  spec = MaskSpec(grid=(2, 4, 4), encoder="tube", encoder_ratio=0.75,
+                  decoder="running_cell", decoder_ratio=0.5)
+  sample = sample_masks(jax.random.key(0), 2, spec)
+  enc, dec = to_boolean_masks(sample, spec.num_tokens)
+  clip = np.random.default_rng(1).integers(0, 256, (2, 4, 64, 64, 3), dtype=np.uint8)
+  normalised = ((clip / 255.0 - MEAN) / STD).astype(np.float32).transpose(0, 4, 1, 2, 3)
+  a = convert.reference_forward(model, normalised, np.asarray(enc), np.asarray(dec))
+  b = np.asarray(model(clip, sample.visible_idx, sample.target_idx))
+  assert a.shape == (2, spec.num_targets, 1536)
+  assert max_diff(a, b) <= 1e-5

@@ -96,7 +96,7 @@ def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto
   return params, meta, rep
 
 
-def convert_file(src: str, dst: str, *, verbose: bool = False, **kwargs) -> ConversionReport:
+def convert_file(src: str, dst: str, **kwargs) -> ConversionReport:
   """import_checkpoint, then writes DIR (params, model.json, conversion_report.txt)."""
   params, meta, rep = import_checkpoint(src, **kwargs)
   model_io.save_model_params(dst, params, meta)

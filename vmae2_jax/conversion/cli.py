@@ -57,13 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                                    hf_config=not args.no_hf_config)
       print(f"wrote {args.dst} ({args.to} layout, {meta['kind']} {meta['variant']})")
       return 0
-    if args.dtype == "keep":
-      dtype = "keep"
-    else:
-      dtype = args.dtype
     rep = api.convert_file(
         args.src, args.dst, variant=args.variant, kind=args.kind, num_classes=args.num_classes,
-        label_map=args.label_map, frames=args.frames, image_size=args.image_size, dtype=dtype,
+        label_map=args.label_map, frames=args.frames, image_size=args.image_size, dtype=args.dtype,
         zero_bias=args.zero_bias, trust_pickle=args.trust_pickle, seed=args.seed)
     print(rep.full_text() if args.verbose else rep.summary())
     print(f"wrote {os.path.abspath(args.dst)} (report: {api.REPORT_FILE})")
