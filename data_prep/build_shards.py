@@ -350,7 +350,7 @@ def _fmt_eta(seconds: float) -> str:
 
 def build(entries: list[Entry], opts: BuildOptions, *, workers: int = 1,
           list_sha256: str = "", label_names: Sequence[str] | None = None,
-          log: Callable[[str], None] | None = None) -> dict:
+          log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
   """Builds (or finishes) the shard set; returns the manifest it writes."""
   log = log or (lambda s: print(s, file=sys.stderr, flush=True))
   os.makedirs(opts.out, exist_ok=True)
@@ -372,7 +372,11 @@ def build(entries: list[Entry], opts: BuildOptions, *, workers: int = 1,
   counter = ctx.Value("l", 0)
   t0 = time.time()
 
+  show = progress
+
   def progress(final: bool = False) -> None:
+    if not show:
+      return
     done = counter.value
     rate = done / max(time.time() - t0, 1e-6)
     eta = (todo_videos - done) / rate if rate > 0 else float("inf")

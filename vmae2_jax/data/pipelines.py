@@ -244,15 +244,25 @@ def make_source(config, path: str | None = None, split: str = "train"):
 
 
 def _finish(ds: grain.MapDataset, config, batch_videos: int, drop_remainder: bool = True):
+  """MapDataset of per-video dicts -> iterator of flat per-host batches.
+
+  Worker processes (config.data.num_workers) transform single videos and Grain
+  interleaves them back in order, so batches are the same whatever the worker
+  count (as long as no corrupt record is skipped); batching stays here.
+  """
   d = _data(config)
   threads = int(d.get("read_threads", 2))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
                                             prefetch_buffer_size=max(2 * batch_videos, 4)))
-  it = it.batch(batch_videos, drop_remainder=drop_remainder, batch_fn=flatten_views)
   workers = int(d.get("num_workers", 0))
   if workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (outside absl.app)
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                     per_worker_buffer_size=batch_videos),
                         worker_init_fn=_worker_init)
+  it = it.batch(batch_videos, drop_remainder=drop_remainder, batch_fn=flatten_views)
   return iter(it)
 
 
