@@ -149,6 +149,14 @@ def max_diff(a, b):
   return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
 
 
+def ours(work, hf_models, size, kind):
+  """Our checkpoint dir converted from the HF fixture (converted once, on first use)."""
+  d = str(work / f"ours_{size}_{kind}")
+  if not os.path.exists(os.path.join(d, "model.json")):
+    convert.convert_file(hf_models[size, kind][1], d)
+  return d
+
+
 # --------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
@@ -204,7 +212,7 @@ def test_classifier_parity_with_hf(size, hf_models, work):
 def test_reference_forward_matches_model_call(hf_models, work):
   """The normalised-pixel path equals the model's own uint8 path."""
   from vmae2_jax.models.patching import MEAN, STD
-  model = convert.load(str(work / "ours_tiny_classifier"), opts=OPTS)
+  model = convert.load(ours(work, hf_models, "tiny", "classifier"), opts=OPTS)
   rng = np.random.default_rng(0)
   clip = rng.integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)
   normalised = ((clip / 255.0 - MEAN) / STD).astype(np.float32).transpose(0, 4, 1, 2, 3)
@@ -217,9 +225,7 @@ def test_reference_forward_matches_model_call(hf_models, work):
 @pytest.mark.parametrize("kind", ["pretrain", "classifier"])
 def test_hf_export_loads_strict_and_matches(kind, hf_models, work):
   hf, _ = hf_models["tiny", kind]
-  src = str(work / f"ours_tiny_{kind}")
-  if not os.path.exists(src):
-    convert.convert_file(hf_models["tiny", kind][1], src)
+  src = ours(work, hf_models, "tiny", kind)
   out_dir = work / f"export_hf_{kind}"
   dst = str(out_dir / "model.safetensors")
   convert.export_checkpoint(src, dst, to="hf")
@@ -397,9 +403,7 @@ def test_apply_init_from_pretrain_to_classifier(hf_models, work):
   import jax
   from flax import nnx
   from vmae2_jax.models import Classifier, get_variant
-  d = str(work / "ours_tiny_pretrain")
-  if not os.path.exists(d):
-    convert.convert_file(hf_models["tiny", "pretrain"][1], d)
+  d = ours(work, hf_models, "tiny", "pretrain")
   clf = Classifier(get_variant("Ti/16"), 5, frames=4, image_size=32, opts=OPTS,
                    rngs=nnx.Rngs(0))
   fresh = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(clf, nnx.Param)))
@@ -414,7 +418,7 @@ def test_apply_init_from_pretrain_to_classifier(hf_models, work):
   with pytest.raises(ConversionError, match=r"mis-shaped: encoder\.patch_embed\.kernel"):
     convert.apply_init_from(nnx.to_pure_dict(nnx.state(small, nnx.Param)), d, "classifier")
   with pytest.raises(ConversionError, match="no decoder"):
-    convert.apply_init_from(fresh, str(work / "ours_tiny_classifier"), "pretrain")
+    convert.apply_init_from(fresh, ours(work, hf_models, "tiny", "classifier"), "pretrain")
 
 
 def test_interpolate_pos_table():
@@ -521,9 +525,7 @@ def test_reference_masks_follow_the_sampler_conventions(hf_models, work):
   import jax
   from vmae2_jax.masking.sampler import MaskSpec, sample_masks, to_boolean_masks
   from vmae2_jax.models.patching import MEAN, STD
-  d = str(work / "ours_tiny_pretrain")
-  if not os.path.exists(d):
-    convert.convert_file(hf_models["tiny", "pretrain"][1], d)
+  d = ours(work, hf_models, "tiny", "pretrain")
   model = convert.load(d, opts=OPTS, frames=4, image_size=64)
   spec = MaskSpec(grid=(2, 4, 4), encoder="tube", encoder_ratio=0.75,
                   decoder="running_cell", decoder_ratio=0.5)
@@ -535,3 +537,25 @@ def test_reference_masks_follow_the_sampler_conventions(hf_models, work):
   b = np.asarray(model(clip, sample.visible_idx, sample.target_idx))
   assert a.shape == (2, spec.num_targets, 1536)
   assert max_diff(a, b) <= 1e-5
+
+
+def test_apply_init_from_a_training_checkpoint(hf_models, work):
+  """init_from may also name a training run's checkpoint dir (latest step, params only)."""
+  import optax
+  from vmae2_jax.checkpointing.manager import Checkpointer
+  from vmae2_jax.training.state import TrainState
+  src, _, _ = convert.import_checkpoint(hf_models["tiny", "pretrain"][1])
+  ck = Checkpointer(str(work / "train_ckpt"), save_every=1, async_save=False)
+  ck.save(7, TrainState.create(src, optax.adamw(1e-3)), {}, {"step": 7, "variant": "Ti/16",
+                                                            "stage": "pretrain"}, force=True)
+  ck.close()
+  target = {"encoder": {k: v for k, v in src["encoder"].items() if k != "norm"},
+            "fc_norm": {"scale": np.ones(96, np.float32), "bias": np.zeros(96, np.float32)},
+            "head": {"kernel": np.zeros((96, 5), np.float32), "bias": np.zeros(5, np.float32)}}
+  target = {**target, "encoder": {**target["encoder"],
+                                  "patch_embed": {"kernel": np.zeros((1536, 96), np.float32),
+                                                  "bias": np.zeros(96, np.float32)}}}
+  out = convert.apply_init_from(target, str(work / "train_ckpt"), "classifier")
+  np.testing.assert_array_equal(out["encoder"]["patch_embed"]["kernel"],
+                                src["encoder"]["patch_embed"]["kernel"])
+  np.testing.assert_array_equal(out["head"]["kernel"], target["head"]["kernel"])

@@ -15,12 +15,21 @@ Which parts are taken from DIR depends on (source kind -> target kind):
                              when fresh_head=True.
 Position tables are fixed sinusoids rebuilt for the target's frames and
 resolution, so other clip shapes need nothing here.
+
+DIR is either a model-only checkpoint (vmae2_jax.convert output, model.json)
+or a training run's checkpoint directory (its latest step is used; only the
+parameters are read, not the optimizer state).
 """
 
 from __future__ import annotations
 
-from absl import logging
+import json
+import os
+
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
 
 from vmae2_jax.checkpointing import model_io
 from vmae2_jax.conversion import labels, mapping, surgery
@@ -61,6 +70,51 @@ def _take(target: dict, source: dict, prefixes: list[tuple[str, ...]],
   return out, taken
 
 
+def _kind_of(params: dict) -> str:
+  if "decoder" in params:
+    return "pretrain"
+  if "head" in params:
+    return "classifier"
+  return "encoder"
+
+
+def _train_step_dir(directory: str) -> str | None:
+  """The latest complete step of a training checkpoint directory (or DIR if it is a step)."""
+  if os.path.isdir(os.path.join(directory, "state")):
+    return directory
+  steps = [int(n) for n in os.listdir(directory)
+           if n.isdigit() and os.path.isdir(os.path.join(directory, n, "state"))]
+  return os.path.join(directory, str(max(steps))) if steps else None
+
+
+def read_init_source(directory: str) -> tuple[dict, dict]:
+  """(params as numpy, meta) from a model-only checkpoint or a training checkpoint dir."""
+  directory = os.path.abspath(directory)
+  if os.path.exists(os.path.join(directory, model_io.META_FILE)):
+    return model_io.load_model_params(directory)
+  step_dir = _train_step_dir(directory) if os.path.isdir(directory) else None
+  if step_dir is None:
+    raise FileNotFoundError(
+        f"init_from={directory}: neither a model checkpoint (no {model_io.META_FILE}; make one "
+        "with python -m vmae2_jax.convert) nor a training checkpoint directory")
+  path = os.path.join(step_dir, "state")
+  with ocp.PyTreeCheckpointer() as ckptr:
+    tree = ckptr.metadata(path).item_metadata.tree
+    if "params" not in tree:
+      raise ConversionError(f"{path}: a training checkpoint without 'params'")
+    want = {"params": tree["params"]}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), want)
+    params = ckptr.restore(path, args=ocp.args.PyTreeRestore(
+        item=want, restore_args=restore_args, partial_restore=True))["params"]
+  meta = {}
+  meta_file = os.path.join(step_dir, "meta", "metadata")
+  if os.path.exists(meta_file):
+    with open(meta_file) as f:
+      meta = json.load(f)
+  meta = dict(meta, kind=_kind_of(params), source=step_dir)
+  return jax.tree.map(np.asarray, params), meta
+
+
 def _copy_tree(tree: dict) -> dict:
   return {k: _copy_tree(v) if isinstance(v, dict) else v for k, v in tree.items()}
 
@@ -73,7 +127,8 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
     params: the target model's nnx.state(model, nnx.Param).to_pure_dict(); its
       leaves may be arrays or ShapeDtypeStructs (those taken from DIR become
       numpy arrays in the leaf's dtype; the rest are returned as given).
-    directory: a model-only checkpoint (vmae2_jax.convert output).
+    directory: a model-only checkpoint (vmae2_jax.convert output) or a training
+      checkpoint directory (latest step).
     target_kind: "pretrain" or "classifier".
     label_map: a packaged map name ("710to400") or JSON path re-indexing the head.
     fresh_head: keep the target's fresh head even when DIR has a classifier head.
@@ -81,7 +136,7 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
   Raises:
     ConversionError naming every missing, unexpected or mis-shaped key.
   """
-  src, meta = model_io.load_model_params(directory)
+  src, meta = read_init_source(directory)
   kind = meta["kind"]
   enc_all = [("encoder",)]
   no_norm = [("encoder", "norm")]
