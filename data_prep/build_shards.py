@@ -198,7 +198,16 @@ def read_frame_folder(path: str, start: int, total: int, short_side: int) -> tup
   for n in names:
     try:
       with open(os.path.join(path, n), "rb") as f:
-        frames.append(_resize(shard_format.decode_jpeg(f.read()), short_side))
+        data = f.read()
+      if data[:2] == b"\xff\xd8":
+        image = shard_format.decode_jpeg(data)
+      else:  # PNG, BMP: OpenCV
+        import cv2
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+          raise ValueError("undecodable image")
+        image = np.ascontiguousarray(image[..., ::-1])
+      frames.append(_resize(image, short_side))
     except Exception as e:  # noqa: BLE001
       raise VideoFailure("corrupt", f"frame {n}: {e}") from e
   return frames, 0.0
@@ -364,6 +373,12 @@ def build(entries: list[Entry], opts: BuildOptions, *, workers: int = 1,
       statuses[name] = status
     else:
       todo.append((opts, name, chunk))
+  planned = {name for name, _ in plan}
+  stale = sorted(f for f in os.listdir(opts.out)
+                 if f.startswith(opts.name + "-") and f.endswith(".array_record") and f not in planned)
+  if stale:
+    log(f"note: {len(stale)} shard files from another build are not in this manifest "
+        f"(e.g. {stale[0]}); remove them if they are not needed")
   skipped_videos = sum(s["num_listed"] for s in statuses.values())
   if statuses:
     log(f"resuming: {len(statuses)} of {n} shards already finished ({skipped_videos} videos)")

@@ -149,3 +149,25 @@ def test_embedded_demo_set_is_consistent():
     src = shards.ShardSource(f"demo:{split}")
     rec = shards.parse_record(*src[0])
     assert min(rec.height, rec.width) == 128
+
+
+def test_jpeg_opencv_fallback_and_png_frames(tmp_path, monkeypatch):
+  clip = build_demo.moving_shapes(1, 0, frames=6, size=64)
+  fast = shards.encode_jpeg(clip[0], 90)
+  assert np.abs(shards.decode_jpeg(fast).astype(int) - clip[0]).mean() < 4
+  monkeypatch.setattr(shards, "_simplejpeg", None)  # the OpenCV path
+  assert np.abs(shards.decode_jpeg(shards.encode_jpeg(clip[0], 90)).astype(int) - clip[0]).mean() < 4
+  assert shards.decode_jpeg(fast, 30, 30).shape == (32, 32, 3)  # reduced-size DCT, 1/2
+  assert shards.jpeg_size(fast) == (64, 64)
+  monkeypatch.undo()
+  import cv2
+  folder = tmp_path / "root" / "pngs"
+  folder.mkdir(parents=True)
+  for t, f in enumerate(clip):
+    cv2.imwrite(str(folder / f"{t:03d}.png"), f[..., ::-1])
+  opts = build_shards.BuildOptions(root=str(tmp_path / "root"), out=str(tmp_path / "out"),
+                                   short_side=32)
+  m = build_shards.build(build_shards.parse_list(["pngs 6 2"]), opts, log=lambda s: None)
+  assert m["num_written"] == 1
+  rec = shards.parse_record(*shards.ShardSource(str(tmp_path / "out"))[0])
+  assert (rec.num_frames, rec.height, rec.label) == (6, 32, 2)
