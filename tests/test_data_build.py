@@ -154,9 +154,9 @@ def test_embedded_demo_set_is_consistent():
 def test_jpeg_opencv_fallback_and_png_frames(tmp_path, monkeypatch):
   clip = build_demo.moving_shapes(1, 0, frames=6, size=64)
   fast = shards.encode_jpeg(clip[0], 90)
-  assert np.abs(shards.decode_jpeg(fast).astype(int) - clip[0]).mean() < 4
+  assert np.abs(shards.decode_jpeg(fast).astype(int) - clip[0]).mean() < 8
   monkeypatch.setattr(shards, "_simplejpeg", None)  # the OpenCV path
-  assert np.abs(shards.decode_jpeg(shards.encode_jpeg(clip[0], 90)).astype(int) - clip[0]).mean() < 4
+  assert np.abs(shards.decode_jpeg(shards.encode_jpeg(clip[0], 90)).astype(int) - clip[0]).mean() < 8
   assert shards.decode_jpeg(fast, 30, 30).shape == (32, 32, 3)  # reduced-size DCT, 1/2
   assert shards.jpeg_size(fast) == (64, 64)
   monkeypatch.undo()
