@@ -99,11 +99,16 @@ class LayerNorm(nnx.Module):
     return y.astype(self.dtype)
 
 
-def attention_implementation(name: str) -> str | None:
-  """"auto" picks cuDNN flash attention on GPU and XLA elsewhere."""
+def attention_implementation(name: str, dtype=jnp.bfloat16) -> str | None:
+  """"auto" picks cuDNN flash attention on GPU for bf16/fp16 compute, XLA otherwise.
+
+  cuDNN's fused attention rejects float32 inputs, so float32 models (e.g. a
+  converted checkpoint loaded for parity checks) use XLA even on GPU.
+  """
   if name != "auto":
     return name
-  return "cudnn" if jax.default_backend() == "gpu" else "xla"
+  low_precision = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  return "cudnn" if jax.default_backend() == "gpu" and low_precision else "xla"
 
 
 class Attention(nnx.Module):
@@ -122,7 +127,7 @@ class Attention(nnx.Module):
     self.v_bias = param(jnp.zeros((heads, head_dim), opts.param_dtype), ("heads", "head_dim"))
     self.proj = Dense(inner, dim, axes=("attn_inner", "embed"), opts=opts, rngs=rngs)
     self.scale = head_dim ** -0.5
-    self.implementation = attention_implementation(opts.attention)
+    self.implementation = attention_implementation(opts.attention, opts.dtype)
     self.dtype = opts.dtype
 
   def __call__(self, x):
