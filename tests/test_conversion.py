@@ -307,6 +307,12 @@ def test_refuses_missing_key(hf_models, work):
     convert.import_checkpoint(_write(work, "missing.safetensors", sd))
 
 
+def test_refuses_pretrain_without_encoder_norm(hf_models, work):
+  sd = {k: v for k, v in _hf_state(hf_models).items() if not k.startswith("videomae.layernorm")}
+  with pytest.raises(ConversionError, match=r"without the encoder's final LayerNorm"):
+    convert.import_checkpoint(_write(work, "no_norm.safetensors", sd))
+
+
 def test_refuses_misshaped_key(hf_models, work):
   sd = _hf_state(hf_models)
   sd["decoder.head.weight"] = sd["decoder.head.weight"][:-3]

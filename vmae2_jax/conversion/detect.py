@@ -139,6 +139,11 @@ def infer_spec(flavour: Flavour, *, variant: str | None = None,
     dmlp = int(_first(st, names.decoder_block.format(i=0) + fc1, "first decoder block MLP",
                       flavour).shape[0])
     dec = (dwidth, ddepth, dmlp)
+  if kind == "pretrain" and (names.encoder_norm + "weight") not in st:
+    raise ConversionError(
+        f"{flavour.layout} pre-training checkpoint without the encoder's final LayerNorm "
+        f"({names.encoder_norm}weight); the reference pre-training encoder always has one "
+        "(an HF VideoMAEForPreTraining saved with use_mean_pooling=True drops it)")
   num_classes = None
   if kind == "classifier":
     if (names.fc_norm + "weight") not in st and (names.encoder_norm + "weight") in st:
