@@ -565,3 +565,34 @@ def test_apply_init_from_a_training_checkpoint(hf_models, work):
   np.testing.assert_array_equal(out["encoder"]["patch_embed"]["kernel"],
                                 src["encoder"]["patch_embed"]["kernel"])
   np.testing.assert_array_equal(out["head"]["kernel"], target["head"]["kernel"])
+
+
+@pytest.mark.parametrize("prefix,kind,want", [
+    ("backbone.", "classifier", "classifier"), ("module._orig_mod.", "classifier", "classifier"),
+    ("encoder.", "encoder", "encoder")])
+def test_wrapper_prefixes(prefix, kind, want):
+  """'backbone.' / 'module.' / '_orig_mod.' wrappers, and an encoder taken out of a
+  pre-training model ('encoder.' keys with encoder.norm)."""
+  from vmae2_jax.conversion import detect, layouts
+  from vmae2_jax.models import get_variant
+  spec = layouts.Spec(kind, get_variant("S/16"), 400 if kind == "classifier" else None, True)
+  state = {prefix + key: np.broadcast_to(np.zeros((), np.float32), shape)
+           for r in layouts.rules_for("official", spec)
+           for key, shape in zip(r.srcs, r.src_shapes)}
+  flavour = detect.detect(state)
+  assert (flavour.layout, flavour.kind) == ("official", want)
+  name, got, _ = detect.infer_spec(flavour)
+  assert name == "S/16" and got.encoder_norm == (kind == "encoder")
+
+
+def test_packaged_label_maps_match_class_names():
+  from vmae2_jax.conversion import labels
+  k710 = labels.class_names("k710")
+  for name in labels.LABEL_MAPS:
+    rows = labels.label_map(name)
+    small = labels.class_names("k" + name.split("to")[1])
+    assert len(rows) == len(small) and len(set(rows.tolist())) == len(rows)
+    assert all(k710[r] == small[j] for j, r in enumerate(rows)), name
+  assert labels.auto_label_map(710, 600) == "710to600" and labels.auto_label_map(400, 10) is None
+  with pytest.raises(ValueError, match="neither"):
+    labels.label_map("710to999")

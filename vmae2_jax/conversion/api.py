@@ -88,7 +88,9 @@ def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto
   if frames is None:
     frames = int(hf_config.get("num_frames", 16)) if hf_config else 16
   if image_size is None:
-    image_size = int(hf_config.get("image_size", 224)) if hf_config else 224
+    image_size = hf_config.get("image_size", 224) if hf_config else 224
+    if isinstance(image_size, (list, tuple)):
+      image_size = [int(x) for x in image_size]
   meta = meta_for(new_spec, name, frames=frames, image_size=image_size,
                   source=os.path.abspath(path), layout=flavour.layout)
   for w in rep.warnings:
