@@ -206,3 +206,18 @@ def test_tfds_source_adapter_and_missing_package(sets, monkeypatch):
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
   with pytest.raises(ImportError, match="pip install tensorflow-datasets"):
     tfds_source.TfdsSource("ucf101", split="train")
+
+
+def test_shard_source_bounded_readers_and_threads(sets, monkeypatch):
+  from concurrent.futures import ThreadPoolExecutor
+  ref = [shards.ShardSource(sets["a"])[i][0] for i in range(6)]
+  monkeypatch.setattr(shards, "MAX_OPEN_SHARDS", 1)
+  src = shards.ShardSource(sets["a"])
+  order = [0, 5, 1, 4, 2, 3] * 3
+  with ThreadPoolExecutor(4) as pool:
+    got = list(pool.map(lambda i: src[i][0], order))
+  assert got == [ref[i] for i in order]
+  assert len(src._readers) == 1
+  assert src.where(5) == f"shard {src.shards[1]} record 1"
+  with pytest.raises(IndexError):
+    src[6]

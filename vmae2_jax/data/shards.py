@@ -15,10 +15,12 @@ file and record number.
 from __future__ import annotations
 
 import bisect
+import collections
 import dataclasses
 import json
 import os
 import struct
+import threading
 import zlib
 from typing import Sequence
 
@@ -27,6 +29,9 @@ import numpy as np
 MAGIC = b"VMF1"
 MANIFEST = "manifest.json"
 FORMAT = "vmae2-frames-v1"
+# Records are whole videos (several MB): readahead only copies bytes that are not needed.
+READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:1"
+MAX_OPEN_SHARDS = 128  # per source and process: keeps file descriptors bounded
 
 try:  # libjpeg-turbo with reduced-size DCT; OpenCV is the fallback.
   import simplejpeg as _simplejpeg
@@ -258,34 +263,58 @@ class ShardSource:
     self.starts = np.cumsum([0] + self.sizes).tolist()
     self.paths = [os.path.join(manifest["dir"], s) for s in self.shards]
     self.num_classes = manifest.get("classes", {}).get("num_classes", 0)
-    self._reader = None
+    self._lock = threading.Lock()
+    self._readers: collections.OrderedDict = collections.OrderedDict()
 
-  def _source(self):
-    if self._reader is None:
-      from grain import sources
-      self._reader = sources.ArrayRecordDataSource(self.paths)
-    return self._reader
+  def _reader(self, k: int):
+    """The reader of shard k, opened on first use; at most MAX_OPEN_SHARDS stay open.
+
+    ArrayRecord readers serve concurrent reads, so Grain's threads share them.
+    """
+    with self._lock:
+      reader = self._readers.get(k)
+      if reader is not None:
+        self._readers.move_to_end(k)
+        return reader
+      from array_record.python import array_record_module
+      reader = array_record_module.ArrayRecordReader(self.paths[k], READER_OPTIONS)
+      self._readers[k] = reader
+      if len(self._readers) > MAX_OPEN_SHARDS:
+        self._readers.popitem(last=False)  # closed when the last user drops it
+      return reader
 
   def __len__(self) -> int:
     return self.starts[-1]
 
-  def where(self, index: int) -> str:
+  def locate(self, index: int) -> tuple[int, int]:
+    """Global index -> (shard number, record number in that shard)."""
+    if not 0 <= index < self.starts[-1]:
+      raise IndexError(f"index {index} out of range for {self.starts[-1]} videos")
     k = bisect.bisect_right(self.starts, index) - 1
-    return f"shard {self.shards[k]} record {index - self.starts[k]}"
+    return k, index - self.starts[k]
+
+  def where(self, index: int) -> str:
+    k, r = self.locate(index)
+    return f"shard {self.shards[k]} record {r}"
 
   def __getitem__(self, index: int) -> tuple[bytes, str]:
-    index = int(index)
-    where = self.where(index)
+    k, r = self.locate(int(index))
+    where = f"shard {self.shards[k]} record {r}"
     try:
-      data = self._source()[index]
+      data = self._reader(k).read([r])[0]
     except Exception as e:  # noqa: BLE001 - array_record raises on damaged chunks
       raise CorruptRecordError(f"{where}: cannot read ({e})") from e
     return data, where
 
   def __getstate__(self):
     state = dict(self.__dict__)
-    state["_reader"] = None  # reopen lazily in each worker process
+    del state["_lock"], state["_readers"]  # readers reopen lazily in each worker process
     return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+    self._readers = collections.OrderedDict()
 
   def __repr__(self) -> str:
     return f"ShardSource({self.path!r}, {len(self)} videos in {len(self.shards)} shards)"
