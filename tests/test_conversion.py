@@ -163,15 +163,23 @@ def work(tmp_path_factory):
   return tmp_path_factory.mktemp("conversion")
 
 
+class _HFModels(dict):
+  """(size, kind) -> (hf model, safetensors path), each built on first use."""
+
+  def __init__(self, work):
+    super().__init__()
+    self.work = work
+
+  def __missing__(self, key):
+    size, kind = key
+    m = make_hf(size, pretrain=kind == "pretrain", seed={"pretrain": 1, "classifier": 2}[kind])
+    self[key] = (m, save_hf(m, str(self.work / f"hf_{size}_{kind}")))
+    return self[key]
+
+
 @pytest.fixture(scope="module")
 def hf_models(work):
-  """{(size, kind): (hf model, safetensors path)} built once."""
-  out = {}
-  for size in SIZES:
-    for kind, seed in (("pretrain", 1), ("classifier", 2)):
-      m = make_hf(size, pretrain=kind == "pretrain", seed=seed)
-      out[size, kind] = (m, save_hf(m, str(work / f"hf_{size}_{kind}")))
-  return out
+  return _HFModels(work)
 
 
 # ------------------------------------------------------------------ parity
@@ -409,20 +417,22 @@ def test_apply_init_from_pretrain_to_classifier(hf_models, work):
   import jax
   from flax import nnx
   from vmae2_jax.models import Classifier, get_variant
+
+  def target(variant):  # abstract params, as a trainer holds before initialising
+    model = nnx.eval_shape(lambda: Classifier(get_variant(variant), 5, frames=4, image_size=32,
+                                              opts=OPTS, rngs=nnx.Rngs(0)))
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
   d = ours(work, hf_models, "tiny", "pretrain")
-  clf = Classifier(get_variant("Ti/16"), 5, frames=4, image_size=32, opts=OPTS,
-                   rngs=nnx.Rngs(0))
-  fresh = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(clf, nnx.Param)))
+  fresh = target("Ti/16")
   out = convert.apply_init_from(fresh, d, "classifier")
   src, _ = model_io.load_model_params(d)
   np.testing.assert_array_equal(out["encoder"]["blocks"]["layers"]["attn"]["q_bias"],
                                 src["encoder"]["blocks"]["layers"]["attn"]["q_bias"])
-  np.testing.assert_array_equal(out["head"]["kernel"], fresh["head"]["kernel"])
-  nnx.update(clf, out)  # the result fits the model
-  small = Classifier(get_variant("mu/16"), 5, frames=4, image_size=32, opts=OPTS,
-                     rngs=nnx.Rngs(0))
+  assert out["head"]["kernel"] is fresh["head"]["kernel"]  # the target's fresh head is kept
+  assert jax.tree.map(np.shape, out) == jax.tree.map(np.shape, fresh)
   with pytest.raises(ConversionError, match=r"mis-shaped: encoder\.patch_embed\.kernel"):
-    convert.apply_init_from(nnx.to_pure_dict(nnx.state(small, nnx.Param)), d, "classifier")
+    convert.apply_init_from(target("mu/16"), d, "classifier")
   with pytest.raises(ConversionError, match="no decoder"):
     convert.apply_init_from(fresh, ours(work, hf_models, "tiny", "classifier"), "pretrain")
 
