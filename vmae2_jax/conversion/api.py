@@ -70,6 +70,9 @@ def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto
       dtype=_DTYPES[dtype], zero_bias=zero_bias)
   rep.variant = name
   rep.notes[:0] = read_notes + flavour.notes + size_notes
+  if kind == "auto" and num_classes and spec.kind != "classifier":
+    raise ValueError(f"num_classes={num_classes} given for a {spec.kind} checkpoint; pass "
+                     "kind='classifier' (--kind=classifier) for the fine-tuning surgery")
   target = spec.kind if kind == "auto" else kind
   params, new_spec, log = surgery.retarget(params, spec, target, num_classes=num_classes,
                                            label_map=label_map, seed=seed)
