@@ -204,8 +204,8 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m vmae2_jax.bench data", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default="", help="config file (get_config) whose data to read")
-  p.add_argument("--batches", type=int, default=10, help="timed batches per pipeline")
-  p.add_argument("--decode_clips", type=int, default=12, help="clips for the decode baseline")
+  p.add_argument("--batches", type=int, default=15, help="timed batches per pipeline")
+  p.add_argument("--decode_clips", type=int, default=24, help="clips for the decode baseline")
   p.add_argument("--decode_list", default="", help="mp4 list (video label) for the baseline")
   p.add_argument("--decode_root", default="")
   p.add_argument("--seconds", type=float, default=10.0,
