@@ -494,11 +494,12 @@ def verify(out: str, manifest_name: str = shard_format.MANIFEST) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--list", required=True, help="list file in a reference format")
+  p.add_argument("--list", default="", help="list file in a reference format")
   p.add_argument("--root", default="", help="directory the list's paths are relative to")
   p.add_argument("--out", required=True, help="output directory for shards + manifest")
   p.add_argument("--short_side", type=int, default=320, help="resize short side (0 = keep)")
-  p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)))
+  p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
+                 help="parallel processes, one shard each at a time")
   p.add_argument("--videos_per_shard", type=int, default=128)
   p.add_argument("--quality", type=int, default=90, help="JPEG quality")
   p.add_argument("--min_frames", type=int, default=4, help="fewer decoded frames = too_short")
@@ -512,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = verify(a.out)
     print("ok" if not bad else "bad shards: " + " ".join(bad))
     return 1 if bad else 0
+  if not a.list:
+    p.error("--list is required (except with --verify)")
   with open(a.list, "rb") as f:
     raw = f.read()
   entries = parse_list(raw.decode().splitlines(), a.format)
