@@ -221,3 +221,31 @@ def test_shard_source_bounded_readers_and_threads(sets, monkeypatch):
   assert src.where(5) == f"shard {src.shards[1]} record 1"
   with pytest.raises(IndexError):
     src[6]
+
+
+def test_unreadable_record_raises_or_is_skipped(sets, monkeypatch):
+  original = shards.ShardSource._reader
+
+  class Failing:
+    def __init__(self, reader):
+      self.reader = reader
+
+    def read(self, rows):
+      if rows == [1]:
+        raise RuntimeError("DATA_LOSS: damaged chunk")
+      return self.reader.read(rows)
+
+  monkeypatch.setattr(shards.ShardSource, "_reader",
+                      lambda self, k: Failing(original(self, k)) if k == 0 else original(self, k))
+  src = shards.ShardSource(sets["a"])
+  item = src[1]
+  assert isinstance(item, shards.BrokenRecord)
+  assert item.message.startswith(f"shard {src.shards[0]} record 1: cannot read (RuntimeError")
+  c = _config([(sets["a"], 1.0, 2)], shuffle=False)
+  with pytest.raises(shards.CorruptRecordError, match=f"shard {src.shards[0]} record 1"):
+    _take(pipelines.make_pretrain_iterator(c, process_index=0, process_count=1, seed=0), 2)
+  pipelines.SKIPPED.clear()
+  c.data.skip_corrupt = True
+  labels = np.concatenate([b["label"][::2] for b in _take(
+      pipelines.make_finetune_iterator(c, process_index=0, process_count=1, seed=0), 3)])
+  assert 1 not in labels and pipelines.SKIPPED[f"shard {src.shards[0]} record 1"] >= 1

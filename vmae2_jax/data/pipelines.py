@@ -52,6 +52,8 @@ DEFAULT_RANDAUG = "rand-m7-n4-mstd0.5-inc1"
 
 def _as_record(element) -> Any:
   """(bytes, where) from a ShardSource, or a record-like object from another source."""
+  if isinstance(element, shards.BrokenRecord):
+    element.raise_error()
   if isinstance(element, tuple):
     data, where = element
     return shards.parse_record(data, where)

@@ -43,6 +43,16 @@ class CorruptRecordError(ValueError):
   """A record that cannot be parsed or decoded; the message names shard and record."""
 
 
+@dataclasses.dataclass(frozen=True)
+class BrokenRecord:
+  """What a source returns for a record it cannot read, so the pipeline's transform
+  (not the source) decides between raising and skipping (config.data.skip_corrupt)."""
+  message: str
+
+  def raise_error(self):
+    raise CorruptRecordError(self.message)
+
+
 # --------------------------------------------------------------------------
 # JPEG
 # --------------------------------------------------------------------------
@@ -252,7 +262,8 @@ class ShardSource:
   """Grain random-access source over a shard set: item i -> (record bytes, where).
 
   ``where`` names the shard file and the record number inside it, so decode
-  errors further down the pipeline can say exactly which record is bad.
+  errors further down the pipeline can say exactly which record is bad. An
+  unreadable record comes back as a BrokenRecord carrying that message.
   """
 
   def __init__(self, path: str):
@@ -297,13 +308,13 @@ class ShardSource:
     k, r = self.locate(index)
     return f"shard {self.shards[k]} record {r}"
 
-  def __getitem__(self, index: int) -> tuple[bytes, str]:
+  def __getitem__(self, index: int) -> tuple[bytes, str] | BrokenRecord:
     k, r = self.locate(int(index))
     where = f"shard {self.shards[k]} record {r}"
     try:
       data = self._reader(k).read([r])[0]
     except Exception as e:  # noqa: BLE001 - array_record raises on damaged chunks
-      raise CorruptRecordError(f"{where}: cannot read ({e})") from e
+      return BrokenRecord(f"{where}: cannot read ({type(e).__name__}: {e})")
     return data, where
 
   def __getstate__(self):

@@ -102,18 +102,18 @@ class TfdsSource:
   def __len__(self) -> int:
     return len(self._source if self._source is not None else self._open())
 
-  def __getitem__(self, index: int) -> TfdsRecord:
+  def __getitem__(self, index: int) -> TfdsRecord | shards.BrokenRecord:
     source = self._source if self._source is not None else self._open()
     where = f"tfds {self.name}[{self.split}] record {int(index)}"
     try:
       ex = source[int(index)]
       frames = ex[self.video_key]
       label = ex.get(self.label_key, -1) if hasattr(ex, "get") else -1
-    except shards.CorruptRecordError:
-      raise
+      return TfdsRecord(frames, int(np.asarray(label)), where)
+    except shards.CorruptRecordError as e:
+      return shards.BrokenRecord(str(e))
     except Exception as e:  # noqa: BLE001
-      raise shards.CorruptRecordError(f"{where}: cannot read ({e})") from e
-    return TfdsRecord(frames, int(np.asarray(label)), where)
+      return shards.BrokenRecord(f"{where}: cannot read ({type(e).__name__}: {e})")
 
   def __getstate__(self):
     state = dict(self.__dict__)
