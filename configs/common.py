@@ -20,8 +20,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.masking = ml_collections.ConfigDict(dict(
       encoder="tube", encoder_ratio=0.9, decoder="running_cell", decoder_ratio=0.5))
   c.data = ml_collections.ConfigDict(dict(
-      source="synthetic", frames=16, image_size=224, sampling_rate=4, num_sample=4,
-      num_videos=0, sources=[], num_workers=0, skip_corrupt=False))
+      source="shards",          # shards | tfds | synthetic (generated clips, tests)
+      train_path="",            # one shard set ("demo" = the embedded demo set) ...
+      sources=[],               # ... or a weighted mixture: [{path, weight, sampling_rate}]
+      val_path="",
+      frames=16, image_size=224, sampling_rate=4, num_sample=4,
+      num_videos=0,             # videos per epoch (for epoch-based schedules)
+      shuffle=True, read_threads=2, num_workers=0, skip_corrupt=False))
 
   c.batch_size = 32 * 8          # global number of videos (views not counted)
   c.epochs = 300
@@ -30,10 +35,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.stop_after = 0               # > 0 ends this run after N steps (resumes later)
   c.optim = ml_collections.ConfigDict(dict(
       base_lr=1e-3, min_lr=1e-5, warmup_epochs=30, weight_decay=0.05,
-      b1=0.9, b2=0.95, eps=1e-8, clip_grad=0.0, mu_dtype=""))
+      b1=0.9, b2=0.95, eps=1e-8, clip_grad=0.0,
+      mu_dtype="",               # "" = param dtype; "bfloat16" halves the first moment
+      nu_dtype=""))              # same for the second moment (see docs/scaling.md)
   c.normalize_target = True
 
-  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+  # Per-slice mesh sizes (-1 fills) and dcn_* sizes across slices/hosts.
+  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1,
+                                          dcn_data=1, dcn_fsdp=1, dcn_tensor=1))
+  # None = vmae2_jax.sharding.rules.DEFAULT_RULES; else [(logical, mesh axes), ...].
+  c.sharding_rules = ml_collections.FieldReference(None, field_type=list)
+  c.compile_only = False         # lower + compile the step, print memory/FLOPs, exit
   c.distributed = ml_collections.ConfigDict(dict(
       coordinator_address="", num_processes=0, process_id=-1, auto=False))
 

@@ -9,3 +9,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402  (must follow the flag)
 
 jax.config.update("jax_threefry_partitionable", True)
+
+# Identical programs compiled by several tests (each train() jits afresh) are
+# compiled once per session.
+import tempfile  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("VMAE2_TEST_JAX_CACHE", tempfile.mkdtemp(prefix="jax_cache_")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -7,6 +7,7 @@ def tiny_pretrain_config(**overrides):
   """The demo config shrunk to a 2-block, 32-wide ViT on 4x32x32 clips."""
   c = demo.get_config()
   c.model.variant = "mu/16"
+  c.data.source = "synthetic"
   c.data.frames = 4
   c.data.image_size = 32
   c.data.num_sample = 2

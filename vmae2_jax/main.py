@@ -39,6 +39,10 @@ def main(argv):
                jax.default_backend(), jax.process_count())
   logging.info("config:\n%s", config)
   stage = config.get("stage", "pretrain")
+  if config.get("compile_only", False):
+    from vmae2_jax.training import compile_only
+    compile_only.run(config)
+    return
   if stage == "pretrain":
     from vmae2_jax.training.trainer import NonFiniteLossError, train
     from vmae2_jax.training.config_checks import ConfigError

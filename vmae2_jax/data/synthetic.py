@@ -17,7 +17,7 @@ def _grating(rng, frames: int, size: int) -> np.ndarray:
   t = np.arange(frames, dtype=np.float32)[:, None, None]
   yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
   theta = rng.uniform(0, np.pi)
-  wavelength = rng.uniform(6, 16)
+  wavelength = rng.uniform(16, 40)
   speed = rng.uniform(-1.5, 1.5)
   phase = rng.uniform(0, 2 * np.pi)
   u = (np.cos(theta) * xx + np.sin(theta) * yy)[None] + speed * t

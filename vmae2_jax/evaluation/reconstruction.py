@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +17,8 @@ from vmae2_jax.models import get_variant, patching
 TARGET_STD_EPS = 1e-6
 
 
-def reconstruct(graphdef, params, video: np.ndarray, spec: MaskSpec, patch: int, key):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def reconstruct(graphdef, params, video, spec: MaskSpec, patch: int, key):
   """Returns (masked input, reconstruction) uint8 clips like `video` [B, T, H, W, 3].
 
   Predictions are per-cube normalised pixels; each is mapped back with the
@@ -39,8 +42,8 @@ def reconstruct(graphdef, params, video: np.ndarray, spec: MaskSpec, patch: int,
   recon = masked_in.at[rows, masks.target_idx].set(
       jnp.where(visible[rows, masks.target_idx][..., None], cubes[rows, masks.target_idx],
                 recon_t.reshape(b, -1, c)))
-  to_clip = lambda x: np.asarray(jnp.clip(
-      patching.unpatchify(x, t, (h, w), patch) * 255.0, 0, 255)).astype(np.uint8)
+  to_clip = lambda x: jnp.clip(
+      patching.unpatchify(x, t, (h, w), patch) * 255.0 + 0.5, 0, 255).astype(jnp.uint8)
   return to_clip(masked_in), to_clip(recon)
 
 
@@ -59,11 +62,15 @@ def write_reconstruction_grid(config, graphdef, params, path: str, num_clips: in
                                      seed=config.seed))["video"]
     video = batch[::views][:num_clips]
   num_clips = len(video)
-  masked, recon = reconstruct(graphdef, params, video, spec, size.patch, jax.random.key(seed))
+  masked, recon = map(np.asarray, reconstruct(graphdef, params, jnp.asarray(video), spec,
+                                              size.patch, jax.random.key(seed)))
   frame_ids = np.linspace(0, d.frames - 1, frames_shown).round().astype(int)
   rows = []
   for i in range(num_clips):
     for clip in (video[i], masked[i], recon[i]):
       rows.append(np.concatenate([clip[f] for f in frame_ids], axis=1))
-  Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+  grid = np.concatenate(rows, axis=0)
+  zoom = max(1, 192 // max(video.shape[2:4]))  # small demo frames: enlarge, keep pixels sharp
+  grid = grid.repeat(zoom, axis=0).repeat(zoom, axis=1)
+  Image.fromarray(grid).save(path)
   return path
