@@ -23,6 +23,7 @@ written + failed == listed.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import dataclasses
 import hashlib
 import json
@@ -403,16 +404,22 @@ def build(entries: list[Entry], opts: BuildOptions, *, workers: int = 1,
 
   if todo:
     if workers > 1 and len(todo) > 1:
-      with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(counter,)) as pool:
-        pending = pool.imap_unordered(build_shard, todo)
-        while True:
-          try:
-            status = pending.next(timeout=1.0)
+      # A worker that dies (a decoder crash) breaks the pool: fail loudly rather than
+      # hang; finished shards are kept and a rerun resumes from them.
+      with cf.ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
+                                  initializer=_init_worker, initargs=(counter,)) as pool:
+        futures = {pool.submit(build_shard, t): t[1] for t in todo}
+        pending = set(futures)
+        while pending:
+          done, pending = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+          for f in done:
+            try:
+              status = f.result()
+            except cf.BrokenExecutor as e:
+              raise RuntimeError(f"a worker died while building {futures[f]} (decoder crash or "
+                                 f"out of memory?); finished shards are kept, rerun to resume "
+                                 f"or use --workers=1 to find the video") from e
             statuses[status["name"]] = status
-          except mp.TimeoutError:
-            pass
-          except StopIteration:
-            break
           progress()
     else:
       _init_worker(counter)
