@@ -21,7 +21,8 @@ Config (config.data, all optional except the paths; defaults in brackets):
   rrc_scale [(0.08, 1.0)], rrc_ratio [(3/4, 4/3)], randaug_after_crop [False],
   scales [(1, .875, .75, .66)], test_num_segment [5], test_num_crop [3],
   num_workers [0], read_threads [2], skip_corrupt [False], shuffle [True], tune_malloc [True],
-  tfds_name / tfds_split / tfds_data_dir / tfds_video_key / tfds_label_key.
+  tfds_name / tfds_train_split / tfds_validation_split / tfds_data_dir / tfds_video_key /
+  tfds_label_key.
 """
 
 from __future__ import annotations
