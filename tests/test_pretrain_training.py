@@ -103,3 +103,7 @@ def test_demo_config_trains_on_the_embedded_shards_and_draws(tmp_path):
   from PIL import Image
   img = Image.open(summary["reconstruction"])
   assert img.size[1] == 2 * 3 * 64 * 3  # 2 clips x (original, masked, reconstruction), x3 zoom
+  # ...and on request, from the run's checkpoint.
+  from vmae2_jax.evaluation.draw_reconstruction import draw
+  path = draw(str(tmp_path), num_clips=1, out=str(tmp_path / "again.png"))
+  assert Image.open(path).size[1] == 3 * 64 * 3

@@ -1,0 +1,53 @@
+"""Draw the reconstruction picture for a run, on request.
+
+  python -m vmae2_jax.evaluation.draw_reconstruction --workdir=DIR [--step=N] [--num_clips=3]
+
+Reads DIR/config.json and the checkpoint (latest unless --step), writes
+DIR/reconstruction_step<N>.png: per clip, original / masked input / reconstruction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+from absl import app, flags
+
+from vmae2_jax import sharding
+from vmae2_jax.checkpointing import Checkpointer
+from vmae2_jax.evaluation.reconstruction import write_reconstruction_grid
+from vmae2_jax.training import trainer
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A pre-training run's workdir.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+_NUM_CLIPS = flags.DEFINE_integer("num_clips", 3, "Clips (rows of three) to draw.")
+_OUT = flags.DEFINE_string("out", None, "PNG path (default: in the workdir).")
+
+
+def draw(workdir: str, step: int | None = None, num_clips: int = 3, out: str | None = None) -> str:
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
+  step = step if step is not None else ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{workdir}/checkpoints holds no complete checkpoint")
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  graphdef, _, _, _, abstract_state, state_sh, _ = trainer.build(config, mesh)
+  state, _, _ = ckpt.restore(step, jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_sh))
+  ckpt.close()
+  path = out or os.path.join(workdir, f"reconstruction_step{step}.png")
+  return write_reconstruction_grid(config, graphdef, jax.device_get(state.params), path,
+                                   num_clips=num_clips)
+
+
+def main(argv):
+  del argv
+  print(draw(_WORKDIR.value, _STEP.value, _NUM_CLIPS.value, _OUT.value))
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("workdir")
+  app.run(main)
