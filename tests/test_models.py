@@ -100,7 +100,7 @@ def test_scan_and_unrolled_and_remat_agree():
     model = _tiny(**kw)
     graphdef, params = nnx.split(model)
     loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(video, vis, tgt) ** 2)
-    outs.append(jax.value_and_grad(loss)(params))
+    outs.append(jax.jit(jax.value_and_grad(loss))(params))
   for val, grad in outs[1:]:
     np.testing.assert_allclose(val, outs[0][0], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
