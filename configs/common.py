@@ -68,3 +68,26 @@ def unlabeled_hybrid_sources(root: str = "/data/shards"):
       dict(path=f"{root}/webvid2m", weight=0.25, sampling_rate=4),
       dict(path=f"{root}/instagram", weight=0.11, sampling_rate=4),
   ]
+
+
+def pretrain_recipe(variant: str, *, per_gpu_batch: int, gpus: int, base_lr: float,
+                    warmup_epochs: int, epochs: int, clip_grad: float = 0.0,
+                    remat: str = "none", scan_layers: bool = False) -> ml_collections.ConfigDict:
+  """A reference pre-training recipe on UnlabeledHybrid with dual masking.
+
+  The global batch is the reference's per-GPU videos x GPUs; lr is scaled by
+  batch/256 in the trainer (views from num_sample not counted).
+  """
+  c = base_config()
+  c.model.variant = variant
+  c.model.remat = remat
+  c.model.scan_layers = scan_layers
+  c.batch_size = per_gpu_batch * gpus
+  c.epochs = epochs
+  c.optim.base_lr = base_lr
+  c.optim.warmup_epochs = warmup_epochs
+  c.optim.clip_grad = clip_grad
+  c.data.sources = unlabeled_hybrid_sources()
+  c.data.num_videos = 1_350_000
+  c.data.num_sample = 4
+  return c

@@ -1,25 +1,12 @@
-"""Pre-training ViT-S/16 on UnlabeledHybrid with dual masking (reference recipe).
+"""Pre-training ViT-S/16. Not a published pre-training run (the published S is distilled from g);
+this is the B recipe at S size.
 
-Not a published pre-training run: the S students are distilled from g; recipe of B.
-Batch is the reference's per-GPU videos x GPUs; lr is scaled by batch/256 (views
-not counted). Override on the command line, e.g. --config.batch_size=64.
+python -m vmae2_jax.main --config=configs/pretrain_s.py --workdir=DIR [--config.batch_size=...]
 """
 
-from configs.common import base_config, unlabeled_hybrid_sources
+from configs.common import pretrain_recipe
 
 
 def get_config(arg=None):
-  c = base_config()
-  c.model.variant = "S/16"
-  c.model.remat = "none"
-  c.model.scan_layers = False
-  c.batch_size = 32 * 32
-  c.epochs = 200
-  c.optim.base_lr = 0.001
-  c.optim.warmup_epochs = 20
-  c.optim.clip_grad = 0.0
-  c.data.source = "shards"
-  c.data.sources = unlabeled_hybrid_sources()
-  c.data.num_videos = 1_350_000
-  c.data.num_sample = 4
-  return c
+  return pretrain_recipe("S/16", per_gpu_batch=32, gpus=32, base_lr=1e-3,
+                         warmup_epochs=20, epochs=200)
