@@ -91,18 +91,19 @@ def mixture(specs: Sequence[SourceSpec], make_source: Callable[[str], Any],
             process_count: int, shuffle: bool = True) -> grain.MapDataset:
   """An endless MapDataset of transformed elements mixed by weight."""
   parts = []
+  base = (int(seed) * 1000) % (1 << 31)  # non-negative seeds for NumPy and Grain
   for k, spec in enumerate(specs):
     source = make_source(spec.path)
     if -(-len(source) // process_count) <= _PERMUTATION_MAX:
-      ds = grain.MapDataset.source(EpochShuffle(source, seed=seed * 1000 + k, shuffle=shuffle,
+      ds = grain.MapDataset.source(EpochShuffle(source, seed=base + k, shuffle=shuffle,
                                                 process_index=process_index,
                                                 process_count=process_count))
     else:
       ds = host_slice(grain.MapDataset.source(source), process_index, process_count, spec.path)
       if shuffle:
-        ds = ds.shuffle(seed=seed * 1000 + k)
+        ds = ds.shuffle(seed=base + k)
       ds = ds.repeat(None)
-    ds = ds.random_map(make_transform(spec), seed=seed * 1000 + 500 + k)
+    ds = ds.random_map(make_transform(spec), seed=base + 500 + k)
     parts.append(ds)
   if len(parts) == 1:
     return parts[0]
