@@ -3,9 +3,10 @@
 Layout of DIR:
   DIR/params/      Orbax PyTree of the model's parameters as a nested dict
                    (the pure dict of nnx.state(model, nnx.Param))
-  DIR/model.json   what the parameters are: {"kind": "pretrain"|"classifier",
-                   "variant": "g/14", "num_classes": ..., "frames": ...,
-                   "image_size": ..., "source": ...}
+  DIR/model.json   what the parameters are: {"kind": "pretrain"|"classifier"|
+                   "encoder", "variant": "g/14", "num_classes": ..., "frames": ...,
+                   "image_size": ..., "source": ..., "format_version": ...}
+                   (vmae2_jax.conversion adds size/encoder_norm/source_layout)
 model.json is written last, so a directory without it is incomplete and is
 never loaded.
 """
