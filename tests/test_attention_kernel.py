@@ -1,0 +1,43 @@
+"""The hand-written attention backward equals autodiff of the reference formula."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vmae2_jax.models.layers import softmax_attention
+
+
+def _reference(q, k, v, scale):
+  return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation="xla")
+
+
+def test_softmax_attention_matches_dot_product_attention_and_its_gradient():
+  keys = jax.random.split(jax.random.key(0), 4)
+  b, n, h, d = 2, 37, 3, 16
+  q, k, v = (jax.random.normal(kk, (b, n, h, d)) * 2.0 for kk in keys[:3])
+  ct = jax.random.normal(keys[3], (b, n, h, d))
+  scale = d ** -0.5
+
+  def loss_ours(q, k, v):
+    return jnp.sum(softmax_attention(q * scale, k, v) * ct)
+
+  def loss_ref(q, k, v):
+    return jnp.sum(_reference(q, k, v, scale) * ct)
+
+  np.testing.assert_allclose(softmax_attention(q * scale, k, v), _reference(q, k, v, scale),
+                             atol=2e-6, rtol=1e-5)
+  for g_ours, g_ref in zip(jax.grad(loss_ours, (0, 1, 2))(q, k, v),
+                           jax.grad(loss_ref, (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(g_ours, g_ref, atol=2e-5, rtol=1e-4)
+
+
+def test_softmax_attention_bfloat16_keeps_fp32_softmax():
+  keys = jax.random.split(jax.random.key(1), 3)
+  q, k, v = (jax.random.normal(kk, (1, 20, 2, 8)) for kk in keys)
+  out = softmax_attention(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16))
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(out.astype(jnp.float32), _reference(q, k, v, 1.0), atol=3e-2)
+  grads = jax.grad(lambda q: jnp.sum(softmax_attention(q, k.astype(jnp.bfloat16),
+                                                       v.astype(jnp.bfloat16)).astype(jnp.float32)))(
+                                                           q.astype(jnp.bfloat16))
+  assert grads.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(grads.astype(jnp.float32))))
