@@ -20,6 +20,7 @@ CORE = [
     "tensorboardX>=2.6,<3",
     "av>=14",
     "opencv-python-headless>=4.9",
+    "simplejpeg>=1.7",           # fast JPEG decoding of frame shards (OpenCV otherwise)
 ]
 
 setup(
