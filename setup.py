@@ -33,7 +33,6 @@ setup(
     packages=find_packages(include=["vmae2_jax", "vmae2_jax.*", "data_prep", "data_prep.*",
                                     "configs"]),
     package_data={"vmae2_jax": ["resources/kinetics/*", "resources/demo/*"]},
-    include_package_data=True,
     install_requires=CORE,
     extras_require={
         "cpu": ["jax[cpu]>=0.10.2,<0.12"],
