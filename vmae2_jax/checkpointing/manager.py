@@ -46,7 +46,7 @@ class Checkpointer:
            meta: dict | None = None, *, force: bool = False) -> bool:
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state or {}),
+        data=ocp.args.JsonSave(_all_processes(data_state or {})),
         meta=ocp.args.JsonSave(meta or {}),
     )
     saved = self._manager.save(step, args=args, force=force)
@@ -62,7 +62,7 @@ class Checkpointer:
         data=ocp.args.JsonRestore(),
         meta=ocp.args.JsonRestore(),
     ))
-    return out.state, dict(out.data or {}), dict(out.meta or {})
+    return out.state, _this_process(dict(out.data or {})), dict(out.meta or {})
 
   def wait(self) -> None:
     """Blocks until pending async saves are durable."""
@@ -71,3 +71,37 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+# Orbax's JSON items are written by the primary host only, but every process
+# reads its own slice of the data and so has its own iterator state: with
+# several processes the saved item holds all of them, gathered here.
+def _all_processes(data_state: dict) -> dict:
+  """The data item to save: this state alone, or every process's (one collective)."""
+  if jax.process_count() == 1:
+    return data_state
+  import json
+
+  import numpy as np
+  from jax.experimental import multihost_utils
+  raw = np.frombuffer(json.dumps(data_state, sort_keys=True).encode(), np.uint8)
+  lengths = multihost_utils.process_allgather(np.asarray([raw.size], np.int32))
+  padded = np.zeros(int(np.max(lengths)), np.uint8)
+  padded[:raw.size] = raw
+  rows = multihost_utils.process_allgather(padded)
+  states = [json.loads(bytes(rows[i, :int(lengths[i, 0])]).decode())
+            for i in range(jax.process_count())]
+  return {"process_count": jax.process_count(), "processes": states}
+
+
+def _this_process(saved: dict) -> dict:
+  """This process's iterator state from a saved data item (either layout)."""
+  if "processes" not in saved:
+    if jax.process_count() > 1 and saved:
+      raise ValueError("the checkpoint holds one process's data state; this run has "
+                       f"{jax.process_count()} processes (data order would not resume)")
+    return saved
+  if saved["process_count"] != jax.process_count():
+    raise ValueError(f"the checkpoint's data state is for {saved['process_count']} processes; "
+                     f"this run has {jax.process_count()}")
+  return saved["processes"][jax.process_index()]

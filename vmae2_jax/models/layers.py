@@ -15,6 +15,10 @@ import numpy as np
 from flax import nnx
 
 from vmae2_jax.models.options import ModelOptions
+from vmae2_jax.sharding.constraints import constrain
+
+# Logical axes of the [B, N, D] activations between blocks (see sharding rules).
+ACTIVATION_AXES = ("batch", "length", "act_embed")
 
 LN_EPS = 1e-6
 
@@ -256,11 +260,13 @@ class BlockStack(nnx.Module):
     def body(h, xs):
       layer_state, layer_key, rate = xs
       block = nnx.merge(graphdef, layer_state)
-      return block(h, drop_rate=rate, key=layer_key, deterministic=not use_drop), None
+      h = block(h, drop_rate=rate, key=layer_key, deterministic=not use_drop)
+      return constrain(h, ACTIVATION_AXES), None
 
     policy = REMAT_POLICIES[self.opts.remat]
     if self.opts.remat != "none":
       body = jax.checkpoint(body, policy=policy, prevent_cse=not self.opts.scan_layers)
     unroll = 1 if self.opts.scan_layers else self.depth
+    x = constrain(x, ACTIVATION_AXES)
     x, _ = jax.lax.scan(body, x, (state, keys, rates), unroll=unroll)
     return x

@@ -41,8 +41,16 @@ def make_mesh(mesh_cfg=None, devices=None) -> Mesh:
   num_slices = math.prod(dcn.values())
   if num_slices > 1:
     from jax.experimental import mesh_utils
+    if len(devices) % num_slices:
+      raise ValueError(f"config.mesh dcn_* sizes {dcn} do not divide {len(devices)} devices")
     ici = resolve_sizes(mesh_cfg, len(devices) // num_slices)
-    arr = mesh_utils.create_hybrid_device_mesh(ici, tuple(dcn[a] for a in MESH_AXES), devices)
+    dcn_shape = tuple(dcn[a] for a in MESH_AXES)
+    try:
+      # TPU slices carry slice_index; elsewhere each process is one granule.
+      arr = mesh_utils.create_hybrid_device_mesh(
+          ici, dcn_shape, devices, process_is_granule=not hasattr(devices[0], "slice_index"))
+    except (ValueError, AssertionError, AttributeError):
+      arr = _hybrid_row_major(devices, ici, dcn_shape)
   else:
     shape = resolve_sizes(mesh_cfg, len(devices))
     try:
@@ -51,6 +59,19 @@ def make_mesh(mesh_cfg=None, devices=None) -> Mesh:
     except Exception:  # CPU / unusual topologies: plain row-major order.
       arr = np.asarray(devices).reshape(shape)
   return Mesh(arr, MESH_AXES)
+
+
+def _hybrid_row_major(devices, ici, dcn) -> np.ndarray:
+  """Granules (processes) in row-major order on the dcn grid, devices inside.
+
+  Used where mesh_utils cannot group devices into granules (e.g. one process
+  with fake CPU devices): axis i of the result is dcn[i] blocks of ici[i].
+  """
+  devices = sorted(devices, key=lambda d: (d.process_index, d.id))
+  arr = np.asarray(devices, dtype=object).reshape(tuple(dcn) + tuple(ici))
+  n = len(MESH_AXES)
+  arr = arr.transpose([j for i in range(n) for j in (i, n + i)])
+  return arr.reshape(tuple(a * b for a, b in zip(dcn, ici)))
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:

@@ -10,39 +10,70 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 # FSDP over the model width inside a slice, tensor parallelism on heads/MLP
-# when the "tensor" axis is > 1, stacked layers never split.
+# when the "tensor" axis is > 1, stacked layers never split. A name listed
+# twice has a fallback (see logical_to_spec).
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("attn_inner", "tensor"),
-    ("head_dim", None),
+    # Second choices: 1-D MLP/attention biases have no "embed" dim; without
+    # these they would stay whole on every device under pure FSDP.
+    ("mlp", "fsdp"),
+    ("head_dim", "fsdp"),
     ("patch", None),
     ("classes", None),
     ("layers", None),
+    # Activations between blocks: batch split as the data, tokens and width whole.
+    ("length", None),
+    ("act_embed", None),
 )
+
+
+def rules_from_config(config) -> tuple[tuple[str, Any], ...]:
+  """config.sharding_rules as a tuple table; None/empty means DEFAULT_RULES."""
+  rules = config.get("sharding_rules", None) if hasattr(config, "get") else None
+  if not rules:
+    return DEFAULT_RULES
+  out = []
+  for name, target in rules:
+    target = tuple(target) if isinstance(target, (list, tuple)) else target
+    out.append((str(name), target))
+  return tuple(out)
 
 
 def logical_to_spec(axes: Sequence[str | None], rules, shape=None, mesh: Mesh | None = None) -> P:
   """PartitionSpec for logical `axes`.
 
-  A mesh axis is used at most once per array, and (when shape and mesh are
-  given) only where it divides the dimension; otherwise that dim stays whole.
+  A logical name may have several rules; they are tried in table order, all
+  dims' first choices before any dim's second, so a fallback never takes a
+  mesh axis that another dim's first choice wants. A mesh axis is used at
+  most once per array, size-1 mesh axes are dropped, and (when shape and mesh
+  are given) a choice must divide the dimension; a dim with no usable choice
+  stays whole.
   """
-  table = dict(rules)
+  choices: dict[str, list[tuple[str, ...]]] = {}
+  for name, target in rules:
+    choices.setdefault(name, []).append(
+        (target,) if isinstance(target, str) else tuple(target or ()))
   used: set[str] = set()
-  out = []
-  for i, name in enumerate(axes):
-    target = table.get(name) if name is not None else None
-    names = (target,) if isinstance(target, str) else tuple(target or ())
-    names = tuple(n for n in names
-                  if n not in used and (mesh is None or mesh.shape[n] > 1))
-    if names and shape is not None and mesh is not None:
-      if shape[i] % math.prod(mesh.shape[n] for n in names):
-        names = ()
-    used.update(names)
-    out.append(None if not names else names[0] if len(names) == 1 else names)
+  out: list = [None] * len(axes)
+  done = [name is None or name not in choices for name in axes]
+  for rank in range(max((len(v) for v in choices.values()), default=0)):
+    for i, name in enumerate(axes):
+      if done[i] or rank >= len(choices[name]):
+        continue
+      names = tuple(n for n in choices[name][rank]
+                    if n not in used and (mesh is None or mesh.shape[n] > 1))
+      if not names:
+        continue
+      if shape is not None and mesh is not None and shape[i] % math.prod(
+          mesh.shape[n] for n in names):
+        continue
+      used.update(names)
+      done[i] = True
+      out[i] = names[0] if len(names) == 1 else names
   return P(*out)
 
 

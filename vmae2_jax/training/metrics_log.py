@@ -42,7 +42,10 @@ class MetricsLog:
     out["clips_per_s"] = self.clips_per_step / step_time
     out.update(extra or {})
     eta = (self.total_steps - step) * step_time
-    logging.info("step %d/%d  loss %.4f  lr %.3g  grad_norm %.3f  %.1f clips/s  ETA %s",
+    # Every process computes the same replicated metrics; process 0 reports them
+    # (the others at --v=1, for checking that they agree).
+    logging.vlog(0 if jax.process_index() == 0 else 1,
+                 "step %d/%d  loss %.4f  lr %.3g  grad_norm %.3f  %.1f clips/s  ETA %s",
                  step, self.total_steps, out.get("loss", float("nan")), out.get("lr", 0.0),
                  out.get("grad_norm", 0.0), out["clips_per_s"], _hms(eta))
     if self._writer is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from vmae2_jax.training.schedules import warmup_cosine
@@ -39,6 +40,31 @@ def make_optimizer(config, schedule) -> optax.GradientTransformation:
   if o.get("clip_grad", 0.0):
     parts.append(optax.clip_by_global_norm(o.clip_grad))
   mu_dtype = o.get("mu_dtype", None) or None
-  parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps,
-                           weight_decay=o.weight_decay, mask=decay_mask, mu_dtype=mu_dtype))
+  nu_dtype = o.get("nu_dtype", None) or None
+  if nu_dtype is None:
+    parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps,
+                             weight_decay=o.weight_decay, mask=decay_mask, mu_dtype=mu_dtype))
+  else:
+    # optax.adamw has no nu_dtype: the same chain adamw builds, with the
+    # second moment stored in nu_dtype (same state tree as adamw's).
+    parts.append(optax.chain(
+        _nu_stored_as(optax.scale_by_adam(o.b1, o.b2, o.eps, mu_dtype=mu_dtype),
+                      jnp.dtype(nu_dtype)),
+        optax.add_decayed_weights(o.weight_decay, decay_mask),
+        optax.scale_by_learning_rate(schedule)))
   return optax.chain(*parts)
+
+
+def _nu_stored_as(adam: optax.GradientTransformation, dtype) -> optax.GradientTransformation:
+  """Keeps Adam's second moment in `dtype` between steps; updates in float32."""
+  def cast(state, to):
+    return state._replace(nu=jax.tree.map(lambda v: v.astype(to), state.nu))
+
+  def init(params):
+    return cast(adam.init(params), dtype)
+
+  def update(updates, state, params=None):
+    updates, new = adam.update(updates, cast(state, jnp.float32), params)
+    return updates, cast(new, dtype)
+
+  return optax.GradientTransformation(init, update)

@@ -16,6 +16,7 @@ from flax import nnx
 
 from vmae2_jax import sharding
 from vmae2_jax.checkpointing import Checkpointer
+from vmae2_jax.sharding.constraints import activation_sharding
 from vmae2_jax.data import make_train_iterator
 from vmae2_jax.models import build_pretrain_model, get_variant
 from vmae2_jax.training import optimizer as optim
@@ -45,7 +46,7 @@ def schedule_steps(config) -> tuple[int, int]:
 
 def build(config, mesh):
   """Abstract model, shardings, optimizer and the init function for `config`."""
-  rules = tuple(tuple(r) for r in config.get("sharding_rules", sharding.rules.DEFAULT_RULES))
+  rules = sharding.rules.rules_from_config(config)
   abstract_model = nnx.eval_shape(lambda: build_pretrain_model(config, nnx.Rngs(0)))
   graphdef, _ = nnx.split(abstract_model)
   axes = sharding.logical_axes_tree(abstract_model)
@@ -63,6 +64,23 @@ def build(config, mesh):
       step=sharding.replicated(mesh), params=param_sh,
       opt_state=sharding.match_shardings_by_path(abstract_state.opt_state, param_sh, mesh))
   return graphdef, tx, schedule, init, abstract_state, state_sh, (total, warmup)
+
+
+def jit_train_step(config, mesh, graphdef, tx, spec, schedule, state_sh):
+  """The step jitted with explicit shardings: state in/out as `state_sh` (donated),
+  the batch split over the batch axes, metrics replicated."""
+  step = make_train_step(graphdef, tx, spec, get_variant(config.model.variant).patch, schedule,
+                         jax.random.key(config.seed),
+                         normalize_target=config.get("normalize_target", True))
+  rules = sharding.rules.rules_from_config(config)
+
+  def constrained_step(state, batch):  # activation constraints apply while tracing
+    with activation_sharding(mesh, rules):
+      return step(state, batch)
+
+  return jax.jit(constrained_step,
+                 in_shardings=(state_sh, {"video": sharding.batch_sharding(mesh, 5)}),
+                 out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
 
 
 def _global_batch(local: dict, mesh) -> dict:
@@ -115,12 +133,7 @@ def train(config, workdir: str) -> dict:
       state = _apply_init_from(config, state, state_sh)
 
   # ---------------------------------------------------------------- the step
-  base_key = jax.random.key(config.seed)
-  step_fn = jax.jit(
-      make_train_step(graphdef, tx, spec, size.patch, schedule, base_key,
-                      normalize_target=config.get("normalize_target", True)),
-      in_shardings=(state_sh, None), out_shardings=(state_sh, sharding.replicated(mesh)),
-      donate_argnums=(0,))
+  step_fn = jit_train_step(config, mesh, graphdef, tx, spec, schedule, state_sh)
 
   # ---------------------------------------------------------------- the loop
   views = config.batch_size * config.data.get("num_sample", 1)
@@ -163,7 +176,9 @@ def train(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump({k: v for k, v in summary.items() if k != "history"} | {
-          "last": log.history[-1] if log.history else None}, f, indent=2, default=float)
+          "last": log.history[-1] if log.history else None,
+          "losses": [[h["step"], h["loss"]] for h in log.history if "loss" in h]},
+          f, indent=2, default=float)
   return summary
 
 

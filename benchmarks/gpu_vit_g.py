@@ -1,0 +1,142 @@
+"""ViT-g/14 pre-training step on one GPU: clips/s, TFLOP/s and MFU at a few batch sizes.
+
+  python benchmarks/gpu_vit_g.py                      # H100/H200: ViT-g/14, 16x224^2
+  python benchmarks/gpu_vit_g.py --variant=mu/16 --frames=4 --image_size=32   # CPU smoke run
+
+The step is the trainer's own (trainer.build + trainer.jit_train_step: AdamW,
+dual masking -- tube 0.9 encoder, running-cell 0.5 decoder -- bfloat16
+compute with float32 parameters and optimizer state, full remat, scan over
+layers, cuDNN attention through attention="auto"), fed a fixed batch of
+uint8 clips already on the device (no input pipeline in the timing).
+
+MFU = model FLOPs / step time / peak. Model FLOPs come from the analytic
+counter vmae2_jax.bench.flops (2*P*M per dense layer, 4*M^2*D per attention,
+training = 3x forward; no remat recompute, no norms/softmax/GELU), and the
+peak is the chip's dense bf16 rate (H100 SXM / H200: 989 TFLOP/s; H100 PCIe
+756; override with --peak_tflops). A batch size that runs out of memory is
+reported and skipped. The whole run stops starting new batch sizes after
+--budget_s seconds (default 300), so it ends in under 8 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Dense bf16 peak per chip, TFLOP/s (no sparsity), by device_kind substring.
+PEAKS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0),
+         ("L40S", 362.0))
+
+
+def peak_tflops(device_kind: str) -> float | None:
+  for key, value in PEAKS:
+    if key.lower() in device_kind.lower():
+      return value
+  return None
+
+
+def make_config(args, batch: int):
+  from configs import pretrain_g
+  c = pretrain_g.get_config()
+  c.model.variant = args.variant
+  c.model.dtype = "bfloat16"
+  c.model.remat = args.remat
+  c.model.scan_layers = True
+  c.model.attention = args.attention
+  c.data.source = "synthetic"
+  c.data.frames, c.data.image_size = args.frames, args.image_size
+  c.data.num_sample = 1          # batch_size counts clips here
+  c.batch_size = batch
+  c.total_steps, c.warmup_steps = 10_000, 100   # a flat lr, no schedule edge
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+  return c
+
+
+def measure(args, batch: int, devices) -> dict:
+  import jax
+
+  from vmae2_jax.bench.flops import pretrain_flops_per_clip
+  from vmae2_jax.bench.train_bench import build_step
+
+  config = make_config(args, batch)
+  step_fn, state, data, spec, (n_enc, n_dec) = build_step(config, devices)
+  t0 = time.perf_counter()
+  step_fn = step_fn.lower(state, data).compile()
+  compile_s = time.perf_counter() - t0
+  for _ in range(args.warmup):
+    state, metrics = step_fn(state, data)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    state, metrics = step_fn(state, data)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - t0)
+  step = statistics.median(times)
+  flops = pretrain_flops_per_clip(config.model.variant, args.frames, args.image_size, spec)
+  tflops = flops["train"] * batch / step / 1e12
+  return {"batch_clips": batch, "step_s": step, "clips_per_s": batch / step,
+          "tflops_per_s": tflops, "model_tflop_per_clip": flops["train"] / 1e12,
+          "compile_s": compile_s, "loss": float(metrics["loss"]),
+          "params": n_enc + n_dec, "visible": flops["visible"], "targets": flops["targets"]}
+
+
+def main() -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--variant", default="g/14")
+  p.add_argument("--frames", type=int, default=16)
+  p.add_argument("--image_size", type=int, default=224)
+  p.add_argument("--batches", default="", help="clips per step, comma-separated "
+                 "(default 16,32,48 on GPU, 2,4 on CPU)")
+  p.add_argument("--remat", default="full")
+  p.add_argument("--attention", default="auto")
+  p.add_argument("--steps", type=int, default=8)
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--peak_tflops", type=float, default=0.0)
+  p.add_argument("--budget_s", type=float, default=300.0)
+  args = p.parse_args()
+
+  import jax
+  devices = jax.devices()[:1]
+  kind = devices[0].device_kind
+  on_cpu = jax.default_backend() == "cpu"
+  batches = [int(b) for b in (args.batches or ("2,4" if on_cpu else "16,32,48")).split(",")]
+  peak = args.peak_tflops or peak_tflops(kind)
+  print(f"ViT-{args.variant} pre-training, {args.frames}x{args.image_size}^2, bf16, "
+        f"remat={args.remat}, dual masking, on 1x {kind} (JAX {jax.__version__}); "
+        f"peak {peak or 'unknown'} TFLOP/s", flush=True)
+  t_start = time.perf_counter()
+  results = []
+  for b in batches:
+    if time.perf_counter() - t_start > args.budget_s:
+      print(f"batch {b}: skipped (time budget {args.budget_s:.0f}s spent)", flush=True)
+      continue
+    try:
+      r = measure(args, b, devices)
+    except Exception as e:  # noqa: BLE001  out of memory at this size: report, go on
+      if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+        raise
+      print(f"batch {b}: out of memory", flush=True)
+      continue
+    r["mfu"] = r["tflops_per_s"] / peak if peak else None
+    results.append(r)
+    print(f"batch {b:4d} clips: {r['step_s'] * 1e3:8.1f} ms/step  {r['clips_per_s']:8.2f} "
+          f"clips/s  {r['tflops_per_s']:7.1f} TFLOP/s"
+          + (f"  MFU {r['mfu'] * 100:5.1f}%" if peak else "")
+          + f"  (compile {r['compile_s']:.0f}s, loss {r['loss']:.4f})", flush=True)
+  print("GPU_VIT_G_JSON " + json.dumps({
+      "device_kind": kind, "jax": jax.__version__, "variant": args.variant,
+      "frames": args.frames, "image_size": args.image_size, "remat": args.remat,
+      "peak_tflops": peak, "date": time.strftime("%Y-%m-%d"), "results": results,
+      "seconds": time.perf_counter() - t_start}))
+  return 0 if results else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

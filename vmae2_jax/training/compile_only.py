@@ -1,0 +1,125 @@
+"""Ahead-of-time compile of the train step for the configured mesh, without running it.
+
+`python -m vmae2_jax.main --config=configs/pretrain_g.py --workdir=/tmp/x
+--config.compile_only=True` lowers and compiles the step on abstract shapes
+(jax.ShapeDtypeStruct with shardings: no parameter is materialised) and prints
+the per-device memory and FLOPs that XLA reports for the compiled program.
+Fake devices are enough to size a target mesh:
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=64 JAX_PLATFORMS=cpu python -m ...
+
+On CPU the numbers are the CPU backend's buffer assignment for the same SPMD
+program; a GPU/TPU compile fuses differently, so treat them as an estimate of
+the accelerator footprint (see docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import numpy as np
+
+from vmae2_jax import sharding
+from vmae2_jax.training import trainer
+from vmae2_jax.training.config_checks import check_pretrain_config
+
+GB = 1e9
+
+
+def _abstract(tree, shardings):
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      tree, shardings)
+
+
+def _bytes_per_device(tree) -> int:
+  """Bytes one device holds of `tree` (abstract arrays with shardings)."""
+  total = 0
+  for x in jax.tree.leaves(tree):
+    shard = x.sharding.shard_shape(x.shape)
+    total += int(np.prod(shard)) * np.dtype(x.dtype).itemsize
+  return total
+
+
+def compile_train_step(config, mesh=None) -> dict:
+  """Lowers and compiles the pre-training step for `config`; returns the report dict.
+
+  Memory entries are bytes per device from compiled.memory_analysis():
+  `arguments` (state + batch shard), `outputs`, `aliased` (outputs written in
+  place of donated arguments), `temporaries` (activations, gradients, XLA
+  scratch), and `peak_estimate` = arguments + outputs - aliased + temporaries.
+  `flops_per_device` is compiled.cost_analysis()'s count (it includes the
+  remat recompute; the analytic model FLOPs in vmae2_jax.bench.flops do not).
+  """
+  mesh = mesh or sharding.make_mesh(config.get("mesh"))
+  spec = check_pretrain_config(config, mesh.size)
+  graphdef, tx, schedule, _, abstract_state, state_sh, _ = trainer.build(config, mesh)
+  views = config.batch_size * config.data.get("num_sample", 1)
+  d = config.data
+  video = jax.ShapeDtypeStruct((views, d.frames, d.image_size, d.image_size, 3), np.uint8,
+                               sharding=sharding.batch_sharding(mesh, 5))
+  state = _abstract(abstract_state, state_sh)
+  step_fn = trainer.jit_train_step(config, mesh, graphdef, tx, spec, schedule, state_sh)
+
+  t0 = time.perf_counter()
+  lowered = step_fn.lower(state, {"video": video})
+  t1 = time.perf_counter()
+  compiled = lowered.compile()
+  t2 = time.perf_counter()
+
+  mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
+    cost = cost[0] if cost else {}
+  cost = dict(cost or {})
+  report = {
+      "variant": config.model.variant,
+      "mesh": {k: int(v) for k, v in mesh.shape.items()},
+      "devices": int(mesh.size),
+      "platform": jax.devices()[0].platform,
+      "clips_global": int(views),
+      "clips_per_device": views / mesh.size,
+      "videos_per_device": config.batch_size / mesh.size,
+      "dtype": config.model.dtype, "remat": config.model.remat,
+      "scan_layers": bool(config.model.scan_layers),
+      "num_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))),
+      "state_bytes_per_device": _bytes_per_device(state),
+      "lower_seconds": t1 - t0, "compile_seconds": t2 - t1,
+      "flops_per_device": float(cost.get("flops", float("nan"))),
+  }
+  if mem is not None:
+    m = {"arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
+         "aliased": mem.alias_size_in_bytes, "temporaries": mem.temp_size_in_bytes,
+         "generated_code": mem.generated_code_size_in_bytes}
+    m["peak_estimate"] = m["arguments"] + m["outputs"] - m["aliased"] + m["temporaries"]
+    report["memory_bytes_per_device"] = {k: int(v) for k, v in m.items()}
+  return report
+
+
+def format_report(r: dict) -> str:
+  lines = [f"compile-only: ViT-{r['variant']} on mesh {r['mesh']} ({r['devices']} "
+           f"{r['platform']} devices), {r['clips_per_device']:g} clips/device "
+           f"({r['videos_per_device']:g} videos), {r['dtype']} compute, remat={r['remat']}, "
+           f"scan={r['scan_layers']}",
+           f"  params {r['num_params'] / 1e6:.1f}M; train state per device "
+           f"{r['state_bytes_per_device'] / GB:.3f} GB",
+           f"  lowered in {r['lower_seconds']:.1f}s, compiled in {r['compile_seconds']:.1f}s"]
+  m = r.get("memory_bytes_per_device")
+  if m:
+    lines.append("  per-device memory (GB): " + ", ".join(
+        f"{k} {m[k] / GB:.3f}" for k in
+        ("arguments", "outputs", "aliased", "temporaries", "peak_estimate")))
+  lines.append(f"  FLOPs per device per step (XLA, incl. recompute): "
+               f"{r['flops_per_device'] / 1e12:.2f} TFLOP")
+  return "\n".join(lines)
+
+
+def run(config) -> dict:
+  """Compiles, logs and prints the report (process 0 prints); returns it."""
+  report = compile_train_step(config)
+  text = format_report(report)
+  if jax.process_index() == 0:
+    print(text)
+    print("COMPILE_ONLY_JSON " + json.dumps(report))
+  return report
