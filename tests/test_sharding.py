@@ -194,7 +194,7 @@ def test_compile_only_reports_per_device_memory_without_running():
   assert m["arguments"] > 0 and m["temporaries"] > 0
   assert m["aliased"] == r["state_bytes_per_device"]  # the donated state is updated in place
   assert m["peak_estimate"] == m["arguments"] + m["outputs"] - m["aliased"] + m["temporaries"]
-  assert r["flops_per_device"] > 0
+  assert r["flops_per_device"] > 0 and r["model_flops_per_device"] > 0
   assert "per-device memory (GB)" in compile_only.format_report(r)
 
 
