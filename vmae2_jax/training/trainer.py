@@ -166,13 +166,15 @@ def train(config, workdir: str) -> dict:
   # ------------------------------------------------------ reconstruction picture
   summary = {"history": log.history, "steps_run": step - first_step, "final_step": step,
              "seconds": time.perf_counter() - t_start}
-  if config.get("reconstruction", {}).get("enabled", False) and jax.process_index() == 0:
-    from vmae2_jax.evaluation.reconstruction import write_reconstruction_grid
-    path = os.path.join(workdir, f"reconstruction_step{step}.png")
-    write_reconstruction_grid(config, graphdef, jax.device_get(state.params), path,
-                              num_clips=config.reconstruction.get("num_clips", 3))
-    summary["reconstruction"] = path
-    logging.info("wrote %s", path)
+  if config.get("reconstruction", {}).get("enabled", False):
+    params = _host_copy(state.params)  # a collective with several processes: all join
+    if jax.process_index() == 0:
+      from vmae2_jax.evaluation.reconstruction import write_reconstruction_grid
+      path = os.path.join(workdir, f"reconstruction_step{step}.png")
+      write_reconstruction_grid(config, graphdef, params, path,
+                                num_clips=config.reconstruction.get("num_clips", 3))
+      summary["reconstruction"] = path
+      logging.info("wrote %s", path)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump({k: v for k, v in summary.items() if k != "history"} | {
@@ -182,10 +184,18 @@ def train(config, workdir: str) -> dict:
   return summary
 
 
+def _host_copy(tree):
+  """Whole numpy values of sharded arrays on this host (gathered across processes)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def _apply_init_from(config, state: TrainState, state_sh: TrainState) -> TrainState:
   """Replaces freshly initialised parameters with a converted/previous model's."""
   from vmae2_jax.conversion.init_from import apply_init_from
-  params = apply_init_from(jax.device_get(state.params), config.init_from, "pretrain")
+  params = apply_init_from(_host_copy(state.params), config.init_from, "pretrain")
   params = jax.device_put(params, state_sh.params)
   logging.info("initialised parameters from %s", config.init_from)
   return state.replace(params=params)
