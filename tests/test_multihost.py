@@ -78,3 +78,31 @@ def test_two_processes_checkpoint_restart_and_agree(tmp_path):
   assert again["steps_run"] == 2
   assert {s: loss for s, loss in again["losses"]} == {3: losses[3], 4: losses[4]}
   assert _step_lines(str(tmp_path / "logs_b"), 0) == _step_lines(str(tmp_path / "logs_b"), 1)
+
+
+def test_coordinator_settings_from_config_or_environment(monkeypatch):
+  import pytest
+
+  from configs.common import base_config
+  from vmae2_jax.sharding.distributed import _explicit_settings
+  for var in ("VMAE2_COORDINATOR", "VMAE2_NUM_PROCESSES", "VMAE2_PROCESS_ID",
+              "VMAE2_LOCAL_DEVICE_IDS"):
+    monkeypatch.delenv(var, raising=False)
+  defaults = dict(base_config().distributed)
+  assert _explicit_settings(defaults) is None  # a plain local run: no jax.distributed
+  explicit = defaults | {"coordinator_address": "10.0.0.1:1234", "num_processes": 4,
+                         "process_id": 3}
+  assert _explicit_settings(explicit) == {"coordinator_address": "10.0.0.1:1234",
+                                          "num_processes": 4, "process_id": 3,
+                                          "local_device_ids": None}
+  monkeypatch.setenv("VMAE2_COORDINATOR", "localhost:999")
+  monkeypatch.setenv("VMAE2_NUM_PROCESSES", "2")
+  monkeypatch.setenv("VMAE2_PROCESS_ID", "1")
+  monkeypatch.setenv("VMAE2_LOCAL_DEVICE_IDS", "0,1")
+  assert _explicit_settings(defaults) == {"coordinator_address": "localhost:999",
+                                          "num_processes": 2, "process_id": 1,
+                                          "local_device_ids": [0, 1]}
+  assert _explicit_settings(explicit)["process_id"] == 3  # config wins over the environment
+  monkeypatch.setenv("VMAE2_PROCESS_ID", "2")
+  with pytest.raises(ValueError, match="process_id"):
+    _explicit_settings(defaults)

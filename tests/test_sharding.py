@@ -38,12 +38,19 @@ def _config(mesh_shape, **kw):
   return c
 
 
-def _one_step(config, devices):
-  """(loss, grad_norm, params after one step, state) on `devices`."""
+def _one_step(config, devices, initial=None):
+  """(metrics, state after one step, mesh) on `devices`.
+
+  `initial`: a host copy of the initial state to lay out on this mesh (saves
+  compiling init per mesh; born-sharded init is tested below).
+  """
   mesh = sharding.make_mesh(config.mesh, devices=devices)
   spec = check_pretrain_config(config, mesh.size)
   graphdef, tx, schedule, init, _, state_sh, _ = trainer.build(config, mesh)
-  state = jax.jit(init, out_shardings=state_sh)()
+  if initial is None:
+    state = jax.jit(init, out_shardings=state_sh)()
+  else:
+    state = jax.device_put(initial, state_sh)
   step_fn = trainer.jit_train_step(config, mesh, graphdef, tx, spec, schedule, state_sh)
   it = SyntheticIterator(batch_size=config.batch_size, frames=config.data.frames,
                          size=config.data.image_size, num_sample=config.data.num_sample)
@@ -55,8 +62,11 @@ def _one_step(config, devices):
 @pytest.fixture(scope="module")
 def single_device():
   config = _config((1, 1, 1))
-  metrics, state, _ = _one_step(config, jax.devices()[:1])
-  return jax.device_get(metrics), jax.device_get(state.params)
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  *_, init, _, state_sh, _ = trainer.build(config, mesh)
+  initial = jax.device_get(jax.jit(init, out_shardings=state_sh)())
+  metrics, state, _ = _one_step(config, jax.devices()[:1], initial)
+  return jax.device_get(metrics), jax.device_get(state.params), initial
 
 
 # Hand-written layouts: "F" = the fsdp axis, "T" = the tensor axis, "-" = whole,
@@ -98,9 +108,9 @@ def _path(keys) -> str:
 
 @pytest.mark.parametrize("mesh_shape", MESHES, ids=lambda s: "x".join(map(str, s)))
 def test_one_step_matches_one_device(mesh_shape, single_device):
-  ref_metrics, ref_params = single_device
+  ref_metrics, ref_params, initial = single_device
   config = _config(mesh_shape)
-  metrics, state, mesh = _one_step(config, jax.devices())
+  metrics, state, mesh = _one_step(config, jax.devices(), initial)
   assert dict(mesh.shape) == dict(zip(("data", "fsdp", "tensor"), mesh_shape))
 
   np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-5)
@@ -121,11 +131,13 @@ def test_one_step_matches_one_device(mesh_shape, single_device):
       assert m.sharding == p.sharding, _path(keys)
 
 
-def test_fsdp_holds_an_eighth_of_params_and_optimizer_state_per_device():
+def test_fsdp_holds_an_eighth_of_params_and_optimizer_state_per_device(single_device):
   config = _config((1, 8, 1))
   mesh = sharding.make_mesh(config.mesh)
   *_, init, _, state_sh, _ = trainer.build(config, mesh)
-  state = jax.jit(init, out_shardings=state_sh)()
+  state = jax.jit(init, out_shardings=state_sh)()  # born sharded ...
+  # ... with the values a one-device init gives (partitionable threefry).
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), single_device[2])
   tree = (state.params, state.opt_state)
   whole = sum(x.nbytes for x in jax.tree.leaves(tree))
   per_device = [0] * 8
