@@ -21,6 +21,8 @@
 #   WORKDIR           checkpoints/logs (gs://... recommended)
 #   LOGDIR            local directory for the gathered logs (default ./tpu_logs/TPU_NAME)
 #   SETUP_ONLY=1      create + install, run nothing
+#   DETACH=1          start the run in the background on every worker and return
+#   LOGS_ONLY=1 RUN_ID=<id>   only gather the logs of an earlier (detached) run
 set -euo pipefail
 
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}" "${WORKDIR:?set WORKDIR}"
@@ -49,7 +51,7 @@ on_all() {  # the same command on every worker, in parallel
 }
 
 # ---------------------------------------------------------------- install
-on_all "set -e
+[[ "${LOGS_ONLY:-0}" == 1 ]] || on_all "set -e
   if [ ! -d ~/vmae2_jax ]; then git clone -q '$REPO_URL' ~/vmae2_jax; fi
   cd ~/vmae2_jax && git fetch -q origin && git checkout -q '$REF'
   python3 -m venv ~/venv && . ~/venv/bin/activate
@@ -58,16 +60,24 @@ on_all "set -e
 
 # ---------------------------------------------------------------- run
 args=$(printf ' %q' "$@")
-run_id=$(date -u +%Y%m%d-%H%M%S)
+run_id=${RUN_ID:-$(date -u +%Y%m%d-%H%M%S)}
 status=0
-on_all "cd ~/vmae2_jax && . ~/venv/bin/activate &&
-  python -m vmae2_jax.main --workdir='$WORKDIR' $args --alsologtostderr \
-    > ~/vmae2_$run_id.log 2>&1" || status=$?
+train="cd ~/vmae2_jax && . ~/venv/bin/activate &&
+  python -m vmae2_jax.main --workdir='$WORKDIR' $args --alsologtostderr > ~/vmae2_$run_id.log 2>&1"
+if [[ "${DETACH:-0}" == 1 ]]; then
+  # Long runs: keep training when this ssh session ends; gather logs later with
+  # RUN_ID=<id> LOGS_ONLY=1 launch/tpu_pod.sh.
+  on_all "nohup bash -c \"$train\" >/dev/null 2>&1 &"
+  echo "detached run $run_id; logs: RUN_ID=$run_id LOGS_ONLY=1 $0" >&2
+  exit 0
+fi
+[[ "${LOGS_ONLY:-0}" == 1 ]] || on_all "$train" || status=$?
 
 # ---------------------------------------------------------------- logs
 mkdir -p "$LOGDIR"
-workers=$("${tpu[@]}" describe "$TPU_NAME" --zone="$ZONE" \
-              --format='value(networkEndpoints.len())' 2>/dev/null || echo 1)
+ips=$("${tpu[@]}" describe "$TPU_NAME" --zone="$ZONE" \
+          --format='value(networkEndpoints.ipAddress)' 2>/dev/null || true)
+workers=$(awk -F';' '{print NF}' <<<"${ips:-x}")
 for ((w = 0; w < ${workers:-1}; w++)); do
   "${tpu[@]}" scp "$TPU_NAME:~/vmae2_$run_id.log" "$LOGDIR/worker_${w}_$run_id.log" \
       --zone="$ZONE" --worker="$w" || echo "no log from worker $w" >&2

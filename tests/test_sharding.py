@@ -155,6 +155,12 @@ def test_fsdp_holds_an_eighth_of_params_and_optimizer_state_per_device(single_de
   for b in per_device:
     assert b == (whole - unsplit) // 8 + unsplit, (b, whole, unsplit)
   assert max(per_device) / whole < 0.14  # ~1/8 of the whole, toy-model overhead included
+  # The start-up report (trainer log) computes the same from abstract shapes.
+  layout = sharding.rules.layout_summary(jax.eval_shape(lambda: tree),
+                                         (state_sh.params, state_sh.opt_state))
+  assert (layout["whole"], layout["per_device"]) == (whole, per_device[0])
+  scalars = sum(x.nbytes for _, x in whole_leaves if x.ndim == 0)
+  assert sum(n for _, n in layout["unsplit"]) == unsplit - scalars
 
 
 def test_mesh_sizes_fill_and_dcn():

@@ -109,6 +109,25 @@ def tree_shardings(abstract_params: dict, axes_tree: dict, mesh: Mesh, rules) ->
                           isinstance(a, (str, type(None))) for a in x))
 
 
+def layout_summary(abstract_tree, shardings) -> dict:
+  """Bytes of `abstract_tree` in whole and per device, and the leaves left whole.
+
+  `unsplit` lists (path, bytes) of leaves every device holds in full on a
+  mesh of more than one device: a dim the rules wanted split but that the
+  mesh size does not divide ends up here (e.g. width 1408 over 256 devices).
+  """
+  whole = per_device = 0
+  unsplit = []
+  flat_sh = jax.tree.leaves(shardings)
+  for (path, x), sh in zip(jax.tree_util.tree_flatten_with_path(abstract_tree)[0], flat_sh):
+    n = math.prod(x.shape) * x.dtype.itemsize
+    whole += n
+    per_device += math.prod(sh.shard_shape(x.shape)) * x.dtype.itemsize
+    if sh.is_fully_replicated and sh.mesh.size > 1 and x.ndim:
+      unsplit.append(("/".join(_key(k) for k in path), n))
+  return {"whole": whole, "per_device": per_device, "unsplit": unsplit}
+
+
 def match_shardings_by_path(abstract_tree, param_shardings: dict, mesh: Mesh):
   """Shardings for a tree holding copies of the params (e.g. Adam moments).
 

@@ -113,6 +113,17 @@ def train(config, workdir: str) -> dict:
                sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params)) / 1e6,
                total, warmup, spec.num_visible, spec.num_targets, spec.num_tokens)
 
+  layout = sharding.rules.layout_summary(abstract_state, state_sh)
+  unsplit = sum(n for _, n in layout["unsplit"])
+  logging.info("train state: %.3f GB in all, %.3f GB per device; %d arrays (%.1f MB) whole "
+               "on every device", layout["whole"] / 1e9, layout["per_device"] / 1e9,
+               len(layout["unsplit"]), unsplit / 1e6)
+  if mesh.size > 1 and unsplit > 0.05 * layout["per_device"]:
+    logging.warning("%.0f%% of the per-device train state is not split (mesh sizes do not "
+                    "divide these dims; see docs/scaling.md): %s",
+                    100 * unsplit / layout["per_device"],
+                    ", ".join(p for p, _ in sorted(layout["unsplit"], key=lambda t: -t[1])[:5]))
+
   # ------------------------------------------------------- init or restore state
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
                       save_every=config.checkpoint_every, keep=config.keep_checkpoints,
