@@ -43,8 +43,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Per-slice mesh sizes (-1 fills) and dcn_* sizes across slices/hosts.
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1,
                                           dcn_data=1, dcn_fsdp=1, dcn_tensor=1))
-  # None = vmae2_jax.sharding.rules.DEFAULT_RULES; else [(logical, mesh axes), ...].
-  c.sharding_rules = ml_collections.FieldReference(None, field_type=list)
+  # None = vmae2_jax.sharding.rules.DEFAULT_RULES; else ((logical, mesh axes), ...).
+  c.sharding_rules = ml_collections.FieldReference(None, field_type=tuple)
   c.compile_only = False         # lower + compile the step, print memory/FLOPs, exit
   c.distributed = ml_collections.ConfigDict(dict(
       coordinator_address="", num_processes=0, process_id=-1, auto=False))

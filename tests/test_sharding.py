@@ -180,8 +180,8 @@ def test_mesh_sizes_fill_and_dcn():
 def test_rules_table_comes_from_config():
   c = _config((1, 8, 1))
   assert sharding.rules.rules_from_config(c) == sharding.rules.DEFAULT_RULES
-  c.sharding_rules = [list(r) for r in sharding.rules.DEFAULT_RULES if r[0] != "embed"] + [
-      ["embed", None]]
+  c.sharding_rules = tuple(r for r in sharding.rules.DEFAULT_RULES if r[0] != "embed") + (
+      ("embed", None),)
   mesh = sharding.make_mesh(c.mesh)
   *_, abstract_state, state_sh, _ = trainer.build(c, mesh)
   blocks = state_sh.params["encoder"]["blocks"]["layers"]
