@@ -1,4 +1,4 @@
-"""The hand-written attention backward equals autodiff of the reference formula."""
+"""Hand-written kernels (attention backward, exact GELU) equal the reference formulas."""
 
 import jax
 import jax.numpy as jnp
@@ -41,3 +41,13 @@ def test_softmax_attention_bfloat16_keeps_fp32_softmax():
                                                        v.astype(jnp.bfloat16)).astype(jnp.float32)))(
                                                            q.astype(jnp.bfloat16))
   assert grads.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(grads.astype(jnp.float32))))
+
+
+def test_gelu_exact_matches_erf_gelu_and_its_derivative():
+  from vmae2_jax.models.layers import gelu_exact
+  x = jnp.linspace(-8.0, 8.0, 4001)
+  np.testing.assert_allclose(gelu_exact(x), jax.nn.gelu(x, approximate=False), atol=2e-6)
+  grad = jax.vmap(jax.grad(gelu_exact))(x)
+  ref = jax.vmap(jax.grad(lambda t: jax.nn.gelu(t, approximate=False)))(x)
+  np.testing.assert_allclose(grad, ref, atol=2e-6)
+  assert gelu_exact(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16

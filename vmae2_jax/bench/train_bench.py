@@ -106,11 +106,14 @@ def build_step(config, devices):
   spec = check_pretrain_config(config, mesh.size)
   graphdef, tx, schedule, init, abstract_state, state_sh, _ = trainer.build(config, mesh)
   size = get_variant(config.model.variant)
-  step_fn = jax.jit(
-      make_train_step(graphdef, tx, spec, size.patch, schedule, jax.random.key(config.seed),
-                      normalize_target=config.get("normalize_target", True)),
-      in_shardings=(state_sh, None), out_shardings=(state_sh, sharding.replicated(mesh)),
-      donate_argnums=(0,))
+  if hasattr(trainer, "jit_train_step"):  # the trainer's own jitted step, when it has one
+    step_fn = trainer.jit_train_step(config, mesh, graphdef, tx, spec, schedule, state_sh)
+  else:
+    step_fn = jax.jit(
+        make_train_step(graphdef, tx, spec, size.patch, schedule, jax.random.key(config.seed),
+                        normalize_target=config.get("normalize_target", True)),
+        in_shardings=(state_sh, None), out_shardings=(state_sh, sharding.replicated(mesh)),
+        donate_argnums=(0,))
   state = jax.jit(init, out_shardings=state_sh)()
   d = config.data
   video = np.random.default_rng(0).integers(
