@@ -60,14 +60,35 @@ def make_config(args, batch: int):
   return c
 
 
+def build_step(config, devices):
+  """The trainer's jitted step, its initial state (born sharded) and a device batch."""
+  import jax
+  import numpy as np
+
+  from vmae2_jax import sharding
+  from vmae2_jax.training import trainer
+  from vmae2_jax.training.config_checks import check_pretrain_config
+
+  mesh = sharding.make_mesh(config.mesh, devices=devices)
+  spec = check_pretrain_config(config, mesh.size)
+  graphdef, tx, schedule, init, abstract_state, state_sh, _ = trainer.build(config, mesh)
+  step_fn = trainer.jit_train_step(config, mesh, graphdef, tx, spec, schedule, state_sh)
+  state = jax.jit(init, out_shardings=state_sh)()
+  d = config.data
+  video = np.random.default_rng(0).integers(
+      0, 256, (config.batch_size, d.frames, d.image_size, d.image_size, 3), dtype=np.uint8)
+  batch = {"video": jax.device_put(video, sharding.batch_sharding(mesh, video.ndim))}
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state.params))
+  return step_fn, state, batch, spec, n_params
+
+
 def measure(args, batch: int, devices) -> dict:
   import jax
 
   from vmae2_jax.bench.flops import pretrain_flops_per_clip
-  from vmae2_jax.bench.train_bench import build_step
 
   config = make_config(args, batch)
-  step_fn, state, data, spec, (n_enc, n_dec) = build_step(config, devices)
+  step_fn, state, data, spec, n_params = build_step(config, devices)
   t0 = time.perf_counter()
   step_fn = step_fn.lower(state, data).compile()
   compile_s = time.perf_counter() - t0
@@ -86,7 +107,7 @@ def measure(args, batch: int, devices) -> dict:
   return {"batch_clips": batch, "step_s": step, "clips_per_s": batch / step,
           "tflops_per_s": tflops, "model_tflop_per_clip": flops["train"] / 1e12,
           "compile_s": compile_s, "loss": float(metrics["loss"]),
-          "params": n_enc + n_dec, "visible": flops["visible"], "targets": flops["targets"]}
+          "params": n_params, "visible": flops["visible"], "targets": flops["targets"]}
 
 
 def main() -> int:
