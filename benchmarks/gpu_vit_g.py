@@ -5,8 +5,9 @@
 
 The step is the trainer's own (trainer.build + trainer.jit_train_step: AdamW,
 dual masking -- tube 0.9 encoder, running-cell 0.5 decoder -- bfloat16
-compute with float32 parameters and optimizer state, full remat, scan over
-layers, cuDNN attention through attention="auto"), fed a fixed batch of
+compute with float32 parameters and optimizer state, scan over layers,
+cuDNN attention through attention="auto"; remat full, and dots at the
+smallest batch), fed a fixed batch of
 uint8 clips already on the device (no input pipeline in the timing).
 
 MFU = model FLOPs / step time / peak. Model FLOPs come from the analytic
@@ -14,7 +15,7 @@ counter vmae2_jax.bench.flops (2*P*M per dense layer, 4*M^2*D per attention,
 training = 3x forward; no remat recompute, no norms/softmax/GELU), and the
 peak is the chip's dense bf16 rate (H100 SXM / H200: 989 TFLOP/s; H100 PCIe
 756; override with --peak_tflops). A batch size that runs out of memory is
-reported and skipped. The whole run stops starting new batch sizes after
+reported and skipped. The whole run stops starting new runs after
 --budget_s seconds (default 300), so it ends in under 8 minutes.
 """
 
@@ -43,12 +44,12 @@ def peak_tflops(device_kind: str) -> float | None:
   return None
 
 
-def make_config(args, batch: int):
+def make_config(args, batch: int, remat: str):
   from configs import pretrain_g
   c = pretrain_g.get_config()
   c.model.variant = args.variant
   c.model.dtype = "bfloat16"
-  c.model.remat = args.remat
+  c.model.remat = remat
   c.model.scan_layers = True
   c.model.attention = args.attention
   c.data.source = "synthetic"
@@ -82,12 +83,12 @@ def build_step(config, devices):
   return step_fn, state, batch, spec, n_params
 
 
-def measure(args, batch: int, devices) -> dict:
+def measure(args, batch: int, remat: str, devices) -> dict:
   import jax
 
   from vmae2_jax.bench.flops import pretrain_flops_per_clip
 
-  config = make_config(args, batch)
+  config = make_config(args, batch, remat)
   step_fn, state, data, spec, n_params = build_step(config, devices)
   t0 = time.perf_counter()
   step_fn = step_fn.lower(state, data).compile()
@@ -115,8 +116,12 @@ def main() -> int:
   p.add_argument("--variant", default="g/14")
   p.add_argument("--frames", type=int, default=16)
   p.add_argument("--image_size", type=int, default=224)
-  p.add_argument("--batches", default="", help="clips per step, comma-separated "
-                 "(default 32,64,96 on GPU, 2,4 on CPU)")
+  p.add_argument("--runs", default="", help="remat:clips pairs, comma-separated (default "
+                 "full:32,full:96,dots:32 on GPU, full:2,full:4 on CPU). Compile-only "
+                 "estimates for one device: full 22 GB at 32 clips, 34 GB at 96; dots "
+                 "50 GB at 32; none 74 GB at 32 (BENCHMARKS.md)")
+  p.add_argument("--batches", default="", help="clips per step, comma-separated, all with "
+                 "--remat (instead of --runs)")
   p.add_argument("--remat", default="full")
   p.add_argument("--attention", default="auto")
   p.add_argument("--steps", type=int, default=8)
@@ -129,33 +134,39 @@ def main() -> int:
   devices = jax.devices()[:1]
   kind = devices[0].device_kind
   on_cpu = jax.default_backend() == "cpu"
-  batches = [int(b) for b in (args.batches or ("2,4" if on_cpu else "32,64,96")).split(",")]
+  if args.batches:
+    runs = [(args.remat, int(b)) for b in args.batches.split(",")]
+  else:
+    spec = args.runs or ("full:2,full:4" if on_cpu else "full:32,full:96,dots:32")
+    runs = [(r, int(b)) for r, b in (item.split(":") for item in spec.split(","))]
   peak = args.peak_tflops or peak_tflops(kind)
   print(f"ViT-{args.variant} pre-training, {args.frames}x{args.image_size}^2, bf16, "
-        f"remat={args.remat}, dual masking, on 1x {kind} (JAX {jax.__version__}); "
+        f"dual masking, on 1x {kind} (JAX {jax.__version__}); "
         f"peak {peak or 'unknown'} TFLOP/s", flush=True)
   t_start = time.perf_counter()
   results = []
-  for b in batches:
+  for remat, b in runs:
     if time.perf_counter() - t_start > args.budget_s:
-      print(f"batch {b}: skipped (time budget {args.budget_s:.0f}s spent)", flush=True)
+      print(f"remat={remat} batch {b}: skipped (time budget {args.budget_s:.0f}s spent)",
+            flush=True)
       continue
     try:
-      r = measure(args, b, devices)
+      r = measure(args, b, remat, devices)
     except Exception as e:  # noqa: BLE001  out of memory at this size: report, go on
       if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
         raise
-      print(f"batch {b}: out of memory", flush=True)
+      print(f"remat={remat} batch {b}: out of memory", flush=True)
       continue
     r["mfu"] = r["tflops_per_s"] / peak if peak else None
+    r["remat"] = remat
     results.append(r)
-    print(f"batch {b:4d} clips: {r['step_s'] * 1e3:8.1f} ms/step  {r['clips_per_s']:8.2f} "
+    print(f"remat={remat:5s} batch {b:4d} clips: {r['step_s'] * 1e3:8.1f} ms/step  {r['clips_per_s']:8.2f} "
           f"clips/s  {r['tflops_per_s']:7.1f} TFLOP/s"
           + (f"  MFU {r['mfu'] * 100:5.1f}%" if peak else "")
           + f"  (compile {r['compile_s']:.0f}s, loss {r['loss']:.4f})", flush=True)
   print("GPU_VIT_G_JSON " + json.dumps({
       "device_kind": kind, "jax": jax.__version__, "variant": args.variant,
-      "frames": args.frames, "image_size": args.image_size, "remat": args.remat,
+      "frames": args.frames, "image_size": args.image_size,
       "peak_tflops": peak, "date": time.strftime("%Y-%m-%d"), "results": results,
       "seconds": time.perf_counter() - t_start}))
   return 0 if results else 1
