@@ -15,15 +15,16 @@ def pixel_targets(video, target_idx, patch: int, normalize: bool = True):
   (x - mean) / (sqrt(var) + 1e-6), over pixels in [0, 1].
   """
   cubes = patching.gather_tokens(patching.patchify(video, patch), target_idx)
-  x = cubes.astype(jnp.float32) * (1.0 / 255.0)
   if not normalize:
-    return x
-  b, n, c = x.shape
-  x = x.reshape(b, n, c // 3, 3)
-  mean = jnp.mean(x, axis=2, keepdims=True)
-  var = jnp.var(x, axis=2, keepdims=True, ddof=1)
+    return cubes.astype(jnp.float32) * (1.0 / 255.0)
+  b, n, c = cubes.shape
+  # Channel-major view [B, n, 3, 2*p*p] so the statistics reduce over the
+  # minor axis (contiguous, vectorised), then back to channel-last order.
+  x = jnp.swapaxes(cubes.reshape(b, n, c // 3, 3), 2, 3).astype(jnp.float32) * (1.0 / 255.0)
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.sum(jnp.square(x - mean), axis=-1, keepdims=True) / (c // 3 - 1)  # unbiased
   x = (x - mean) / (jnp.sqrt(var) + TARGET_STD_EPS)
-  return x.reshape(b, n, c)
+  return jnp.swapaxes(x, 2, 3).reshape(b, n, c)
 
 
 def weighted_mse(pred, target, weights):
