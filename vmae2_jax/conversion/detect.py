@@ -71,24 +71,21 @@ def detect(state: dict[str, np.ndarray]) -> Flavour:
       notes.append("HF legacy q_bias/v_bias names read as query.bias/value.bias")
     state = renamed
     prefix = "videomae." if any(k.startswith("videomae.") for k in state) else ""
-    if _has_decoder(state):
-      kind = "pretrain"
-    elif "classifier.weight" in state or "fc_norm.weight" in state:
-      kind = "classifier"
-    else:
-      kind = "encoder"
-    return Flavour("hf", kind, prefix, state, notes)
+    return Flavour("hf", _kind(state, "classifier.weight"), prefix, state, notes)
 
   if not _has_decoder(state) and state and all(k.startswith("encoder.") for k in state):
     state = _strip(state, "encoder.")
     notes.append("stripped key prefix 'encoder.' (an encoder taken out of a pre-training model)")
+  return Flavour("official", _kind(state, "head.weight"), "", state, notes)
+
+
+def _kind(state: dict, head_key: str) -> str:
+  """pretrain (has a decoder), classifier (has a head or fc_norm) or a bare encoder."""
   if _has_decoder(state):
-    kind = "pretrain"
-  elif "head.weight" in state or "fc_norm.weight" in state:
-    kind = "classifier"
-  else:
-    kind = "encoder"
-  return Flavour("official", kind, "", state, notes)
+    return "pretrain"
+  if head_key in state or "fc_norm.weight" in state:
+    return "classifier"
+  return "encoder"
 
 
 def _block_indices(state: dict, block_fmt: str) -> list[int]:
