@@ -154,20 +154,31 @@ def train(config, workdir: str) -> dict:
   # stop_after > 0 ends this run early (e.g. a job's time slot); it resumes later.
   last = min(total, step + config.stop_after) if config.get("stop_after", 0) else total
   t_start = time.perf_counter()
+  pending = None  # (step, metrics on device) of the step dispatched last
+
+  def check_and_log(done_step, device_metrics):
+    metrics = jax.device_get(device_metrics)
+    if not np.isfinite(metrics["loss"]):
+      ckpt.close()
+      raise NonFiniteLossError(
+          f"non-finite loss {metrics['loss']} at step {done_step}; last good checkpoint: "
+          f"{ckpt.latest_step()} in {ckpt.directory}")
+    log.add(metrics)
+    if done_step % config.log_every == 0 or done_step == last:
+      log.flush(done_step)
+
   while step < last:
     batch = _global_batch(next(data_iter), mesh)
     state, metrics = step_fn(state, batch)
     step += 1
-    metrics = jax.device_get(metrics)
-    if not np.isfinite(metrics["loss"]):
-      ckpt.close()
-      raise NonFiniteLossError(
-          f"non-finite loss {metrics['loss']} at step {step}; last good checkpoint: "
-          f"{ckpt.latest_step()} in {ckpt.directory}")
-    log.add(metrics)
-    if step % config.log_every == 0 or step == last:
-      log.flush(step)
+    # Read the previous step's metrics only now, so the host loads and ships
+    # the next batch while the device still runs this one.
+    if pending is not None:
+      check_and_log(*pending)
+    pending = (step, metrics)
     if ckpt.should_save(step) or step == last:
+      check_and_log(*pending)  # never save a state whose loss was not finite
+      pending = None
       ckpt.save(step, state, data_iter.get_state(),
                 {"step": step, "variant": config.model.variant, "stage": "pretrain"},
                 force=step == last)
