@@ -118,7 +118,6 @@ def test_loss_equals_reference_on_hand_built_example():
   # Hand-built masks over the 8 tokens (2 x 2 x 2).
   enc = np.array([[1, 0, 1, 0, 1, 0, 1, 0], [0, 1, 1, 0, 0, 1, 1, 0]], bool)
   dec = np.array([[0, 1, 1, 0, 0, 1, 1, 0], [1, 0, 0, 1, 1, 0, 0, 1]], bool)
-  vis_idx = np.stack([np.flatnonzero(~e) for e in enc]).astype(np.int32)
   tgt_idx = np.stack([np.flatnonzero(~d) for d in dec]).astype(np.int32)
   weights = np.stack([e[~d] for e, d in zip(enc, dec)]).astype(np.float32)
   pred = rng.normal(size=(b, tgt_idx.shape[1], 2 * p * p * 3)).astype(np.float32)

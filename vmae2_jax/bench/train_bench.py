@@ -16,7 +16,6 @@ import argparse
 import copy
 import importlib.util
 import json
-import math
 import statistics
 import sys
 import time
@@ -94,8 +93,6 @@ def apply_overrides(config, a):
 
 def build_step(config, devices):
   """(jitted step, initial state, batch, encoder/decoder param counts) for `config`."""
-  from flax import nnx
-
   from vmae2_jax import sharding
   from vmae2_jax.models import count_params, get_variant
   from vmae2_jax.training import trainer

@@ -9,7 +9,6 @@ the order the reference's boolean indexing produces.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx

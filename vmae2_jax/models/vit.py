@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vmae2_jax.models import patching
-from vmae2_jax.models.layers import BlockStack, Dense, LayerNorm, param, trunc_normal
+from vmae2_jax.models.layers import BlockStack, Dense, LayerNorm, param
 from vmae2_jax.models.options import ModelOptions
 from vmae2_jax.models.posemb import sinusoid_table
 from vmae2_jax.models.variants import ViTSize

@@ -9,7 +9,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -107,7 +106,6 @@ def train(config, workdir: str) -> dict:
 
   # ------------------------------------------------- model, optimizer, shardings
   graphdef, tx, schedule, init, abstract_state, state_sh, (total, warmup) = build(config, mesh)
-  size = get_variant(config.model.variant)
   logging.info("ViT-%s: %.2fM params, %d steps (%d warmup), masks: %d visible / %d decoded "
                "of %d tokens", config.model.variant,
                sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params)) / 1e6,
