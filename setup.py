@@ -32,7 +32,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["vmae2_jax", "vmae2_jax.*", "data_prep", "data_prep.*",
                                     "configs"]),
-    package_data={"vmae2_jax": ["resources/kinetics/*", "resources/demo/*"]},
+    package_data={"vmae2_jax": ["resources/kinetics/*", "resources/demo/*", "kernels/*.cc"]},
     install_requires=CORE,
     extras_require={
         "cpu": ["jax[cpu]>=0.10.2,<0.12"],

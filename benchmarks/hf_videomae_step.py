@@ -12,7 +12,9 @@ AdamW step (forward, loss, backward, step) per iteration, float32.
 Ours: the trainer's jitted step (vmae2_jax.bench.train_bench) with decoder
 masking on (running cell 0.5) and off. The three steps are timed
 interleaved, in rounds, after warm-up, with the same number of threads, and
-medians are reported. OPENBLAS_* variables are left as they are.
+medians are reported. OPENBLAS_* variables are left as they are. Both sides
+share the process and so its glibc malloc settings (--host_malloc; "auto"
+keeps freed memory on a CPU-only host, as `python -m vmae2_jax.main` does).
 """
 
 from __future__ import annotations
@@ -84,9 +86,14 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=6, help="timed steps per implementation")
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--rounds", type=int, default=3)
+  p.add_argument("--host_malloc", default="auto", choices=("auto", "keep", "default"),
+                 help="glibc malloc setting for the whole process, so both sides (see "
+                      "vmae2_jax/host_memory.py)")
   p.add_argument("--json", action="store_true")
   a = p.parse_args(argv)
 
+  from vmae2_jax.host_memory import tune_for_cpu_compute
+  malloc_kept = tune_for_cpu_compute(a.host_malloc)  # before torch or JAX start threads
   import jax
   from vmae2_jax.bench import train_bench
 
@@ -129,6 +136,7 @@ def main(argv=None) -> int:
   enc = b / ours["encoder_only"].median
   out = {
       "batch": b, "frames": a.frames, "image_size": a.image_size, "threads": a.threads,
+      "host_malloc": a.host_malloc, "malloc_kept": malloc_kept,
       "hf_params": hf_params,
       "hf_clips_per_s": hf, "ours_encoder_only_clips_per_s": enc, "ours_dual_clips_per_s": dual,
       "hf_step_times_s": hf_times, "ours_encoder_only_step_times_s": ours["encoder_only"].times,
@@ -157,6 +165,8 @@ def main(argv=None) -> int:
   print(f"  CPU seconds per step: HF {cpu['hf']:.2f}, ours encoder-only {cpu['encoder_only']:.2f},"
         f" ours dual {cpu['dual']:.2f}; 1-min load average {load_before:.1f} -> {load_after:.1f}"
         " (other processes' load skews wall-clock ratios)")
+  print(f"  glibc malloc for both sides: {'freed memory kept' if malloc_kept else 'default'}"
+        f" (--host_malloc={a.host_malloc})")
   if a.json:
     print(json.dumps(out))
   return 0

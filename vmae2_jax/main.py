@@ -32,6 +32,8 @@ def main(argv):
   del argv
   _quiet_library_info_logs()
   config = _CONFIG.value
+  from vmae2_jax.host_memory import tune_for_cpu_compute
+  tune_for_cpu_compute(config.get("host_malloc", "auto"))  # before JAX starts its threads
   from vmae2_jax.sharding.distributed import maybe_initialize_distributed
   maybe_initialize_distributed(config.get("distributed", None))
   import jax

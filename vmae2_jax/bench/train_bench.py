@@ -155,7 +155,10 @@ def run(argv=None) -> dict:
   from vmae2_jax.bench.flops import pretrain_flops_per_clip
 
   a = parse_args(list(sys.argv[1:] if argv is None else argv))
-  config = apply_overrides(load_config(a.config), a)
+  config = load_config(a.config)
+  from vmae2_jax.host_memory import tune_for_cpu_compute
+  tune_for_cpu_compute(config.get("host_malloc", "auto"))  # as main.py, before JAX starts
+  config = apply_overrides(config, a)
   devices = jax.devices()[: (a.devices if a.devices > 0 else jax.device_count())]
   b = config.batch_size
   m = config.model

@@ -269,35 +269,12 @@ def _finish(ds: grain.MapDataset, config, batch_videos: int, drop_remainder: boo
   return iter(it)
 
 
-_MALLOC_TUNED = False
-
-
-def tune_malloc(threshold: int = 64 << 20) -> bool:
-  """Keep buffers below ``threshold`` bytes in glibc's heap instead of fresh mmaps.
-
-  Whole-video records are several MB; above glibc's mmap threshold every read
-  maps, faults in and unmaps fresh pages, which made a 9 MB ArrayRecord read 4x
-  slower (22 ms vs 5 ms). Process-wide and glibc-only; a no-op elsewhere.
-  """
-  global _MALLOC_TUNED
-  if _MALLOC_TUNED:
-    return True
-  try:
-    import ctypes
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = libc.mallopt(m_mmap_threshold, threshold) and libc.mallopt(m_trim_threshold, 2 * threshold)
-  except (OSError, AttributeError):
-    return False
-  _MALLOC_TUNED = bool(ok)
-  return _MALLOC_TUNED
-
-
 def _init_cv2(config=None) -> None:
   # One OpenCV thread per Grain thread/worker: parallelism comes from Grain.
   cv2.setNumThreads(1)
   if config is None or config.data.get("tune_malloc", True):
-    tune_malloc()
+    from vmae2_jax.host_memory import raise_mmap_threshold
+    raise_mmap_threshold()
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:

@@ -108,10 +108,16 @@ class Dense(nnx.Module):
     self.bias = param(b, axes[1:]) if use_bias else None
     self.dtype = opts.dtype
     self.out_rank = len(out_shape)
+    self.cpu_kernel = cpu_kernels_enabled(opts)
 
   def __call__(self, x):
     k = self.kernel[...].astype(self.dtype)
-    y = dense_matmul(x.astype(self.dtype), k)
+    matmul = dense_matmul
+    if self.cpu_kernel:
+      from vmae2_jax.kernels import cpu
+      if cpu.dense_usable(self.dtype):
+        matmul = cpu.dense_matmul
+    y = matmul(x.astype(self.dtype), k)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y
@@ -135,16 +141,35 @@ class LayerNorm(nnx.Module):
     return y.astype(self.dtype)
 
 
-def attention_implementation(name: str, dtype=jnp.bfloat16) -> str | None:
-  """"auto" picks cuDNN flash attention on GPU for bf16/fp16 compute, XLA otherwise.
+def cpu_kernels_enabled(opts: ModelOptions) -> bool:
+  """Whether this float32 model on the CPU backend may call vmae2_jax.kernels."""
+  if not opts.cpu_kernels or jax.default_backend() != "cpu":
+    return False
+  if jnp.dtype(opts.dtype) != jnp.dtype(jnp.float32):
+    return False
+  from vmae2_jax.kernels import cpu
+  return cpu.available()
 
-  cuDNN's fused attention rejects float32 inputs, so float32 models (e.g. a
-  converted checkpoint loaded for parity checks) use XLA even on GPU.
+
+def attention_implementation(name: str, dtype=jnp.bfloat16, cpu_kernels: bool = True) -> str | None:
+  """Resolves "auto" for this backend and compute dtype.
+
+  GPU: cuDNN flash attention for bf16/fp16 (it rejects float32, so float32
+  models such as a converted checkpoint loaded for parity checks use XLA).
+  CPU: the fused kernel of vmae2_jax.kernels for float32 when it builds on
+  this machine, else XLA. Elsewhere (TPU): XLA.
   """
+  backend = jax.default_backend()
+  if name == "fused_cpu" and backend != "cpu":
+    raise ValueError(f"config.model.attention='fused_cpu' needs the CPU backend, not {backend}")
   if name != "auto":
     return name
   low_precision = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-  return "cudnn" if jax.default_backend() == "gpu" and low_precision else "xla"
+  if backend == "gpu" and low_precision:
+    return "cudnn"
+  if cpu_kernels and cpu_kernels_enabled(ModelOptions(dtype=dtype)):
+    return "fused_cpu"
+  return "xla"
 
 
 def _attention_fwd(q, k, v):
@@ -206,7 +231,7 @@ class Attention(nnx.Module):
     self.v_bias = param(jnp.zeros((heads, head_dim), opts.param_dtype), ("heads", "head_dim"))
     self.proj = Dense(inner, dim, axes=("attn_inner", "embed"), opts=opts, rngs=rngs)
     self.scale = head_dim ** -0.5
-    self.implementation = attention_implementation(opts.attention, opts.dtype)
+    self.implementation = attention_implementation(opts.attention, opts.dtype, opts.cpu_kernels)
     self.dtype = opts.dtype
 
   def __call__(self, x):
@@ -214,9 +239,14 @@ class Attention(nnx.Module):
     q = qkv[:, :, 0] + self.q_bias[...].astype(self.dtype)
     k = qkv[:, :, 1]
     v = qkv[:, :, 2] + self.v_bias[...].astype(self.dtype)
-    if self.implementation == "xla":
+    if self.implementation in ("xla", "fused_cpu"):
       # The scale goes into q (N*hd multiplies instead of N^2 on the logits).
-      out = softmax_attention(q * jnp.asarray(self.scale, q.dtype), k, v)
+      q = q * jnp.asarray(self.scale, q.dtype)
+      if self.implementation == "fused_cpu":
+        from vmae2_jax.kernels import cpu
+        out = cpu.attention(q, k, v)
+      else:
+        out = softmax_attention(q, k, v)
     else:
       out = jax.nn.dot_product_attention(q, k, v, scale=self.scale,
                                          implementation=self.implementation)

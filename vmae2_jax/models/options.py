@@ -35,7 +35,11 @@ class ModelOptions:
   Attributes:
     dtype: compute dtype of matmuls (norms, softmax and losses stay float32).
     param_dtype: storage dtype of parameters.
-    attention: "auto" (cuDNN flash on GPU, XLA elsewhere), "xla" or "cudnn".
+    attention: "auto" (cuDNN flash on GPU for bf16/fp16, the fused CPU kernel
+      for float32 on CPU, XLA otherwise), "xla", "cudnn" or "fused_cpu".
+    cpu_kernels: on the CPU backend, float32 models use vmae2_jax.kernels
+      (fused attention under "auto", the dense-layer matmul) when the kernel
+      library builds on this machine; False keeps every op on XLA.
     remat: a key of REMAT_POLICIES.
     scan_layers: compile one block and loop over it (flat compile time for
       deep models); False unrolls. Parameters are stacked either way, so
@@ -47,6 +51,7 @@ class ModelOptions:
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   attention: str = "auto"
+  cpu_kernels: bool = True
   remat: str = "none"
   scan_layers: bool = False
   init: str = "pretrain"
@@ -57,8 +62,9 @@ class ModelOptions:
     if self.remat not in REMAT_POLICIES:
       raise ValueError(
           f"config.model.remat={self.remat!r} is not one of {sorted(REMAT_POLICIES)}")
-    if self.attention not in ("auto", "xla", "cudnn"):
-      raise ValueError(f"config.model.attention={self.attention!r} is not auto|xla|cudnn")
+    if self.attention not in ("auto", "xla", "cudnn", "fused_cpu"):
+      raise ValueError(
+          f"config.model.attention={self.attention!r} is not auto|xla|cudnn|fused_cpu")
     if self.init not in ("pretrain", "finetune"):
       raise ValueError(f"model init={self.init!r} is not pretrain|finetune")
 
@@ -68,6 +74,7 @@ class ModelOptions:
         dtype=model_cfg.get("dtype", "float32"),
         param_dtype=model_cfg.get("param_dtype", "float32"),
         attention=model_cfg.get("attention", "auto"),
+        cpu_kernels=model_cfg.get("cpu_kernels", True),
         remat=model_cfg.get("remat", "none"),
         scan_layers=model_cfg.get("scan_layers", False),
         init=init,

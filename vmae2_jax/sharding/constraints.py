@@ -33,6 +33,11 @@ def activation_sharding(mesh: Mesh, rules) -> Iterator[None]:
     _ACTIVE.value = prev
 
 
+def active_mesh_and_rules():
+  """(mesh, rules) of the enclosing `activation_sharding`, or None outside one."""
+  return getattr(_ACTIVE, "value", None)
+
+
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   """with_sharding_constraint by logical names; a no-op without an active context.
 

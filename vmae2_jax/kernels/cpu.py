@@ -1,0 +1,169 @@
+"""CPU kernels through the XLA FFI: fused softmax attention and a dense matmul.
+
+Why they exist: XLA:CPU has no fused attention. Its softmax attention streams
+the [H, N, N] score matrix through memory several times per pass, so the
+~1,600-token pre-training decoder ran at half the speed of PyTorch's fused
+CPU kernel. cpu_kernels.cc keeps a block of score rows in cache from logits
+to output (forward: o and the row log-sum-exp; backward: the scores are
+recomputed per key block). The same file's matmul computes the dense layers'
+weight gradients: XLA's matmul for that contraction over all tokens ran at
+about 60% of its forward rate on CPU. Same math and float32 rounding as the XLA
+paths they replace (`softmax_attention`, `dense_matmul`).
+
+The library is compiled on first use (vmae2_jax.kernels.build); without a
+C++ compiler `available()` is False and models use XLA. VMAE2_JAX_CPU_KERNELS=0
+turns them off for "auto".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import math
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from vmae2_jax.kernels.build import KernelBuildError, build_library
+
+_SOURCE = Path(__file__).with_name("cpu_kernels.cc")
+_TARGETS = {
+    "vmae2_cpu_attention_fwd": "Vmae2CpuAttentionForward",
+    "vmae2_cpu_attention_bwd": "Vmae2CpuAttentionBackward",
+    "vmae2_cpu_matmul": "Vmae2CpuMatmul",
+}
+_F32 = jnp.float32
+
+
+@functools.lru_cache(maxsize=None)
+def load() -> None:
+  """Builds (or finds) the library and registers its FFI targets; raises KernelBuildError."""
+  path = build_library(_SOURCE, jax.ffi.include_dir(), "cpu_kernels")
+  try:
+    lib = ctypes.cdll.LoadLibrary(str(path))
+  except OSError as e:
+    raise KernelBuildError(f"cannot load {path}: {e}") from e
+  for target, symbol in _TARGETS.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+  """True when the kernels are enabled, the backend is CPU and the library loads."""
+  if os.environ.get("VMAE2_JAX_CPU_KERNELS", "1") == "0" or jax.default_backend() != "cpu":
+    return False
+  try:
+    load()
+    return True
+  except KernelBuildError as e:
+    logging.warning("CPU kernels unavailable, using XLA: %s", e)
+    return False
+
+
+def _multi_device_mesh():
+  """(mesh, rules) while tracing inside the trainer's sharding context on >1 device."""
+  from vmae2_jax.sharding.constraints import active_mesh_and_rules
+  active = active_mesh_and_rules()
+  return active if active is not None and active[0].size > 1 else None
+
+
+# ------------------------------------------------------------------ attention
+def _attention_forward_call(q, k, v):
+  lse_shape = q.shape[:-3] + (q.shape[-2], q.shape[-3])  # [..., H, Nq]
+  return jax.ffi.ffi_call("vmae2_cpu_attention_fwd",
+                          (jax.ShapeDtypeStruct(q.shape, _F32),
+                           jax.ShapeDtypeStruct(lse_shape, _F32)),
+                          vmap_method="broadcast_all")(q, k, v)
+
+
+@jax.custom_vjp
+def _attention(q, k, v):
+  return _attention_forward_call(q, k, v)[0]
+
+
+def _attention_fwd(q, k, v):
+  out, lse = _attention_forward_call(q, k, v)
+  return out, (q, k, v, out, lse)
+
+
+def _attention_bwd(res, d_out):
+  shapes = tuple(jax.ShapeDtypeStruct(x.shape, _F32) for x in res[:3])
+  return jax.ffi.ffi_call("vmae2_cpu_attention_bwd", shapes,
+                          vmap_method="broadcast_all")(*res, d_out)
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def attention(q, k, v):
+  """softmax(q k^T) v for [..., N, H, hd] inputs, q already scaled; float32 inside.
+
+  Under the trainer's activation-sharding context on a multi-device mesh it
+  runs per shard (batch and heads split as the rules say): XLA cannot
+  partition a custom call by itself.
+  """
+  load()
+  dtype = q.dtype
+  q, k, v = (x.astype(_F32) for x in (q, k, v))
+  fn = _attention
+  active = _multi_device_mesh()
+  if active is not None and q.ndim == 4:
+    from vmae2_jax.sharding.rules import logical_to_spec
+    mesh, rules = active
+    spec = logical_to_spec(("batch", None, "heads", None), rules, q.shape, mesh)
+    fn = jax.shard_map(_attention, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
+                       check_vma=False)
+  return fn(q, k, v).astype(dtype)
+
+
+# --------------------------------------------------------------------- matmul
+def _matmul2d(a, b, transpose_a: bool = False):
+  """op(a) @ b for 2-D float32 arrays, op = transpose when asked."""
+  m = a.shape[1] if transpose_a else a.shape[0]
+  return jax.ffi.ffi_call("vmae2_cpu_matmul", jax.ShapeDtypeStruct((m, b.shape[1]), _F32))(
+      a, b, transpose_a=transpose_a, transpose_b=False)
+
+
+@jax.custom_vjp
+def dense_matmul(x, kernel):
+  """x [..., in] @ kernel [in, *out] -> [..., *out], float32; the weight gradient here.
+
+  Forward and input gradient stay XLA dots: they read the kernel straight
+  from the stacked per-layer parameters, where a custom call would need a
+  copied slice (and a transposed copy) of it each step. The weight gradient
+  x^T dy, a contraction over all tokens of two activations, is the matmul
+  XLA:CPU runs slowly; it goes to the kernel.
+  """
+  return _xla_dense(x, kernel)
+
+
+def _xla_dense(x, kernel):
+  return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _dense_fwd(x, kernel):
+  return _xla_dense(x, kernel), (x, kernel)
+
+
+def _dense_bwd(res, dy):
+  x, kernel = res
+  out = tuple(range(x.ndim - 1, dy.ndim))
+  dx = jax.lax.dot_general(dy, kernel, ((out, tuple(range(1, kernel.ndim))), ((), ())))
+  dy2 = dy.reshape(-1, math.prod(kernel.shape[1:]))
+  dk = _matmul2d(x.reshape(-1, x.shape[-1]), dy2, transpose_a=True)
+  return dx, dk.reshape(kernel.shape)
+
+
+dense_matmul.defvjp(_dense_fwd, _dense_bwd)
+
+
+def dense_usable(dtype) -> bool:
+  """Whether Dense layers of this compute dtype should call `dense_matmul` here.
+
+  Only float32, and not inside a multi-device sharding context, where XLA's
+  SPMD partitioner must see the dot to split it (FSDP-sharded kernels).
+  """
+  return jnp.dtype(dtype) == jnp.dtype(_F32) and _multi_device_mesh() is None
