@@ -234,9 +234,12 @@ class Attention(nnx.Module):
     self.implementation = attention_implementation(opts.attention, opts.dtype, opts.cpu_kernels)
     self.dtype = opts.dtype
 
-  def __call__(self, x):
+  def __call__(self, x, num_queries: int | None = None):
+    """Self-attention over x [B, N, D]; with num_queries, outputs only the last that many tokens
+    (they still attend to all N)."""
     qkv = self.qkv(x)  # [B, N, 3, H, hd]
-    q = qkv[:, :, 0] + self.q_bias[...].astype(self.dtype)
+    q = qkv[:, -num_queries:, 0] if num_queries else qkv[:, :, 0]
+    q = q + self.q_bias[...].astype(self.dtype)
     k = qkv[:, :, 1]
     v = qkv[:, :, 2] + self.v_bias[...].astype(self.dtype)
     if self.implementation in ("xla", "fused_cpu"):
@@ -254,23 +257,32 @@ class Attention(nnx.Module):
     return self.proj(out.reshape(b, n, self.heads * self.head_dim))
 
 
-@jax.custom_jvp
+def _gelu_cdf(x):
+  return 0.5 + 0.5 * jax.lax.erf(x * (1 / math.sqrt(2)))
+
+
+@jax.custom_vjp
 def gelu_exact(x):
   """Exact (erf) GELU, x * Phi(x), as torch's nn.GELU() in the reference.
 
-  Same values as jax.nn.gelu(approximate=False); the derivative is written
-  out, Phi(x) + x * phi(x), so the backward reuses the forward's erf instead
-  of differentiating through it (fewer passes over the [tokens, mlp] array).
+  Same values as jax.nn.gelu(approximate=False). The backward keeps only x
+  and recomputes Phi(x) + x * phi(x) in one pass with the incoming gradient:
+  with autodiff's residuals XLA wrote erf(x) out as an extra [tokens, mlp]
+  array in the forward and read it back twice.
   """
-  return x * (0.5 + 0.5 * jax.lax.erf(x * (1 / math.sqrt(2))))
+  return x * _gelu_cdf(x)
 
 
-@gelu_exact.defjvp
-def _gelu_exact_jvp(primals, tangents):
-  (x,), (dx,) = primals, tangents
-  cdf = 0.5 + 0.5 * jax.lax.erf(x * (1 / math.sqrt(2)))
+def _gelu_exact_fwd(x):
+  return gelu_exact(x), x
+
+
+def _gelu_exact_bwd(x, dy):
   pdf = jnp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
-  return x * cdf, dx * (cdf + x * pdf)
+  return (dy * (_gelu_cdf(x) + x * pdf),)
+
+
+gelu_exact.defvjp(_gelu_exact_fwd, _gelu_exact_bwd)
 
 
 class Mlp(nnx.Module):
@@ -302,11 +314,16 @@ class Block(nnx.Module):
     self.norm2 = LayerNorm(dim, opts=opts)
     self.mlp = Mlp(dim, mlp_dim, opts=opts, rngs=rngs)
 
-  def __call__(self, x, *, drop_rate=0.0, key=None, deterministic=True):
+  def __call__(self, x, *, drop_rate=0.0, key=None, deterministic=True,
+               num_outputs: int | None = None):
+    """num_outputs: compute only the last that many tokens' outputs (keys/values use all)."""
     k1 = k2 = None
     if key is not None:
       k1, k2 = jax.random.split(key)
-    x = x + drop_path(self.attn(self.norm1(x)), drop_rate, k1, deterministic)
+    attn = self.attn(self.norm1(x), num_outputs)
+    if num_outputs:
+      x = x[:, -num_outputs:]
+    x = x + drop_path(attn, drop_rate, k1, deterministic)
     x = x + drop_path(self.mlp(self.norm2(x)), drop_rate, k2, deterministic)
     return x
 
@@ -331,23 +348,39 @@ class BlockStack(nnx.Module):
     self.drop_rates = tuple(float(r) for r in np.linspace(0.0, drop_path_rate, depth))
     self.opts = opts
 
-  def __call__(self, x, *, key=None, deterministic=True):
+  def __call__(self, x, *, key=None, deterministic=True, num_outputs: int | None = None):
+    """Runs the blocks; num_outputs keeps only the last that many tokens.
+
+    With num_outputs the last block computes queries, projection and MLP for
+    those tokens alone (its keys and values still come from every token): the
+    pre-training decoder's head reads only the target tokens, so the rest of
+    that block's rows would be thrown away. Same numbers, less work.
+    """
     from vmae2_jax.models.options import REMAT_POLICIES
     graphdef, state = nnx.split(self.layers)
     use_drop = (key is not None) and (not deterministic) and max(self.drop_rates) > 0
     keys = jax.random.split(key, self.depth) if use_drop else None
     rates = jnp.asarray(self.drop_rates, jnp.float32)
-
-    def body(h, xs):
-      layer_state, layer_key, rate = xs
-      block = nnx.merge(graphdef, layer_state)
-      h = block(h, drop_rate=rate, key=layer_key, deterministic=not use_drop)
-      return constrain(h, ACTIVATION_AXES), None
-
     policy = REMAT_POLICIES[self.opts.remat]
-    if self.opts.remat != "none":
-      body = jax.checkpoint(body, policy=policy, prevent_cse=not self.opts.scan_layers)
-    unroll = 1 if self.opts.scan_layers else self.depth
+
+    def block_fn(n_out):
+      def body(h, xs):
+        layer_state, layer_key, rate = xs
+        block = nnx.merge(graphdef, layer_state)
+        h = block(h, drop_rate=rate, key=layer_key, deterministic=not use_drop,
+                  num_outputs=n_out)
+        return constrain(h, ACTIVATION_AXES), None
+      if self.opts.remat != "none":
+        body = jax.checkpoint(body, policy=policy, prevent_cse=not self.opts.scan_layers)
+      return body
+
+    xs = (state, keys, rates)
+    n_scan = self.depth - 1 if num_outputs else self.depth
     x = constrain(x, ACTIVATION_AXES)
-    x, _ = jax.lax.scan(body, x, (state, keys, rates), unroll=unroll)
+    if n_scan:
+      head = jax.tree.map(lambda a: a[:n_scan], xs) if n_scan < self.depth else xs
+      unroll = 1 if self.opts.scan_layers else n_scan
+      x, _ = jax.lax.scan(block_fn(None), x, head, unroll=unroll)
+    if num_outputs:
+      x, _ = block_fn(num_outputs)(x, jax.tree.map(lambda a: a[-1], xs))
     return x

@@ -86,9 +86,9 @@ class PretrainModel(nnx.Module):
     vis = x + pos[visible_idx]
     masked = self.mask_token[...].astype(self.dtype) + pos[target_idx]
     h = jnp.concatenate([vis, masked], axis=1)
-    h = self.decoder(h, key=dec_key, deterministic=deterministic)
     n_dec = target_idx.shape[1]
-    return self.decoder_head(self.decoder_norm(h[:, -n_dec:]))
+    h = self.decoder(h, key=dec_key, deterministic=deterministic, num_outputs=n_dec)
+    return self.decoder_head(self.decoder_norm(h))
 
 
 class Classifier(nnx.Module):
