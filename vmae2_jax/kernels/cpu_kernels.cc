@@ -134,18 +134,59 @@ void gemm(int64_t M, int64_t nvec, int64_t K, const float* A, int64_t sr, int64_
   }
 }
 
-// 64-byte aligned float scratch, zero-filled.
-struct Scratch {
-  float* p = nullptr;
-  explicit Scratch(size_t n) {
-    const size_t bytes = round_up(static_cast<int64_t>(std::max<size_t>(n, 1) * 4), 64);
-    p = static_cast<float*>(std::aligned_alloc(64, bytes));
-    if (p) std::memset(p, 0, bytes);
+// Per-call scratch carved from a buffer the calling thread keeps between
+// calls: after the first call of a given size there is no allocation, no
+// page fault and no zeroing (callers zero what they accumulate into). Helper
+// threads only use pointers handed out during the call.
+class Arena {
+ public:
+  // 16-float (64-byte) aligned space for n floats, valid until the call returns.
+  float* take(int64_t n) {
+    float* p = base_ + used_;
+    used_ += round_up(std::max<int64_t>(n, 1), 16);
+    return p;
   }
-  ~Scratch() { std::free(p); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
+  static Arena reserve(int64_t floats) {
+    struct Buffer {
+      float* p = nullptr;
+      int64_t size = 0;
+      ~Buffer() { std::free(p); }
+    };
+    thread_local Buffer buf;
+    if (buf.size < floats) {
+      std::free(buf.p);
+      buf.size = round_up(floats, 16);
+      buf.p = static_cast<float*>(std::aligned_alloc(64, buf.size * 4));
+    }
+    return Arena(buf.p);
+  }
+
+ private:
+  explicit Arena(float* base) : base_(base) {}
+  float* base_;
+  int64_t used_ = 0;
 };
+
+// Floats an arena needs for `sizes` (each rounded up as Arena::take does).
+int64_t arena_floats(std::initializer_list<int64_t> sizes) {
+  int64_t total = 0;
+  for (int64_t n : sizes) total += round_up(std::max<int64_t>(n, 1), 16);
+  return total;
+}
+
+// Marks that a head's packed inputs are ready: 0 = not started, 1 = being
+// packed by one worker, 2 = ready. Workers reaching a head that another
+// worker is packing wait for it (a few microseconds).
+template <typename F>
+void pack_once(std::atomic<int>& flag, const F& pack) {
+  int expected = 0;
+  if (flag.compare_exchange_strong(expected, 1)) {
+    pack();
+    flag.store(2, std::memory_order_release);
+  } else {
+    while (flag.load(std::memory_order_acquire) != 2) std::this_thread::yield();
+  }
+}
 
 // Runs body(item, worker) for item in [0, n) on the caller plus up to
 // (pool threads - 1) helpers. The caller takes items too and waits only for
@@ -189,8 +230,8 @@ int64_t block_rows(int64_t padded_len) {
 struct Dims {
   int64_t batch, nq, nk, heads, d;
   int64_t dp() const { return round_up(d, kW); }            // padded head dim
-  int64_t nqp() const { return round_up(nq, kW * kNV); }    // padded lengths
-  int64_t nkp() const { return round_up(nk, kW * kNV); }
+  int64_t nqp() const { return round_up(nq, kW); }          // lengths padded to vectors
+  int64_t nkp() const { return round_up(nk, kW); }
   int64_t row() const { return heads * d; }                 // token stride
 };
 
@@ -214,7 +255,8 @@ ffi::Error get_dims(const ffi::Buffer<ffi::F32>& q, const ffi::Buffer<ffi::F32>&
 }
 
 // dst[c * ld + i] = src[i * stride + c] for i < n, c < d (an [n, d] slice, transposed),
-// in 16 x 16 tiles so that reads and writes both stay within a few cache lines.
+// in 16 x 16 tiles so that reads and writes both stay within a few cache lines;
+// columns n..ld of dst are zeroed.
 void pack_transposed(const float* src, int64_t stride, int64_t n, int64_t d, float* dst,
                      int64_t ld) {
   constexpr int64_t kT = 16;
@@ -224,11 +266,15 @@ void pack_transposed(const float* src, int64_t stride, int64_t n, int64_t d, flo
       for (int64_t c = c0; c < c1; ++c)
         for (int64_t i = i0; i < i1; ++i) dst[c * ld + i] = src[i * stride + c];
     }
+  for (int64_t c = 0; c < d; ++c) std::memset(dst + c * ld + n, 0, (ld - n) * 4);
 }
 
-// dst[i * ld + c] = src[i * stride + c]: a head's [n, d] slice, rows padded to ld.
+// dst[i * ld + c] = src[i * stride + c]: an [n, d] slice, rows zero-padded to ld.
 void pack_rows(const float* src, int64_t stride, int64_t n, int64_t d, float* dst, int64_t ld) {
-  for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * ld, src + i * stride, d * 4);
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(dst + i * ld, src + i * stride, d * 4);
+    std::memset(dst + i * ld + d, 0, (ld - d) * 4);
+  }
 }
 
 float hmax(vf x) {
@@ -253,29 +299,30 @@ ffi::Error AttentionForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::
   const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
   float *op = o->typed_data(), *lp = lse->typed_data();
 
-  // Per (batch, head): K^T [d, nkp] (zero columns past nk) and V [nk, dp].
-  Scratch kt(bh * s.d * nkp), vpad(bh * s.nk * dp);
-  auto head = [&](int64_t g) { return (g / s.heads) * s.nk * row + (g % s.heads) * s.d; };
-  parallel_for(pool, bh, pool_workers(pool, bh), [&](int64_t g, int) {
-    pack_transposed(kp + head(g), row, s.nk, s.d, kt.p + g * s.d * nkp, nkp);
-    pack_rows(vp + head(g), row, s.nk, s.d, vpad.p + g * s.nk * dp, dp);
-  });
-
+  // Items are (head, block of query rows). The first item of a head packs its
+  // K^T [d, nkp] and V [nk, dp]; the others reuse them.
   const int64_t br = block_rows(nkp), qblocks = (s.nq + br - 1) / br, items = bh * qblocks;
   const int workers = pool_workers(pool, items);
-  std::vector<std::unique_ptr<Scratch>> sbuf, obuf;
-  for (int w = 0; w < workers; ++w) {
-    sbuf.emplace_back(new Scratch(br * nkp));
-    obuf.emplace_back(new Scratch(br * dp));
-  }
+  Arena arena = Arena::reserve(arena_floats(
+      {bh * s.d * nkp, bh * s.nk * dp, workers * br * nkp, workers * br * dp}));
+  float *kt = arena.take(bh * s.d * nkp), *vpad = arena.take(bh * s.nk * dp);
+  float *sbuf = arena.take(workers * br * nkp), *obuf = arena.take(workers * br * dp);
+  std::unique_ptr<std::atomic<int>[]> packed(new std::atomic<int>[bh]);
+  for (int64_t g = 0; g < bh; ++g) packed[g].store(0);
+  auto head = [&](int64_t g) { return (g / s.heads) * s.nk * row + (g % s.heads) * s.d; };
   const int64_t full = s.nk / kW * kW;
+
   parallel_for(pool, items, workers, [&](int64_t item, int w) {
     const int64_t g = item / qblocks, i0 = (item % qblocks) * br, m = std::min(br, s.nq - i0);
     const int64_t b = g / s.heads, h = g % s.heads;
+    pack_once(packed[g], [&] {
+      pack_transposed(kp + head(g), row, s.nk, s.d, kt + g * s.d * nkp, nkp);
+      pack_rows(vp + head(g), row, s.nk, s.d, vpad + g * s.nk * dp, dp);
+    });
     const float* qblk = qp + (b * s.nq + i0) * row + h * s.d;
-    float *S = sbuf[w]->p, *O = obuf[w]->p;
+    float *S = sbuf + w * br * nkp, *O = obuf + w * br * dp;
     float inv[16 * kR];  // 1 / row sum; block_rows() caps m at 16 * kR
-    gemm(m, nkp / kW, s.d, qblk, row, 1, kt.p + g * s.d * nkp, nkp, S, nkp, false);
+    gemm(m, nkp / kW, s.d, qblk, row, 1, kt + g * s.d * nkp, nkp, S, nkp, false);
     for (int64_t r = 0; r < m; ++r) {
       float* sr = S + r * nkp;
       vf mv = splat(-INFINITY);
@@ -298,7 +345,7 @@ ffi::Error AttentionForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::
       lp[g * s.nq + i0 + r] = mx + std::log(sum);
       inv[r] = 1.0f / sum;
     }
-    gemm(m, dp / kW, s.nk, S, nkp, 1, vpad.p + g * s.nk * dp, dp, O, dp, false);
+    gemm(m, dp / kW, s.nk, S, nkp, 1, vpad + g * s.nk * dp, dp, O, dp, false);
     for (int64_t r = 0; r < m; ++r) {
       float* dst = op + (b * s.nq + i0 + r) * row + h * s.d;
       for (int64_t c = 0; c < s.d; ++c) dst[c] = O[r * dp + c] * inv[r];
@@ -325,49 +372,61 @@ ffi::Error AttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   const float *opt = o.typed_data(), *lp = lse.typed_data(), *dop = dout.typed_data();
   float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
 
-  // Per (batch, head), over the queries: Q^T and dO^T [d, nqp], Q and dO [nq, dp],
-  // the row log-sum-exp and delta = rowsum(dO * O), both padded to nqp.
-  Scratch qt(bh * s.d * nqp), dot(bh * s.d * nqp), qpad(bh * s.nq * dp), dopad(bh * s.nq * dp);
-  Scratch lsep(bh * nqp), delta(bh * nqp);
-  auto qhead = [&](int64_t g) { return (g / s.heads) * s.nq * row + (g % s.heads) * s.d; };
-  auto khead = [&](int64_t g) { return (g / s.heads) * s.nk * row + (g % s.heads) * s.d; };
-  parallel_for(pool, bh, pool_workers(pool, bh), [&](int64_t g, int) {
-    const int64_t off = qhead(g);
-    pack_transposed(qp + off, row, s.nq, s.d, qt.p + g * s.d * nqp, nqp);
-    pack_transposed(dop + off, row, s.nq, s.d, dot.p + g * s.d * nqp, nqp);
-    pack_rows(qp + off, row, s.nq, s.d, qpad.p + g * s.nq * dp, dp);
-    pack_rows(dop + off, row, s.nq, s.d, dopad.p + g * s.nq * dp, dp);
-    for (int64_t i = 0; i < s.nq; ++i) {
-      const float *a = dop + off + i * row, *b = opt + off + i * row;
-      float acc = 0;
-      for (int64_t c = 0; c < s.d; ++c) acc += a[c] * b[c];
-      delta.p[g * nqp + i] = acc;
-      lsep.p[g * nqp + i] = lp[g * s.nq + i];
-    }
-  });
-
-  // Items are key blocks: each owns its rows of dk and dv; dq gets a partial
-  // sum per worker (K rows padded in place), reduced at the end.
+  // Items are (head, block of key rows): each owns its rows of dk and dv.
+  // dq gets a partial sum per worker; the worker that finishes a head's last
+  // item adds them up. The first item of a head packs, over its queries,
+  // Q^T and dO^T [d, nqp], Q and dO [nq, dp], the row log-sum-exp and
+  // delta = rowsum(dO * O).
   const int64_t bc = block_rows(nqp), kblocks = (s.nk + bc - 1) / bc, items = bh * kblocks;
   const int workers = pool_workers(pool, items);
-  std::vector<std::unique_ptr<Scratch>> pbuf, dsbuf, obuf, kbuf, dqacc;
-  for (int w = 0; w < workers; ++w) {
-    pbuf.emplace_back(new Scratch(bc * nqp));
-    dsbuf.emplace_back(new Scratch(bc * nqp));
-    obuf.emplace_back(new Scratch(bc * dp));
-    kbuf.emplace_back(new Scratch(bc * dp));
-    dqacc.emplace_back(new Scratch(bh * s.nq * dp));
+  const int64_t head_t = s.d * nqp, head_p = s.nq * dp, blk = bc * nqp;
+  Arena arena = Arena::reserve(arena_floats(
+      {bh * head_t, bh * head_t, bh * head_p, bh * head_p, bh * nqp, bh * nqp,
+       workers * blk, workers * blk, workers * bc * dp, workers * bc * dp,
+       workers * bh * head_p}));
+  float *qt = arena.take(bh * head_t), *dot = arena.take(bh * head_t);
+  float *qpad = arena.take(bh * head_p), *dopad = arena.take(bh * head_p);
+  float *lsep = arena.take(bh * nqp), *delta = arena.take(bh * nqp);
+  float *pbuf = arena.take(workers * blk), *dsbuf = arena.take(workers * blk);
+  float *obuf = arena.take(workers * bc * dp), *kbuf = arena.take(workers * bc * dp);
+  float* dqacc = arena.take(workers * bh * head_p);
+  std::memset(dqacc, 0, workers * bh * head_p * 4);
+  std::unique_ptr<std::atomic<int>[]> packed(new std::atomic<int>[bh]);
+  std::unique_ptr<std::atomic<int64_t>[]> left(new std::atomic<int64_t>[bh]);
+  for (int64_t g = 0; g < bh; ++g) {
+    packed[g].store(0);
+    left[g].store(kblocks);
   }
+  auto qhead = [&](int64_t g) { return (g / s.heads) * s.nq * row + (g % s.heads) * s.d; };
+  auto khead = [&](int64_t g) { return (g / s.heads) * s.nk * row + (g % s.heads) * s.d; };
   const int64_t full = s.nq / kW * kW;
+
   parallel_for(pool, items, workers, [&](int64_t item, int w) {
     const int64_t g = item / kblocks, c0 = (item % kblocks) * bc, m = std::min(bc, s.nk - c0);
+    pack_once(packed[g], [&] {
+      const int64_t off = qhead(g);
+      pack_transposed(qp + off, row, s.nq, s.d, qt + g * head_t, nqp);
+      pack_transposed(dop + off, row, s.nq, s.d, dot + g * head_t, nqp);
+      pack_rows(qp + off, row, s.nq, s.d, qpad + g * head_p, dp);
+      pack_rows(dop + off, row, s.nq, s.d, dopad + g * head_p, dp);
+      for (int64_t i = 0; i < nqp; ++i) {
+        float acc = 0;
+        if (i < s.nq) {
+          const float *a = dop + off + i * row, *b = opt + off + i * row;
+          for (int64_t c = 0; c < s.d; ++c) acc += a[c] * b[c];
+        }
+        delta[g * nqp + i] = acc;
+        lsep[g * nqp + i] = i < s.nq ? lp[g * s.nq + i] : 0.0f;
+      }
+    });
     const float* kblk = kp + khead(g) + c0 * row;
     const float* vblk = vp + khead(g) + c0 * row;
-    const float *L = lsep.p + g * nqp, *Dl = delta.p + g * nqp;
-    float *P = pbuf[w]->p, *dS = dsbuf[w]->p, *O = obuf[w]->p, *Kb = kbuf[w]->p;
+    const float *L = lsep + g * nqp, *Dl = delta + g * nqp;
+    float *P = pbuf + w * blk, *dS = dsbuf + w * blk;
+    float *O = obuf + w * bc * dp, *Kb = kbuf + w * bc * dp;
     // P^T = exp(K Q^T - lse) and dP^T = V dO^T: [m keys, nq queries].
-    gemm(m, nqp / kW, s.d, kblk, row, 1, qt.p + g * s.d * nqp, nqp, P, nqp, false);
-    gemm(m, nqp / kW, s.d, vblk, row, 1, dot.p + g * s.d * nqp, nqp, dS, nqp, false);
+    gemm(m, nqp / kW, s.d, kblk, row, 1, qt + g * head_t, nqp, P, nqp, false);
+    gemm(m, nqp / kW, s.d, vblk, row, 1, dot + g * head_t, nqp, dS, nqp, false);
     for (int64_t r = 0; r < m; ++r) {
       float *pr = P + r * nqp, *dr = dS + r * nqp;
       int64_t j = 0;
@@ -386,23 +445,23 @@ ffi::Error AttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
       for (int64_t r = 0; r < m; ++r)
         std::memcpy(dst + khead(g) + (c0 + r) * row, O + r * dp, s.d * 4);
     };
-    gemm(m, dp / kW, s.nq, P, nqp, 1, dopad.p + g * s.nq * dp, dp, O, dp, false);
+    gemm(m, dp / kW, s.nq, P, nqp, 1, dopad + g * head_p, dp, O, dp, false);
     write(dvp);
-    gemm(m, dp / kW, s.nq, dS, nqp, 1, qpad.p + g * s.nq * dp, dp, O, dp, false);
+    gemm(m, dp / kW, s.nq, dS, nqp, 1, qpad + g * head_p, dp, O, dp, false);
     write(dkp);
     // dQ += dS K over this key block (dS read transposed).
     pack_rows(kblk, row, m, s.d, Kb, dp);
-    gemm(s.nq, dp / kW, m, dS, 1, nqp, Kb, dp, dqacc[w]->p + g * s.nq * dp, dp, true);
-  });
-
-  parallel_for(pool, bh, pool_workers(pool, bh), [&](int64_t g, int) {
-    for (int64_t i = 0; i < s.nq; ++i) {
-      float* dst = dqp + qhead(g) + i * row;
-      const float* src = dqacc[0]->p + (g * s.nq + i) * dp;
-      std::memcpy(dst, src, s.d * 4);
-      for (int w = 1; w < workers; ++w) {
-        const float* part = dqacc[w]->p + (g * s.nq + i) * dp;
-        for (int64_t c = 0; c < s.d; ++c) dst[c] += part[c];
+    float* acc = dqacc + (w * bh + g) * head_p;
+    gemm(s.nq, dp / kW, m, dS, 1, nqp, Kb, dp, acc, dp, true);
+    // Last item of this head: dq = sum of the workers' partial sums.
+    if (left[g].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      for (int64_t i = 0; i < s.nq; ++i) {
+        float* dst = dqp + qhead(g) + i * row;
+        std::memcpy(dst, dqacc + g * head_p + i * dp, s.d * 4);
+        for (int u = 1; u < workers; ++u) {
+          const float* part = dqacc + (u * bh + g) * head_p + i * dp;
+          for (int64_t c = 0; c < s.d; ++c) dst[c] += part[c];
+        }
       }
     }
   });
@@ -433,29 +492,27 @@ ffi::Error Matmul(ffi::ThreadPool pool, Matrix a, Matrix b, ffi::Result<Matrix> 
   const int64_t sr = transpose_a ? 1 : K, sk = transpose_a ? M : 1;
   const int64_t np = round_up(N, kW);
   // B as [K, np] rows: packed when transposed or not a whole number of vectors.
-  std::unique_ptr<Scratch> bpack;
-  int64_t ldb = N;
-  if (transpose_b || np != N) {
-    bpack.reset(new Scratch(K * np));
-    if (transpose_b)
-      pack_transposed(B, K, N, K, bpack->p, np);
-    else
-      pack_rows(B, N, K, N, bpack->p, np);
-    B = bpack->p;
-    ldb = np;
-  }
   constexpr int64_t kMc = 16 * kR, kNc = 4 * kNV * kW, kKc = 256;
+  const bool pack_b = transpose_b || np != N, padded_c = np != N;
   const int64_t mblocks = (M + kMc - 1) / kMc, nblocks = (np + kNc - 1) / kNc;
   const int64_t items = mblocks * nblocks;
   const int workers = pool_workers(pool, items);
-  const bool padded_c = np != N;
-  std::vector<std::unique_ptr<Scratch>> cbuf;
-  if (padded_c)
-    for (int w = 0; w < workers; ++w) cbuf.emplace_back(new Scratch(kMc * np));
+  Arena arena = Arena::reserve(arena_floats({pack_b ? K * np : 0, padded_c ? workers * kMc * np : 0}));
+  int64_t ldb = N;
+  if (pack_b) {
+    float* packed = arena.take(K * np);
+    if (transpose_b)
+      pack_transposed(B, K, N, K, packed, np);
+    else
+      pack_rows(B, N, K, N, packed, np);
+    B = packed;
+    ldb = np;
+  }
+  float* cbuf = padded_c ? arena.take(workers * kMc * np) : nullptr;
   parallel_for(pool, items, workers, [&](int64_t item, int w) {
     const int64_t i0 = (item / nblocks) * kMc, j0 = (item % nblocks) * kNc;
     const int64_t m = std::min(kMc, M - i0), n = std::min(kNc, np - j0);
-    float* c = padded_c ? cbuf[w]->p + j0 : C + i0 * N + j0;
+    float* c = padded_c ? cbuf + w * kMc * np + j0 : C + i0 * N + j0;
     const int64_t ldc = padded_c ? np : N;
     for (int64_t k0 = 0; k0 < K; k0 += kKc)
       gemm(m, n / kW, std::min(kKc, K - k0), A + i0 * sr + k0 * sk, sr, sk, B + k0 * ldb + j0,
