@@ -13,6 +13,7 @@ def base_config() -> ml_collections.ConfigDict:
       dtype="float32",          # compute dtype: float32 | bfloat16
       param_dtype="float32",
       attention="auto",         # auto: cuDNN flash (GPU, bf16), fused kernel (CPU, f32), else XLA
+      cpu_kernels=True,         # CPU float32: vmae2_jax/kernels (False = XLA ops only)
       remat="none",             # none | full | dots | dots_no_batch
       scan_layers=False,        # one compiled block in a loop (deep models)
       drop_path_rate=0.0,

@@ -13,10 +13,15 @@ from vmae2_jax.models import patching
 from vmae2_jax.models.variants import ViTSize, get_variant
 
 
-def _block_forward(width: int, mlp_dim: int, tokens: int) -> int:
-  """One pre-norm block on `tokens` tokens: qkv, proj, fc1, fc2 and attention."""
-  weights = 3 * width * width + width * width + 2 * width * mlp_dim
-  return 2 * weights * tokens + 4 * tokens * tokens * width
+def _block_forward(width: int, mlp_dim: int, tokens: int, outputs: int | None = None) -> int:
+  """One pre-norm block on `tokens` tokens: qkv, proj, fc1, fc2 and attention.
+
+  With `outputs`, only that many tokens get queries, projection and MLP (keys
+  and values still cover all tokens), as the pre-training decoder's last block.
+  """
+  q = tokens if outputs is None else outputs
+  return (2 * 3 * width * width * tokens + 2 * (width * width + 2 * width * mlp_dim) * q
+          + 4 * q * tokens * width)
 
 
 def pretrain_flops_per_clip(variant: str | ViTSize, frames: int, image_size: int,
@@ -44,9 +49,12 @@ def pretrain_flops_per_clip(variant: str | ViTSize, frames: int, image_size: int
   d, dd = size.width, size.decoder_width
 
   enc = 2 * cube * d * m + size.depth * _block_forward(d, size.mlp_dim, m)
+  # The decoder's last block computes only the target tokens (the head reads
+  # nothing else), so it is counted that way: the work done, not the reference's.
   dec = (2 * d * dd * m  # encoder_to_decoder
-         + size.decoder_depth * _block_forward(dd, size.decoder_mlp_dim, m + n_dec)
-         + 2 * dd * cube * n_dec)  # head on the mask-token slice only
+         + (size.decoder_depth - 1) * _block_forward(dd, size.decoder_mlp_dim, m + n_dec)
+         + _block_forward(dd, size.decoder_mlp_dim, m + n_dec, n_dec)
+         + 2 * dd * cube * n_dec)  # head on the target tokens
   fwd = enc + dec
   return {"encoder": enc, "decoder": dec, "forward": fwd, "train": 3 * fwd,
           "visible": m, "targets": n_dec}

@@ -45,7 +45,9 @@ def parse_args(argv):
   p.add_argument("--dtype", default="", help="compute dtype: float32 | bfloat16")
   p.add_argument("--remat", default="", help="remat policy name (none, full, dots, ...)")
   p.add_argument("--scan_layers", choices=("", "true", "false"), default="")
-  p.add_argument("--attention", default="", help="auto | xla | cudnn")
+  p.add_argument("--attention", default="", help="auto | xla | cudnn | fused_cpu")
+  p.add_argument("--cpu_kernels", choices=("", "true", "false"), default="",
+                 help="override config.model.cpu_kernels")
   p.add_argument("--decoder_ratio", type=float, default=0.0,
                  help="running-cell ratio of the dual-masking run (default: config's)")
   p.add_argument("--steps", type=int, default=6, help="timed steps per mode")
@@ -83,6 +85,8 @@ def apply_overrides(config, a):
     config.model.scan_layers = a.scan_layers == "true"
   if a.attention:
     config.model.attention = a.attention
+  if a.cpu_kernels:
+    config.model.cpu_kernels = a.cpu_kernels == "true"
   if a.decoder_ratio:
     config.masking.decoder_ratio = a.decoder_ratio
   config.total_steps = 10_000
@@ -157,7 +161,7 @@ def run(argv=None) -> dict:
   a = parse_args(list(sys.argv[1:] if argv is None else argv))
   config = load_config(a.config)
   from vmae2_jax.host_memory import tune_for_cpu_compute
-  tune_for_cpu_compute(config.get("host_malloc", "auto"))  # as main.py, before JAX starts
+  malloc_kept = tune_for_cpu_compute(config.get("host_malloc", "auto"))  # as main.py does
   config = apply_overrides(config, a)
   devices = jax.devices()[: (a.devices if a.devices > 0 else jax.device_count())]
   b = config.batch_size
@@ -205,6 +209,8 @@ def run(argv=None) -> dict:
       "achieved_tflops_per_device": achieved / n_dev,
       "mfu": (achieved / n_dev / a.peak_tflops) if a.peak_tflops else None,
       "loss": dual.loss, "compile_s": dual.compile_s,
+      "attention": _attention_used(m), "cpu_kernels": _cpu_kernels_used(m),
+      "host_malloc_kept": malloc_kept,
   }
   if "encoder_only" in runners:
     eo = runners["encoder_only"]
@@ -218,6 +224,19 @@ def run(argv=None) -> dict:
         "speedup_dual_masking": eo.median / step,
     })
   return out
+
+
+def _attention_used(model_cfg) -> str:
+  from vmae2_jax.models.layers import attention_implementation
+  from vmae2_jax.models.options import ModelOptions
+  opts = ModelOptions.from_config(model_cfg)
+  return attention_implementation(opts.attention, opts.dtype, opts.cpu_kernels)
+
+
+def _cpu_kernels_used(model_cfg) -> bool:
+  from vmae2_jax.models.layers import cpu_kernels_enabled
+  from vmae2_jax.models.options import ModelOptions
+  return cpu_kernels_enabled(ModelOptions.from_config(model_cfg))
 
 
 def _human(out: dict) -> None:

@@ -1,0 +1,175 @@
+"""The FFI CPU kernels equal the XLA paths they replace, build once, and fall back cleanly."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vmae2_jax.kernels import build, cpu
+from vmae2_jax.models.layers import Attention, BlockStack, dense_matmul, softmax_attention
+from vmae2_jax.models.options import ModelOptions
+
+pytestmark = pytest.mark.skipif(build.find_compiler() is None,
+                                reason="no C++ compiler to build the CPU kernels")
+
+
+def _qkv(shape_q, n_k, seed=0):
+  keys = jax.random.split(jax.random.key(seed), 4)
+  b, n_q, h, d = shape_q
+  q = jax.random.normal(keys[0], shape_q) * (2.0 / np.sqrt(d))  # peaked softmax rows
+  k = jax.random.normal(keys[1], (b, n_k, h, d))
+  v = jax.random.normal(keys[2], (b, n_k, h, d))
+  ct = jax.random.normal(keys[3], shape_q)
+  return q, k, v, ct
+
+
+def test_library_builds_and_loads_here():
+  assert cpu.available(), "the CPU kernels should build with this machine's compiler"
+
+
+@pytest.mark.parametrize("shape_q,n_k", [
+    ((2, 37, 3, 64), 37),     # length not a multiple of the vector width
+    ((1, 100, 2, 88), 100),   # ViT-g's head dim 88: padded inside to 96
+    ((3, 5, 1, 16), 5),       # tiny
+    ((2, 20, 2, 32), 37),     # fewer queries than keys (the decoder's last block)
+    ((1, 300, 2, 64), 300),   # several row blocks per head
+])
+def test_attention_and_gradients_equal_xla_path(shape_q, n_k):
+  q, k, v, ct = _qkv(shape_q, n_k)
+  np.testing.assert_allclose(jax.jit(cpu.attention)(q, k, v), softmax_attention(q, k, v),
+                             atol=2e-6, rtol=1e-5)
+  ours = jax.grad(lambda *a: jnp.sum(cpu.attention(*a) * ct), (0, 1, 2))(q, k, v)
+  ref = jax.grad(lambda *a: jnp.sum(softmax_attention(*a) * ct), (0, 1, 2))(q, k, v)
+  for a, b in zip(ours, ref):
+    np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_attention_under_vmap_and_bfloat16():
+  q, k, v, _ = _qkv((2, 24, 2, 16), 24)
+  stacked = [jnp.stack([x, 2 * x]) for x in (q, k, v)]
+  out = jax.vmap(cpu.attention)(*stacked)
+  np.testing.assert_allclose(out[1], softmax_attention(*(2 * x for x in (q, k, v))),
+                             atol=1e-5, rtol=1e-5)
+  low = cpu.attention(*(x.astype(jnp.bfloat16) for x in (q, k, v)))
+  assert low.dtype == jnp.bfloat16
+  np.testing.assert_allclose(low.astype(jnp.float32), softmax_attention(q, k, v), atol=5e-2)
+
+
+def test_attention_runs_per_shard_on_a_mesh():
+  """Inside the trainer's sharding context the call is split over batch and heads."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from vmae2_jax.sharding import make_mesh
+  from vmae2_jax.sharding.constraints import activation_sharding
+  from vmae2_jax.sharding.rules import DEFAULT_RULES
+
+  mesh = make_mesh({"data": 4, "fsdp": 1, "tensor": 2})
+  q, k, v, ct = _qkv((4, 29, 2, 16), 29)
+
+  def loss(q, k, v):
+    with activation_sharding(mesh, DEFAULT_RULES):
+      return jnp.sum(cpu.attention(q, k, v) * ct)
+
+  spec = NamedSharding(mesh, P("data", None, "tensor", None))
+  args = [jax.device_put(x, spec) for x in (q, k, v)]
+  fn = jax.jit(jax.value_and_grad(loss, (0, 1, 2)))
+  assert "shard_map" in str(jax.make_jaxpr(fn)(*args))
+  val, grads = fn(*args)
+  ref_val, ref_grads = jax.value_and_grad(
+      lambda *a: jnp.sum(softmax_attention(*a) * ct), (0, 1, 2))(q, k, v)
+  np.testing.assert_allclose(val, ref_val, rtol=1e-5)
+  for a, b in zip(grads, ref_grads):
+    np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape,k_shape", [((2, 5, 8), (8, 6)), ((2, 5, 8), (8, 3, 2, 4)),
+                                             ((3, 70, 40), (40, 100)), ((1, 9, 19), (19, 33))])
+def test_dense_matmul_and_weight_gradient_equal_xla(x_shape, k_shape):
+  keys = jax.random.split(jax.random.key(3), 3)
+  x = jax.random.normal(keys[0], x_shape)
+  w = jax.random.normal(keys[1], k_shape)
+  ct = jax.random.normal(keys[2], x_shape[:-1] + k_shape[1:])
+  np.testing.assert_allclose(cpu.dense_matmul(x, w), dense_matmul(x, w), atol=1e-5)
+  ours = jax.grad(lambda x, w: jnp.sum(cpu.dense_matmul(x, w) * ct), (0, 1))(x, w)
+  ref = jax.grad(lambda x, w: jnp.sum(dense_matmul(x, w) * ct), (0, 1))(x, w)
+  for a, b in zip(ours, ref):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_model_layers_pick_the_kernels_and_match_xla():
+  x = jax.random.normal(jax.random.key(4), (2, 21, 32))
+  fused = Attention(32, 2, opts=ModelOptions(), rngs=nnx.Rngs(0))
+  plain = Attention(32, 2, opts=ModelOptions(attention="xla", cpu_kernels=False), rngs=nnx.Rngs(0))
+  assert fused.implementation == "fused_cpu" and fused.qkv.cpu_kernel
+  assert plain.implementation == "xla" and not plain.qkv.cpu_kernel
+  for a, b in zip(jax.tree.leaves(nnx.state(fused)), jax.tree.leaves(nnx.state(plain))):
+    np.testing.assert_array_equal(a, b)
+
+  def grads(m):
+    gd, st = nnx.split(m)
+    return jax.grad(lambda st, x: jnp.sum(jnp.sin(nnx.merge(gd, st)(x))), (0, 1))(st, x)
+
+  np.testing.assert_allclose(fused(x), plain(x), atol=2e-6)
+  for a, b in zip(jax.tree.leaves(grads(fused)), jax.tree.leaves(grads(plain))):
+    np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_block_stack_num_outputs_equals_slicing_the_full_output():
+  x = jax.random.normal(jax.random.key(5), (2, 19, 32))
+  for scan in (False, True):
+    stack = BlockStack(3, 32, 2, 64, opts=ModelOptions(scan_layers=scan), rngs=nnx.Rngs(1))
+    full = stack(x)
+    np.testing.assert_allclose(stack(x, num_outputs=7), full[:, -7:], atol=2e-6)
+    gd, st = nnx.split(stack)
+    g_part = jax.grad(lambda st: jnp.sum(nnx.merge(gd, st)(x, num_outputs=7) ** 2))(st)
+    g_full = jax.grad(lambda st: jnp.sum(nnx.merge(gd, st)(x)[:, -7:] ** 2))(st)
+    for a, b in zip(jax.tree.leaves(g_part), jax.tree.leaves(g_full)):
+      np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_build_is_cached_and_a_broken_compiler_is_reported(tmp_path, monkeypatch):
+  monkeypatch.setenv("VMAE2_JAX_KERNEL_CACHE", str(tmp_path / "cache"))
+  source, include = cpu._SOURCE, jax.ffi.include_dir()
+  first = build.build_library(source, include, "cpu_kernels")
+  stamp = first.stat().st_mtime_ns
+  assert build.build_library(source, include, "cpu_kernels") == first
+  assert first.stat().st_mtime_ns == stamp  # found, not rebuilt
+  assert not list(first.parent.glob("*.tmp"))
+
+  bad = tmp_path / "broken.cc"
+  bad.write_text("this is not C++\n")
+  with pytest.raises(build.KernelBuildError, match="broken.cc"):
+    build.build_library(bad, include, "broken")
+  monkeypatch.setenv("CXX", "no-such-compiler-anywhere")
+  with pytest.raises(build.KernelBuildError, match="no C\\+\\+ compiler"):
+    build.build_library(source, include, "cpu_kernels")
+
+
+def test_kernels_off_falls_back_to_xla_in_a_fresh_process():
+  code = ("import jax; from vmae2_jax.models.layers import attention_implementation;"
+          "import jax.numpy as jnp; print(attention_implementation('auto', jnp.float32))")
+  env = dict(os.environ, VMAE2_JAX_CPU_KERNELS="0", JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == "xla"
+
+
+def test_host_memory_settings(monkeypatch):
+  from vmae2_jax import host_memory
+  with pytest.raises(ValueError, match="config.host_malloc"):
+    host_memory.tune_for_cpu_compute("sometimes")
+  assert host_memory.tune_for_cpu_compute("default") is False
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  assert host_memory.cpu_only_host()
+  monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+  assert not host_memory.cpu_only_host()
+  if shutil.which("ldd") and "GLIBC" in subprocess.run(["ldd", "--version"], capture_output=True,
+                                                       text=True).stdout.upper():
+    assert host_memory.raise_mmap_threshold()
