@@ -173,3 +173,29 @@ def test_host_memory_settings(monkeypatch):
   if shutil.which("ldd") and "GLIBC" in subprocess.run(["ldd", "--version"], capture_output=True,
                                                        text=True).stdout.upper():
     assert host_memory.raise_mmap_threshold()
+
+
+@pytest.mark.parametrize("n,num_queries,hd", [(37, None, 16), (37, 11, 16), (50, 50, 88),
+                                              (9, 0, 8)])
+def test_qkv_attention_equals_biases_scale_and_plain_attention(n, num_queries, hd):
+  keys = jax.random.split(jax.random.key(6), 4)
+  b, h = 2, 3
+  qkv = jax.random.normal(keys[0], (b, n, 3, h, hd))
+  q_bias, v_bias = (jax.random.normal(kk, (h, hd)) for kk in keys[1:3])
+  scale = hd ** -0.5
+  nq = n if num_queries is None else num_queries
+  ct = jax.random.normal(keys[3], (b, nq, h, hd))
+
+  def reference(qkv, q_bias, v_bias):
+    q = (qkv[:, n - nq:, 0] + q_bias) * scale
+    return softmax_attention(q, qkv[:, :, 1], qkv[:, :, 2] + v_bias)
+
+  def ours(qkv, q_bias, v_bias):
+    return cpu.qkv_attention(qkv, q_bias, v_bias, scale, num_queries)
+
+  np.testing.assert_allclose(jax.jit(ours)(qkv, q_bias, v_bias), reference(qkv, q_bias, v_bias),
+                             atol=2e-6, rtol=1e-5)
+  g_ours = jax.grad(lambda *a: jnp.sum(ours(*a) * ct), (0, 1, 2))(qkv, q_bias, v_bias)
+  g_ref = jax.grad(lambda *a: jnp.sum(reference(*a) * ct), (0, 1, 2))(qkv, q_bias, v_bias)
+  for a, r in zip(g_ours, g_ref):
+    np.testing.assert_allclose(a, r, atol=2e-5, rtol=1e-4)

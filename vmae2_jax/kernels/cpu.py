@@ -26,6 +26,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vmae2_jax.kernels.build import KernelBuildError, build_library
 
@@ -33,6 +34,8 @@ _SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 _TARGETS = {
     "vmae2_cpu_attention_fwd": "Vmae2CpuAttentionForward",
     "vmae2_cpu_attention_bwd": "Vmae2CpuAttentionBackward",
+    "vmae2_cpu_qkv_attention_fwd": "Vmae2CpuQkvAttentionForward",
+    "vmae2_cpu_qkv_attention_bwd": "Vmae2CpuQkvAttentionBackward",
     "vmae2_cpu_matmul": "Vmae2CpuMatmul",
 }
 _F32 = jnp.float32
@@ -117,6 +120,60 @@ def attention(q, k, v):
     fn = jax.shard_map(_attention, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
                        check_vma=False)
   return fn(q, k, v).astype(dtype)
+
+
+def _qkv_forward_call(qkv, q_bias, v_bias, scale, num_queries):
+  lead, n_q, heads, hd = qkv.shape[:-4], num_queries, qkv.shape[-2], qkv.shape[-1]
+  return jax.ffi.ffi_call("vmae2_cpu_qkv_attention_fwd",
+                          (jax.ShapeDtypeStruct(lead + (n_q, heads, hd), _F32),
+                           jax.ShapeDtypeStruct(lead + (heads, n_q), _F32)))(
+                               qkv, q_bias, v_bias, scale=np.float32(scale),
+                               num_queries=np.int64(num_queries))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _qkv_attention(qkv, q_bias, v_bias, scale, num_queries):
+  return _qkv_forward_call(qkv, q_bias, v_bias, scale, num_queries)[0]
+
+
+def _qkv_attention_fwd(qkv, q_bias, v_bias, scale, num_queries):
+  out, lse = _qkv_forward_call(qkv, q_bias, v_bias, scale, num_queries)
+  return out, (qkv, q_bias, v_bias, out, lse)
+
+
+def _qkv_attention_bwd(scale, num_queries, res, d_out):
+  qkv, q_bias, v_bias, out, lse = res
+  d_qkv = jax.ffi.ffi_call("vmae2_cpu_qkv_attention_bwd", jax.ShapeDtypeStruct(qkv.shape, _F32))(
+      qkv, q_bias, v_bias, out, lse, d_out, scale=np.float32(scale),
+      num_queries=np.int64(num_queries))
+  tokens = tuple(range(qkv.ndim - 3))  # batch and length
+  return d_qkv, jnp.sum(d_qkv[..., 0, :, :], tokens), jnp.sum(d_qkv[..., 2, :, :], tokens)
+
+
+_qkv_attention.defvjp(_qkv_attention_fwd, _qkv_attention_bwd)
+
+
+def qkv_attention(qkv, q_bias, v_bias, scale: float, num_queries: int | None = None):
+  """Attention straight from the fused projection qkv [B, N, 3, H, hd].
+
+  q = (qkv[:, :, 0] + q_bias) * scale, k = qkv[:, :, 1], v = qkv[:, :, 2] + v_bias
+  (the reference's q/v biases); the kernel applies biases and scale while it
+  packs each head, so q, k and v are never copied out of qkv, and the
+  backward writes one [B, N, 3, H, hd] gradient. With num_queries only the
+  last that many tokens are queries. Returns [B, num_queries or N, H, hd].
+  Single-device only (see `qkv_usable`); `attention` is the general form.
+  """
+  load()
+  dtype = qkv.dtype
+  n = qkv.shape[-4] if num_queries is None else num_queries
+  out = _qkv_attention(qkv.astype(_F32), q_bias.astype(_F32), v_bias.astype(_F32),
+                       float(scale), int(n))
+  return out.astype(dtype)
+
+
+def qkv_usable() -> bool:
+  """`qkv_attention` needs whole arrays: not inside a multi-device sharding context."""
+  return _multi_device_mesh() is None
 
 
 # --------------------------------------------------------------------- matmul

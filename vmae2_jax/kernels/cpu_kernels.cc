@@ -227,55 +227,66 @@ int64_t block_rows(int64_t padded_len) {
   return std::clamp<int64_t>(rows / kR * kR, kR, 16 * kR);
 }
 
-struct Dims {
-  int64_t batch, nq, nk, heads, d;
-  int64_t dp() const { return round_up(d, kW); }            // padded head dim
-  int64_t nqp() const { return round_up(nq, kW); }          // lengths padded to vectors
-  int64_t nkp() const { return round_up(nk, kW); }
-  int64_t row() const { return heads * d; }                 // token stride
+// One of q, k, v as the kernels read it: element (head g = b * heads + h,
+// token i, channel c) is (p[b * batch + i * row + h * d + c] + bias[h * d + c]) * scale.
+// Covers separate [B, N, H, D] arrays and the slices of a fused [B, N, 3, H, D]
+// qkv projection alike, so the model never copies q, k and v out of it.
+struct Src {
+  const float* p;
+  int64_t batch, row, heads, d;
+  const float* bias;  // [heads, d] or null
+  float scale;
+  const float* at(int64_t g, int64_t i) const {
+    return p + (g / heads) * batch + i * row + (g % heads) * d;
+  }
+  // n rows from token i0 as [n, ld] (zero padding past d).
+  void rows(int64_t g, int64_t i0, int64_t n, float* dst, int64_t ld) const {
+    const float* b = bias ? bias + (g % heads) * d : nullptr;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* s = at(g, i0 + i);
+      float* o = dst + i * ld;
+      if (!b && scale == 1.0f) {
+        std::memcpy(o, s, d * 4);
+      } else {
+        for (int64_t c = 0; c < d; ++c) o[c] = (s[c] + (b ? b[c] : 0.0f)) * scale;
+      }
+      std::memset(o + d, 0, (ld - d) * 4);
+    }
+  }
+  // All n tokens transposed, [d, ld] (zero padding past n), in 16 x 16 tiles
+  // so that reads and writes both stay within a few cache lines.
+  void transposed(int64_t g, int64_t n, float* dst, int64_t ld) const {
+    constexpr int64_t kT = 16;
+    const float* b = bias ? bias + (g % heads) * d : nullptr;
+    for (int64_t i0 = 0; i0 < n; i0 += kT)
+      for (int64_t c0 = 0; c0 < d; c0 += kT) {
+        const int64_t i1 = std::min(n, i0 + kT), c1 = std::min(d, c0 + kT);
+        for (int64_t c = c0; c < c1; ++c) {
+          const float add = b ? b[c] : 0.0f;
+          for (int64_t i = i0; i < i1; ++i) dst[c * ld + i] = (at(g, i)[c] + add) * scale;
+        }
+      }
+    for (int64_t c = 0; c < d; ++c) std::memset(dst + c * ld + n, 0, (ld - n) * 4);
+  }
 };
 
-ffi::Error get_dims(const ffi::Buffer<ffi::F32>& q, const ffi::Buffer<ffi::F32>& k,
-                    const ffi::Buffer<ffi::F32>& v, Dims& s) {
-  auto dq = q.dimensions(), dk = k.dimensions(), dv = v.dimensions();
-  if (dq.size() < 3 || dq.size() != dk.size() || dk.size() != dv.size())
-    return ffi::Error::InvalidArgument("cpu attention: q, k, v need equal ranks >= 3 ([..., N, H, D])");
-  s = Dims{1, dq[dq.size() - 3], dk[dk.size() - 3], dq[dq.size() - 2], dq[dq.size() - 1]};
-  for (size_t i = 0; i + 3 < dq.size(); ++i) {
-    if (dq[i] != dk[i] || dk[i] != dv[i])
-      return ffi::Error::InvalidArgument("cpu attention: batch dims of q, k, v differ");
-    s.batch *= dq[i];
+// Where a gradient goes: row i of head g at p[b * batch + i * row + h * d], times scale.
+struct Dst {
+  float* p;
+  int64_t batch, row, heads, d;
+  float scale;
+  float* at(int64_t g, int64_t i) const {
+    return p + (g / heads) * batch + i * row + (g % heads) * d;
   }
-  for (size_t i = dq.size() - 2; i < dq.size(); ++i)
-    if (dk[i] != dq[i] || dv[i] != dq[i])
-      return ffi::Error::InvalidArgument("cpu attention: heads/head dim of q, k, v differ");
-  if (dv[dv.size() - 3] != s.nk)
-    return ffi::Error::InvalidArgument("cpu attention: k and v lengths differ");
-  return ffi::Error::Success();
-}
+};
 
-// dst[c * ld + i] = src[i * stride + c] for i < n, c < d (an [n, d] slice, transposed),
-// in 16 x 16 tiles so that reads and writes both stay within a few cache lines;
-// columns n..ld of dst are zeroed.
-void pack_transposed(const float* src, int64_t stride, int64_t n, int64_t d, float* dst,
-                     int64_t ld) {
-  constexpr int64_t kT = 16;
-  for (int64_t i0 = 0; i0 < n; i0 += kT)
-    for (int64_t c0 = 0; c0 < d; c0 += kT) {
-      const int64_t i1 = std::min(n, i0 + kT), c1 = std::min(d, c0 + kT);
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t i = i0; i < i1; ++i) dst[c * ld + i] = src[i * stride + c];
-    }
-  for (int64_t c = 0; c < d; ++c) std::memset(dst + c * ld + n, 0, (ld - n) * 4);
-}
-
-// dst[i * ld + c] = src[i * stride + c]: an [n, d] slice, rows zero-padded to ld.
-void pack_rows(const float* src, int64_t stride, int64_t n, int64_t d, float* dst, int64_t ld) {
-  for (int64_t i = 0; i < n; ++i) {
-    std::memcpy(dst + i * ld, src + i * stride, d * 4);
-    std::memset(dst + i * ld + d, 0, (ld - d) * 4);
-  }
-}
+struct Dims {
+  int64_t batch, nq, nk, heads, d;
+  int64_t dp() const { return round_up(d, kW); }    // padded head dim
+  int64_t nqp() const { return round_up(nq, kW); }  // lengths padded to whole vectors
+  int64_t nkp() const { return round_up(nk, kW); }
+  int64_t bh() const { return batch * heads; }
+};
 
 float hmax(vf x) {
   float m = x[0];
@@ -289,40 +300,33 @@ float hsum(vf x) {
   return s;
 }
 
-ffi::Error AttentionForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
-                            ffi::Buffer<ffi::F32> v, ffi::ResultBuffer<ffi::F32> o,
-                            ffi::ResultBuffer<ffi::F32> lse) {
-  Dims s;
-  if (ffi::Error err = get_dims(q, k, v, s); err.failure()) return err;
-  const int64_t dp = s.dp(), nkp = s.nkp(), row = s.row(), bh = s.batch * s.heads;
-  if (s.nq == 0 || s.nk == 0 || bh == 0) return ffi::Error::Success();
-  const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
-  float *op = o->typed_data(), *lp = lse->typed_data();
-
+// Forward: o [B, nq, H, d] (contiguous) and lse [B, H, nq].
+void attention_forward(ffi::ThreadPool& pool, const Dims& s, const Src& q, const Src& k,
+                       const Src& v, float* op, float* lp) {
+  const int64_t dp = s.dp(), nkp = s.nkp(), bh = s.bh(), orow = s.heads * s.d;
   // Items are (head, block of query rows). The first item of a head packs its
   // K^T [d, nkp] and V [nk, dp]; the others reuse them.
   const int64_t br = block_rows(nkp), qblocks = (s.nq + br - 1) / br, items = bh * qblocks;
   const int workers = pool_workers(pool, items);
-  Arena arena = Arena::reserve(arena_floats(
-      {bh * s.d * nkp, bh * s.nk * dp, workers * br * nkp, workers * br * dp}));
+  Arena arena = Arena::reserve(arena_floats({bh * s.d * nkp, bh * s.nk * dp, workers * br * nkp,
+                                             workers * br * dp, workers * br * s.d}));
   float *kt = arena.take(bh * s.d * nkp), *vpad = arena.take(bh * s.nk * dp);
   float *sbuf = arena.take(workers * br * nkp), *obuf = arena.take(workers * br * dp);
+  float* qbuf = arena.take(workers * br * s.d);
   std::unique_ptr<std::atomic<int>[]> packed(new std::atomic<int>[bh]);
   for (int64_t g = 0; g < bh; ++g) packed[g].store(0);
-  auto head = [&](int64_t g) { return (g / s.heads) * s.nk * row + (g % s.heads) * s.d; };
   const int64_t full = s.nk / kW * kW;
 
   parallel_for(pool, items, workers, [&](int64_t item, int w) {
     const int64_t g = item / qblocks, i0 = (item % qblocks) * br, m = std::min(br, s.nq - i0);
-    const int64_t b = g / s.heads, h = g % s.heads;
     pack_once(packed[g], [&] {
-      pack_transposed(kp + head(g), row, s.nk, s.d, kt + g * s.d * nkp, nkp);
-      pack_rows(vp + head(g), row, s.nk, s.d, vpad + g * s.nk * dp, dp);
+      k.transposed(g, s.nk, kt + g * s.d * nkp, nkp);
+      v.rows(g, 0, s.nk, vpad + g * s.nk * dp, dp);
     });
-    const float* qblk = qp + (b * s.nq + i0) * row + h * s.d;
-    float *S = sbuf + w * br * nkp, *O = obuf + w * br * dp;
+    float *S = sbuf + w * br * nkp, *O = obuf + w * br * dp, *Q = qbuf + w * br * s.d;
     float inv[16 * kR];  // 1 / row sum; block_rows() caps m at 16 * kR
-    gemm(m, nkp / kW, s.d, qblk, row, 1, kt + g * s.d * nkp, nkp, S, nkp, false);
+    q.rows(g, i0, m, Q, s.d);
+    gemm(m, nkp / kW, s.d, Q, s.d, 1, kt + g * s.d * nkp, nkp, S, nkp, false);
     for (int64_t r = 0; r < m; ++r) {
       float* sr = S + r * nkp;
       vf mv = splat(-INFINITY);
@@ -346,32 +350,21 @@ ffi::Error AttentionForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::
       inv[r] = 1.0f / sum;
     }
     gemm(m, dp / kW, s.nk, S, nkp, 1, vpad + g * s.nk * dp, dp, O, dp, false);
+    const int64_t b = g / s.heads, h = g % s.heads;
     for (int64_t r = 0; r < m; ++r) {
-      float* dst = op + (b * s.nq + i0 + r) * row + h * s.d;
+      float* dst = op + (b * s.nq + i0 + r) * orow + h * s.d;
       for (int64_t c = 0; c < s.d; ++c) dst[c] = O[r * dp + c] * inv[r];
     }
   });
-  return ffi::Error::Success();
 }
 
-ffi::Error AttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
-                             ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
-                             ffi::Buffer<ffi::F32> o, ffi::Buffer<ffi::F32> lse,
-                             ffi::Buffer<ffi::F32> dout, ffi::ResultBuffer<ffi::F32> dq,
-                             ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
-  Dims s;
-  if (ffi::Error err = get_dims(q, k, v, s); err.failure()) return err;
-  const int64_t dp = s.dp(), nqp = s.nqp(), row = s.row(), bh = s.batch * s.heads;
-  if (s.nq == 0 || s.nk == 0 || bh == 0) {
-    std::memset(dq->typed_data(), 0, dq->size_bytes());
-    std::memset(dk->typed_data(), 0, dk->size_bytes());
-    std::memset(dv->typed_data(), 0, dv->size_bytes());
-    return ffi::Error::Success();
-  }
-  const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
-  const float *opt = o.typed_data(), *lp = lse.typed_data(), *dop = dout.typed_data();
-  float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
-
+// Backward: from o, lse and do (contiguous like o) to dq, dk, dv.
+void attention_backward(ffi::ThreadPool& pool, const Dims& s, const Src& q, const Src& k,
+                        const Src& v, const float* opt, const float* lp, const float* dop,
+                        const Dst& dq, const Dst& dk, const Dst& dv) {
+  const int64_t dp = s.dp(), nqp = s.nqp(), bh = s.bh(), orow = s.heads * s.d;
+  const Src out{opt, s.nq * orow, orow, s.heads, s.d, nullptr, 1.0f};
+  const Src dout{dop, s.nq * orow, orow, s.heads, s.d, nullptr, 1.0f};
   // Items are (head, block of key rows): each owns its rows of dk and dv.
   // dq gets a partial sum per worker; the worker that finishes a head's last
   // item adds them up. The first item of a head packs, over its queries,
@@ -382,14 +375,14 @@ ffi::Error AttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   const int64_t head_t = s.d * nqp, head_p = s.nq * dp, blk = bc * nqp;
   Arena arena = Arena::reserve(arena_floats(
       {bh * head_t, bh * head_t, bh * head_p, bh * head_p, bh * nqp, bh * nqp,
-       workers * blk, workers * blk, workers * bc * dp, workers * bc * dp,
+       workers * blk, workers * blk, workers * bc * dp, workers * bc * dp, workers * bc * dp,
        workers * bh * head_p}));
   float *qt = arena.take(bh * head_t), *dot = arena.take(bh * head_t);
   float *qpad = arena.take(bh * head_p), *dopad = arena.take(bh * head_p);
   float *lsep = arena.take(bh * nqp), *delta = arena.take(bh * nqp);
   float *pbuf = arena.take(workers * blk), *dsbuf = arena.take(workers * blk);
   float *obuf = arena.take(workers * bc * dp), *kbuf = arena.take(workers * bc * dp);
-  float* dqacc = arena.take(workers * bh * head_p);
+  float *vbuf = arena.take(workers * bc * dp), *dqacc = arena.take(workers * bh * head_p);
   std::memset(dqacc, 0, workers * bh * head_p * 4);
   std::unique_ptr<std::atomic<int>[]> packed(new std::atomic<int>[bh]);
   std::unique_ptr<std::atomic<int64_t>[]> left(new std::atomic<int64_t>[bh]);
@@ -397,36 +390,33 @@ ffi::Error AttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
     packed[g].store(0);
     left[g].store(kblocks);
   }
-  auto qhead = [&](int64_t g) { return (g / s.heads) * s.nq * row + (g % s.heads) * s.d; };
-  auto khead = [&](int64_t g) { return (g / s.heads) * s.nk * row + (g % s.heads) * s.d; };
   const int64_t full = s.nq / kW * kW;
 
   parallel_for(pool, items, workers, [&](int64_t item, int w) {
     const int64_t g = item / kblocks, c0 = (item % kblocks) * bc, m = std::min(bc, s.nk - c0);
     pack_once(packed[g], [&] {
-      const int64_t off = qhead(g);
-      pack_transposed(qp + off, row, s.nq, s.d, qt + g * head_t, nqp);
-      pack_transposed(dop + off, row, s.nq, s.d, dot + g * head_t, nqp);
-      pack_rows(qp + off, row, s.nq, s.d, qpad + g * head_p, dp);
-      pack_rows(dop + off, row, s.nq, s.d, dopad + g * head_p, dp);
+      q.transposed(g, s.nq, qt + g * head_t, nqp);
+      dout.transposed(g, s.nq, dot + g * head_t, nqp);
+      q.rows(g, 0, s.nq, qpad + g * head_p, dp);
+      dout.rows(g, 0, s.nq, dopad + g * head_p, dp);
       for (int64_t i = 0; i < nqp; ++i) {
         float acc = 0;
         if (i < s.nq) {
-          const float *a = dop + off + i * row, *b = opt + off + i * row;
+          const float *a = dout.at(g, i), *b = out.at(g, i);
           for (int64_t c = 0; c < s.d; ++c) acc += a[c] * b[c];
         }
         delta[g * nqp + i] = acc;
         lsep[g * nqp + i] = i < s.nq ? lp[g * s.nq + i] : 0.0f;
       }
     });
-    const float* kblk = kp + khead(g) + c0 * row;
-    const float* vblk = vp + khead(g) + c0 * row;
     const float *L = lsep + g * nqp, *Dl = delta + g * nqp;
-    float *P = pbuf + w * blk, *dS = dsbuf + w * blk;
-    float *O = obuf + w * bc * dp, *Kb = kbuf + w * bc * dp;
+    float *P = pbuf + w * blk, *dS = dsbuf + w * blk, *O = obuf + w * bc * dp;
+    float *Kb = kbuf + w * bc * dp, *Vb = vbuf + w * bc * dp;
+    k.rows(g, c0, m, Kb, dp);
+    v.rows(g, c0, m, Vb, dp);
     // P^T = exp(K Q^T - lse) and dP^T = V dO^T: [m keys, nq queries].
-    gemm(m, nqp / kW, s.d, kblk, row, 1, qt + g * head_t, nqp, P, nqp, false);
-    gemm(m, nqp / kW, s.d, vblk, row, 1, dot + g * head_t, nqp, dS, nqp, false);
+    gemm(m, nqp / kW, s.d, Kb, dp, 1, qt + g * head_t, nqp, P, nqp, false);
+    gemm(m, nqp / kW, s.d, Vb, dp, 1, dot + g * head_t, nqp, dS, nqp, false);
     for (int64_t r = 0; r < m; ++r) {
       float *pr = P + r * nqp, *dr = dS + r * nqp;
       int64_t j = 0;
@@ -441,34 +431,172 @@ ffi::Error AttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
       }
     }
     // dV rows = P^T dO, dK rows = dS^T Q.
-    auto write = [&](float* dst) {
-      for (int64_t r = 0; r < m; ++r)
-        std::memcpy(dst + khead(g) + (c0 + r) * row, O + r * dp, s.d * 4);
+    auto write = [&](const Dst& dst) {
+      for (int64_t r = 0; r < m; ++r) {
+        float* o = dst.at(g, c0 + r);
+        for (int64_t c = 0; c < s.d; ++c) o[c] = O[r * dp + c] * dst.scale;
+      }
     };
     gemm(m, dp / kW, s.nq, P, nqp, 1, dopad + g * head_p, dp, O, dp, false);
-    write(dvp);
+    write(dv);
     gemm(m, dp / kW, s.nq, dS, nqp, 1, qpad + g * head_p, dp, O, dp, false);
-    write(dkp);
+    write(dk);
     // dQ += dS K over this key block (dS read transposed).
-    pack_rows(kblk, row, m, s.d, Kb, dp);
     float* acc = dqacc + (w * bh + g) * head_p;
     gemm(s.nq, dp / kW, m, dS, 1, nqp, Kb, dp, acc, dp, true);
     // Last item of this head: dq = sum of the workers' partial sums.
     if (left[g].fetch_sub(1, std::memory_order_acq_rel) == 1) {
       for (int64_t i = 0; i < s.nq; ++i) {
-        float* dst = dqp + qhead(g) + i * row;
-        std::memcpy(dst, dqacc + g * head_p + i * dp, s.d * 4);
-        for (int u = 1; u < workers; ++u) {
-          const float* part = dqacc + (u * bh + g) * head_p + i * dp;
-          for (int64_t c = 0; c < s.d; ++c) dst[c] += part[c];
+        float* dst = dq.at(g, i);
+        const float* first = dqacc + g * head_p + i * dp;
+        for (int64_t c = 0; c < s.d; ++c) {
+          float sum = first[c];
+          for (int u = 1; u < workers; ++u) sum += dqacc[(u * bh + g) * head_p + i * dp + c];
+          dst[c] = sum * dq.scale;
         }
       }
     }
   });
+}
+
+// ----------------------------------------------------- FFI: separate q, k, v
+ffi::Error get_dims(const ffi::Buffer<ffi::F32>& q, const ffi::Buffer<ffi::F32>& k,
+                    const ffi::Buffer<ffi::F32>& v, Dims& s) {
+  auto dq = q.dimensions(), dk = k.dimensions(), dv = v.dimensions();
+  if (dq.size() < 3 || dq.size() != dk.size() || dk.size() != dv.size())
+    return ffi::Error::InvalidArgument("cpu attention: q, k, v need equal ranks >= 3 ([..., N, H, D])");
+  s = Dims{1, dq[dq.size() - 3], dk[dk.size() - 3], dq[dq.size() - 2], dq[dq.size() - 1]};
+  for (size_t i = 0; i + 3 < dq.size(); ++i) {
+    if (dq[i] != dk[i] || dk[i] != dv[i])
+      return ffi::Error::InvalidArgument("cpu attention: batch dims of q, k, v differ");
+    s.batch *= dq[i];
+  }
+  for (size_t i = dq.size() - 2; i < dq.size(); ++i)
+    if (dk[i] != dq[i] || dv[i] != dq[i])
+      return ffi::Error::InvalidArgument("cpu attention: heads/head dim of q, k, v differ");
+  if (dv[dv.size() - 3] != s.nk)
+    return ffi::Error::InvalidArgument("cpu attention: k and v lengths differ");
+  return ffi::Error::Success();
+}
+
+Src plain(const float* p, int64_t n, const Dims& s) {
+  return Src{p, n * s.heads * s.d, s.heads * s.d, s.heads, s.d, nullptr, 1.0f};
+}
+
+ffi::Error AttentionForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
+                            ffi::Buffer<ffi::F32> v, ffi::ResultBuffer<ffi::F32> o,
+                            ffi::ResultBuffer<ffi::F32> lse) {
+  Dims s;
+  if (ffi::Error err = get_dims(q, k, v, s); err.failure()) return err;
+  if (s.nq == 0 || s.nk == 0 || s.bh() == 0) return ffi::Error::Success();
+  attention_forward(pool, s, plain(q.typed_data(), s.nq, s), plain(k.typed_data(), s.nk, s),
+                    plain(v.typed_data(), s.nk, s), o->typed_data(), lse->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error AttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
+                             ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+                             ffi::Buffer<ffi::F32> o, ffi::Buffer<ffi::F32> lse,
+                             ffi::Buffer<ffi::F32> dout, ffi::ResultBuffer<ffi::F32> dq,
+                             ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
+  Dims s;
+  if (ffi::Error err = get_dims(q, k, v, s); err.failure()) return err;
+  if (s.nq == 0 || s.nk == 0 || s.bh() == 0) {
+    for (auto* r : {&dq, &dk, &dv}) std::memset((*r)->typed_data(), 0, (*r)->size_bytes());
+    return ffi::Error::Success();
+  }
+  const int64_t row = s.heads * s.d;
+  attention_backward(pool, s, plain(q.typed_data(), s.nq, s), plain(k.typed_data(), s.nk, s),
+                     plain(v.typed_data(), s.nk, s), o.typed_data(), lse.typed_data(),
+                     dout.typed_data(), Dst{dq->typed_data(), s.nq * row, row, s.heads, s.d, 1.0f},
+                     Dst{dk->typed_data(), s.nk * row, row, s.heads, s.d, 1.0f},
+                     Dst{dv->typed_data(), s.nk * row, row, s.heads, s.d, 1.0f});
+  return ffi::Error::Success();
+}
+
+// ------------------------------------------ FFI: the fused qkv projection
+// qkv [..., N, 3, H, D] straight from the attention's projection, q_bias and
+// v_bias [H, D]; q = (qkv[:, :, 0] + q_bias) * scale, k = qkv[:, :, 1],
+// v = qkv[:, :, 2] + v_bias. Queries are the last num_queries tokens.
+struct QkvViews {
+  Dims s;
+  Src q, k, v;
+};
+
+ffi::Error qkv_views(const ffi::Buffer<ffi::F32>& qkv, const ffi::Buffer<ffi::F32>& q_bias,
+                     const ffi::Buffer<ffi::F32>& v_bias, float scale, int64_t num_queries,
+                     QkvViews& out) {
+  auto d = qkv.dimensions();
+  if (d.size() < 4 || d[d.size() - 3] != 3)
+    return ffi::Error::InvalidArgument("cpu qkv attention: qkv must be [..., N, 3, H, D]");
+  const int64_t n = d[d.size() - 4], heads = d[d.size() - 2], hd = d[d.size() - 1];
+  if (q_bias.element_count() != static_cast<size_t>(heads * hd) ||
+      v_bias.element_count() != static_cast<size_t>(heads * hd))
+    return ffi::Error::InvalidArgument("cpu qkv attention: q_bias and v_bias must be [H, D]");
+  if (num_queries < 0 || num_queries > n)
+    return ffi::Error::InvalidArgument("cpu qkv attention: num_queries outside [0, N]");
+  int64_t batch = 1;
+  for (size_t i = 0; i + 4 < d.size(); ++i) batch *= d[i];
+  out.s = Dims{batch, num_queries, n, heads, hd};
+  const int64_t row = 3 * heads * hd, bstride = n * row;
+  const float* p = qkv.typed_data();
+  out.q = Src{p + (n - num_queries) * row, bstride, row, heads, hd, q_bias.typed_data(), scale};
+  out.k = Src{p + heads * hd, bstride, row, heads, hd, nullptr, 1.0f};
+  out.v = Src{p + 2 * heads * hd, bstride, row, heads, hd, v_bias.typed_data(), 1.0f};
+  return ffi::Error::Success();
+}
+
+ffi::Error QkvAttentionForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv,
+                               ffi::Buffer<ffi::F32> q_bias, ffi::Buffer<ffi::F32> v_bias,
+                               ffi::ResultBuffer<ffi::F32> o, ffi::ResultBuffer<ffi::F32> lse,
+                               float scale, int64_t num_queries) {
+  QkvViews x;
+  if (ffi::Error err = qkv_views(qkv, q_bias, v_bias, scale, num_queries, x); err.failure())
+    return err;
+  if (x.s.nq == 0 || x.s.nk == 0 || x.s.bh() == 0) return ffi::Error::Success();
+  attention_forward(pool, x.s, x.q, x.k, x.v, o->typed_data(), lse->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error QkvAttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv,
+                                ffi::Buffer<ffi::F32> q_bias, ffi::Buffer<ffi::F32> v_bias,
+                                ffi::Buffer<ffi::F32> o, ffi::Buffer<ffi::F32> lse,
+                                ffi::Buffer<ffi::F32> dout, ffi::ResultBuffer<ffi::F32> dqkv,
+                                float scale, int64_t num_queries) {
+  QkvViews x;
+  if (ffi::Error err = qkv_views(qkv, q_bias, v_bias, scale, num_queries, x); err.failure())
+    return err;
+  const Dims& s = x.s;
+  const int64_t row = 3 * s.heads * s.d, bstride = s.nk * row;
+  float* g = dqkv->typed_data();
+  if (s.nq < s.nk || s.nq == 0) {  // tokens that are not queries get no q gradient
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t i = 0; i < s.nk - s.nq; ++i)
+        std::memset(g + b * bstride + i * row, 0, s.heads * s.d * 4);
+  }
+  if (s.nq == 0 || s.nk == 0 || s.bh() == 0) {
+    if (s.nq == 0) std::memset(g, 0, dqkv->size_bytes());
+    return ffi::Error::Success();
+  }
+  attention_backward(pool, s, x.q, x.k, x.v, o.typed_data(), lse.typed_data(), dout.typed_data(),
+                     Dst{g + (s.nk - s.nq) * row, bstride, row, s.heads, s.d, scale},
+                     Dst{g + s.heads * s.d, bstride, row, s.heads, s.d, 1.0f},
+                     Dst{g + 2 * s.heads * s.d, bstride, row, s.heads, s.d, 1.0f});
   return ffi::Error::Success();
 }
 
 // ------------------------------------------------------------------ matmul
+// dst[c * ld + i] = src[i * stride + c] (an [n, d] block transposed, zero padding past n).
+void pack_transposed(const float* src, int64_t stride, int64_t n, int64_t d, float* dst,
+                     int64_t ld) {
+  Src{src, 0, stride, 1, d, nullptr, 1.0f}.transposed(0, n, dst, ld);
+}
+
+// dst[i * ld + c] = src[i * stride + c] (an [n, d] block, zero padding past d).
+void pack_rows(const float* src, int64_t stride, int64_t n, int64_t d, float* dst, int64_t ld) {
+  Src{src, 0, stride, 1, d, nullptr, 1.0f}.rows(0, 0, n, dst, ld);
+}
+
 // out[M, N] = op(a) @ op(b) with op = transpose where asked: the three
 // matmuls of a dense layer (y = x W, dx = dy W^T, dW = x^T dy). Blocked so
 // that an item's A block and B panel stay in L2 and the weight gradient's
@@ -556,3 +684,27 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuMatmul, Matmul,
                                   .Ret<Matrix>()
                                   .Attr<bool>("transpose_a")
                                   .Attr<bool>("transpose_b"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuQkvAttentionForward, QkvAttentionForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("scale")
+                                  .Attr<int64_t>("num_queries"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuQkvAttentionBackward, QkvAttentionBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("scale")
+                                  .Attr<int64_t>("num_queries"));

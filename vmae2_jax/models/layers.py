@@ -235,26 +235,30 @@ class Attention(nnx.Module):
     self.dtype = opts.dtype
 
   def __call__(self, x, num_queries: int | None = None):
-    """Self-attention over x [B, N, D]; with num_queries, outputs only the last that many tokens
-    (they still attend to all N)."""
-    qkv = self.qkv(x)  # [B, N, 3, H, hd]
-    q = qkv[:, -num_queries:, 0] if num_queries else qkv[:, :, 0]
-    q = q + self.q_bias[...].astype(self.dtype)
-    k = qkv[:, :, 1]
-    v = qkv[:, :, 2] + self.v_bias[...].astype(self.dtype)
-    if self.implementation in ("xla", "fused_cpu"):
-      # The scale goes into q (N*hd multiplies instead of N^2 on the logits).
-      q = q * jnp.asarray(self.scale, q.dtype)
-      if self.implementation == "fused_cpu":
-        from vmae2_jax.kernels import cpu
-        out = cpu.attention(q, k, v)
-      else:
-        out = softmax_attention(q, k, v)
-    else:
-      out = jax.nn.dot_product_attention(q, k, v, scale=self.scale,
-                                         implementation=self.implementation)
+    """Self-attention over x [B, N, D]; with num_queries, outputs only the last that
+    many tokens (they still attend to all N)."""
+    out = self._attend(self.qkv(x), num_queries)  # qkv: [B, N, 3, H, hd]
     b, n = out.shape[:2]
     return self.proj(out.reshape(b, n, self.heads * self.head_dim))
+
+  def _attend(self, qkv, num_queries):
+    q_bias = self.q_bias[...].astype(self.dtype)
+    v_bias = self.v_bias[...].astype(self.dtype)
+    if self.implementation == "fused_cpu":
+      from vmae2_jax.kernels import cpu
+      if cpu.qkv_usable():  # biases and scale applied while packing: no q/k/v copies
+        return cpu.qkv_attention(qkv, q_bias, v_bias, self.scale, num_queries)
+    q = (qkv[:, -num_queries:, 0] if num_queries else qkv[:, :, 0]) + q_bias
+    k, v = qkv[:, :, 1], qkv[:, :, 2] + v_bias
+    if self.implementation not in ("xla", "fused_cpu"):
+      return jax.nn.dot_product_attention(q, k, v, scale=self.scale,
+                                          implementation=self.implementation)
+    # The scale goes into q (N*hd multiplies instead of N^2 on the logits).
+    q = q * jnp.asarray(self.scale, q.dtype)
+    if self.implementation == "fused_cpu":  # per shard on a multi-device mesh
+      from vmae2_jax.kernels import cpu
+      return cpu.attention(q, k, v)
+    return softmax_attention(q, k, v)
 
 
 def _gelu_cdf(x):
