@@ -1,5 +1,6 @@
 // CPU kernels called through the XLA FFI from vmae2_jax/kernels/cpu.py:
-// fused softmax attention (forward and backward) and a matmul for dense layers.
+// fused softmax attention (forward and backward) and the matmul that computes
+// the dense layers' weight gradients.
 //
 // Why: XLA:CPU has no fused attention. Its softmax attention writes and re-reads
 // the [heads, N, N] score matrix several times per pass (tens of MB for the
@@ -8,11 +9,13 @@
 // (block x N floats, a few hundred KB) in the core's L2 cache from the logits
 // to the output: the full N^2 matrix never exists.
 //
-// Layout: q [..., Nq, H, D], k and v [..., Nk, H, D], float32, q pre-scaled.
+// Attention, two front ends over one core (float32): separate q [..., Nq, H, D]
+// (pre-scaled), k and v [..., Nk, H, D]; or the model's fused projection
+// qkv [..., N, 3, H, D] with q/v biases and the scale applied while packing.
 // Forward returns o [..., Nq, H, D] and the log-sum-exp lse [..., H, Nq];
-// backward takes q, k, v, o, lse, do and returns dq, dk, dv. Exact softmax
-// (each block holds whole rows), so the result matches the XLA path to
-// float32 rounding.
+// backward takes the inputs, o, lse and do and returns their gradients (one
+// dqkv for the fused form). Exact softmax (each block holds whole rows), so
+// results match the XLA path to float32 rounding.
 //
 // Matmuls use one register-blocked micro-kernel written with GCC vector
 // extensions; the build compiles for the host CPU (-march=native), so the
@@ -29,7 +32,6 @@
 #include <memory>
 #include <thread>
 #include <utility>
-#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -569,15 +571,13 @@ ffi::Error QkvAttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv,
   const Dims& s = x.s;
   const int64_t row = 3 * s.heads * s.d, bstride = s.nk * row;
   float* g = dqkv->typed_data();
-  if (s.nq < s.nk || s.nq == 0) {  // tokens that are not queries get no q gradient
-    for (int64_t b = 0; b < s.batch; ++b)
-      for (int64_t i = 0; i < s.nk - s.nq; ++i)
-        std::memset(g + b * bstride + i * row, 0, s.heads * s.d * 4);
-  }
-  if (s.nq == 0 || s.nk == 0 || s.bh() == 0) {
-    if (s.nq == 0) std::memset(g, 0, dqkv->size_bytes());
+  if (s.nq == 0 || s.bh() == 0) {  // no queries: every gradient is zero
+    std::memset(g, 0, dqkv->size_bytes());
     return ffi::Error::Success();
   }
+  for (int64_t b = 0; b < s.batch; ++b)  // tokens that are not queries get no q gradient
+    for (int64_t i = 0; i < s.nk - s.nq; ++i)
+      std::memset(g + b * bstride + i * row, 0, s.heads * s.d * 4);
   attention_backward(pool, s, x.q, x.k, x.v, o.typed_data(), lse.typed_data(), dout.typed_data(),
                      Dst{g + (s.nk - s.nq) * row, bstride, row, s.heads, s.d, scale},
                      Dst{g + s.heads * s.d, bstride, row, s.heads, s.d, 1.0f},
@@ -654,27 +654,32 @@ ffi::Error Matmul(ffi::ThreadPool pool, Matrix a, Matrix b, ffi::Result<Matrix> 
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuAttentionForward, AttentionForward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+// Bindings: XLA's thread pool first, then operands, results and attributes in
+// the order of the functions' parameters.
+using F32 = ffi::Buffer<ffi::F32>;
+
+auto forward_binding() {  // (q, k, v) or (qkv, q_bias, v_bias) -> (o, lse)
+  return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>()
+      .Ret<F32>();
+}
+
+auto backward_operands() {  // the forward's three operands, then o, lse, do
+  return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+      .Arg<F32>().Arg<F32>();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuAttentionForward, AttentionForward, forward_binding());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuAttentionBackward, AttentionBackward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                              backward_operands().Ret<F32>().Ret<F32>().Ret<F32>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuQkvAttentionForward, QkvAttentionForward,
+                              forward_binding().Attr<float>("scale")
+                                  .Attr<int64_t>("num_queries"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuQkvAttentionBackward, QkvAttentionBackward,
+                              backward_operands().Ret<F32>().Attr<float>("scale")
+                                  .Attr<int64_t>("num_queries"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuMatmul, Matmul,
                               ffi::Ffi::Bind()
@@ -684,27 +689,3 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuMatmul, Matmul,
                                   .Ret<Matrix>()
                                   .Attr<bool>("transpose_a")
                                   .Attr<bool>("transpose_b"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuQkvAttentionForward, QkvAttentionForward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("scale")
-                                  .Attr<int64_t>("num_queries"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuQkvAttentionBackward, QkvAttentionBackward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("scale")
-                                  .Attr<int64_t>("num_queries"));
