@@ -199,3 +199,19 @@ def test_qkv_attention_equals_biases_scale_and_plain_attention(n, num_queries, h
   g_ref = jax.grad(lambda *a: jnp.sum(reference(*a) * ct), (0, 1, 2))(qkv, q_bias, v_bias)
   for a, r in zip(g_ours, g_ref):
     np.testing.assert_allclose(a, r, atol=2e-5, rtol=1e-4)
+
+
+def test_qkv_attention_under_vmap():
+  qkv = jax.random.normal(jax.random.key(7), (2, 2, 9, 3, 2, 8))
+  q_bias, v_bias = jnp.full((2, 8), 0.1), jnp.full((2, 8), 0.2)
+
+  def ours(t):
+    return cpu.qkv_attention(t, q_bias, v_bias, 0.3)
+
+  def reference(t):
+    return softmax_attention((t[:, :, 0] + q_bias) * 0.3, t[:, :, 1], t[:, :, 2] + v_bias)
+
+  np.testing.assert_allclose(jax.vmap(ours)(qkv), jax.vmap(reference)(qkv), atol=2e-6)
+  np.testing.assert_allclose(jax.grad(lambda t: jnp.sum(jax.vmap(ours)(t) ** 2))(qkv),
+                             jax.grad(lambda t: jnp.sum(jax.vmap(reference)(t) ** 2))(qkv),
+                             atol=1e-5)

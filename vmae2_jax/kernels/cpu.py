@@ -126,7 +126,8 @@ def _qkv_forward_call(qkv, q_bias, v_bias, scale, num_queries):
   lead, n_q, heads, hd = qkv.shape[:-4], num_queries, qkv.shape[-2], qkv.shape[-1]
   return jax.ffi.ffi_call("vmae2_cpu_qkv_attention_fwd",
                           (jax.ShapeDtypeStruct(lead + (n_q, heads, hd), _F32),
-                           jax.ShapeDtypeStruct(lead + (heads, n_q), _F32)))(
+                           jax.ShapeDtypeStruct(lead + (heads, n_q), _F32)),
+                          vmap_method="sequential")(  # the [H, hd] biases have no batch dim
                                qkv, q_bias, v_bias, scale=np.float32(scale),
                                num_queries=np.int64(num_queries))
 
@@ -143,7 +144,8 @@ def _qkv_attention_fwd(qkv, q_bias, v_bias, scale, num_queries):
 
 def _qkv_attention_bwd(scale, num_queries, res, d_out):
   qkv, q_bias, v_bias, out, lse = res
-  d_qkv = jax.ffi.ffi_call("vmae2_cpu_qkv_attention_bwd", jax.ShapeDtypeStruct(qkv.shape, _F32))(
+  d_qkv = jax.ffi.ffi_call("vmae2_cpu_qkv_attention_bwd", jax.ShapeDtypeStruct(qkv.shape, _F32),
+                           vmap_method="sequential")(
       qkv, q_bias, v_bias, out, lse, d_out, scale=np.float32(scale),
       num_queries=np.int64(num_queries))
   tokens = tuple(range(qkv.ndim - 3))  # batch and length
