@@ -33,7 +33,8 @@ def main(argv):
   _quiet_library_info_logs()
   config = _CONFIG.value
   from vmae2_jax.host_memory import tune_for_cpu_compute
-  tune_for_cpu_compute(config.get("host_malloc", "auto"))  # before JAX starts its threads
+  if tune_for_cpu_compute(config.get("host_malloc", "auto")):  # before JAX starts threads
+    logging.info("glibc malloc keeps freed memory (host_malloc=%s)", config.get("host_malloc"))
   from vmae2_jax.sharding.distributed import maybe_initialize_distributed
   maybe_initialize_distributed(config.get("distributed", None))
   import jax

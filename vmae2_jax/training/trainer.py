@@ -9,6 +9,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -95,6 +96,17 @@ def _save_config(config, workdir: str) -> None:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
+def _numerics_summary(config) -> str:
+  """Compute dtype, the attention implementation and whether the CPU kernels are in use."""
+  from vmae2_jax.models.layers import attention_implementation, cpu_kernels_enabled
+  from vmae2_jax.models.options import ModelOptions
+  opts = ModelOptions.from_config(config.model)
+  attn = attention_implementation(opts.attention, opts.dtype, opts.cpu_kernels)
+  kernels = "on" if cpu_kernels_enabled(opts) else "off"
+  return (f"compute {jnp.dtype(opts.dtype).name}, params {jnp.dtype(opts.param_dtype).name}, "
+          f"attention {attn}, CPU kernels {kernels}, remat {opts.remat}")
+
+
 def train(config, workdir: str) -> dict:
   """Runs (or resumes) pre-training; returns a summary with the loss history."""
   # ---------------------------------------------------------------- mesh, checks
@@ -110,6 +122,7 @@ def train(config, workdir: str) -> dict:
                "of %d tokens", config.model.variant,
                sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params)) / 1e6,
                total, warmup, spec.num_visible, spec.num_targets, spec.num_tokens)
+  logging.info("numerics: %s", _numerics_summary(config))
 
   layout = sharding.rules.layout_summary(abstract_state, state_sh)
   unsplit = sum(n for _, n in layout["unsplit"])
