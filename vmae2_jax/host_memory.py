@@ -47,7 +47,8 @@ def keep_freed_memory() -> bool:
 
 
 def raise_mmap_threshold(threshold: int = 32 << 20) -> bool:
-  """Serve blocks below `threshold` bytes (glibc's maximum is 32 MiB) from the heap."""
+  """Serve blocks below `threshold` bytes from the heap (32 MiB: above the largest
+  records, and the most some glibc builds accept)."""
   if _DONE.get("keep"):  # nothing is mmapped any more; keep its trim setting
     return True
   if "threshold" not in _DONE:
