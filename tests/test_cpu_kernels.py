@@ -94,8 +94,8 @@ def test_dense_matmul_and_weight_gradient_equal_xla(x_shape, k_shape):
   x = jax.random.normal(keys[0], x_shape)
   w = jax.random.normal(keys[1], k_shape)
   ct = jax.random.normal(keys[2], x_shape[:-1] + k_shape[1:])
-  np.testing.assert_allclose(cpu.dense_matmul(x, w), dense_matmul(x, w), atol=1e-5)
-  ours = jax.grad(lambda x, w: jnp.sum(cpu.dense_matmul(x, w) * ct), (0, 1))(x, w)
+  np.testing.assert_allclose(dense_matmul(x, w, True), dense_matmul(x, w), atol=1e-5)
+  ours = jax.grad(lambda x, w: jnp.sum(dense_matmul(x, w, True) * ct), (0, 1))(x, w)
   ref = jax.grad(lambda x, w: jnp.sum(dense_matmul(x, w) * ct), (0, 1))(x, w)
   for a, b in zip(ours, ref):
     assert a.shape == b.shape

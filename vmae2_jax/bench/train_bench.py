@@ -157,6 +157,8 @@ class _Runner:
 def run(argv=None) -> dict:
   """Runs the benchmark and returns the summary dict (also what --json prints)."""
   from vmae2_jax.bench.flops import pretrain_flops_per_clip
+  from vmae2_jax.models.layers import resolved_numerics
+  from vmae2_jax.models.options import ModelOptions
 
   a = parse_args(list(sys.argv[1:] if argv is None else argv))
   config = load_config(a.config)
@@ -209,8 +211,7 @@ def run(argv=None) -> dict:
       "achieved_tflops_per_device": achieved / n_dev,
       "mfu": (achieved / n_dev / a.peak_tflops) if a.peak_tflops else None,
       "loss": dual.loss, "compile_s": dual.compile_s,
-      "attention": _attention_used(m), "cpu_kernels": _cpu_kernels_used(m),
-      "host_malloc_kept": malloc_kept,
+      **resolved_numerics(ModelOptions.from_config(m)), "host_malloc_kept": malloc_kept,
   }
   if "encoder_only" in runners:
     eo = runners["encoder_only"]
@@ -224,19 +225,6 @@ def run(argv=None) -> dict:
         "speedup_dual_masking": eo.median / step,
     })
   return out
-
-
-def _attention_used(model_cfg) -> str:
-  from vmae2_jax.models.layers import attention_implementation
-  from vmae2_jax.models.options import ModelOptions
-  opts = ModelOptions.from_config(model_cfg)
-  return attention_implementation(opts.attention, opts.dtype, opts.cpu_kernels)
-
-
-def _cpu_kernels_used(model_cfg) -> bool:
-  from vmae2_jax.models.layers import cpu_kernels_enabled
-  from vmae2_jax.models.options import ModelOptions
-  return cpu_kernels_enabled(ModelOptions.from_config(model_cfg))
 
 
 def _human(out: dict) -> None:

@@ -6,8 +6,8 @@ the [H, N, N] score matrix through memory several times per pass, so the
 CPU kernel. cpu_kernels.cc keeps a block of score rows in cache from logits
 to output (forward: o and the row log-sum-exp; backward: the scores are
 recomputed per key block). The same file's matmul computes the dense layers'
-weight gradients: XLA's matmul for that contraction over all tokens ran at
-about 60% of its forward rate on CPU. Same math and float32 rounding as the XLA
+weight gradients x^T dy: XLA's matmul for that contraction over all tokens
+ran at about 60% of its forward rate on CPU. Same math and float32 rounding as the XLA
 paths they replace (`softmax_attention`, `dense_matmul`).
 
 The library is compiled on first use (vmae2_jax.kernels.build); without a
@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import math
 import os
 from pathlib import Path
 
@@ -36,7 +35,7 @@ _TARGETS = {
     "vmae2_cpu_attention_bwd": "Vmae2CpuAttentionBackward",
     "vmae2_cpu_qkv_attention_fwd": "Vmae2CpuQkvAttentionForward",
     "vmae2_cpu_qkv_attention_bwd": "Vmae2CpuQkvAttentionBackward",
-    "vmae2_cpu_matmul": "Vmae2CpuMatmul",
+    "vmae2_cpu_weight_gradient": "Vmae2CpuWeightGradient",
 }
 _F32 = jnp.float32
 
@@ -163,7 +162,7 @@ def qkv_attention(qkv, q_bias, v_bias, scale: float, num_queries: int | None = N
   packs each head, so q, k and v are never copied out of qkv, and the
   backward writes one [B, N, 3, H, hd] gradient. With num_queries only the
   last that many tokens are queries. Returns [B, num_queries or N, H, hd].
-  Single-device only (see `qkv_usable`); `attention` is the general form.
+  Single-device only (see `whole_arrays`); `attention` is the general form.
   """
   load()
   dtype = qkv.dtype
@@ -173,56 +172,22 @@ def qkv_attention(qkv, q_bias, v_bias, scale: float, num_queries: int | None = N
   return out.astype(dtype)
 
 
-def qkv_usable() -> bool:
-  """`qkv_attention` needs whole arrays: not inside a multi-device sharding context."""
+def whole_arrays() -> bool:
+  """False while tracing inside a multi-device sharding context.
+
+  There XLA's SPMD partitioner must see ordinary ops to split them: the
+  models then use `attention` per shard and XLA dots for dense layers.
+  """
   return _multi_device_mesh() is None
 
 
-# --------------------------------------------------------------------- matmul
-def _matmul2d(a, b, transpose_a: bool = False):
-  """op(a) @ b for 2-D float32 arrays, op = transpose when asked."""
-  m = a.shape[1] if transpose_a else a.shape[0]
-  return jax.ffi.ffi_call("vmae2_cpu_matmul", jax.ShapeDtypeStruct((m, b.shape[1]), _F32))(
-      a, b, transpose_a=transpose_a, transpose_b=False)
+# ---------------------------------------------------------- weight gradient
+def weight_gradient(x, dy):
+  """x^T dy for x [T, in] and dy [T, out] in float32: a dense layer's weight gradient.
 
-
-@jax.custom_vjp
-def dense_matmul(x, kernel):
-  """x [..., in] @ kernel [in, *out] -> [..., *out], float32; the weight gradient here.
-
-  Forward and input gradient stay XLA dots: they read the kernel straight
-  from the stacked per-layer parameters, where a custom call would need a
-  copied slice (and a transposed copy) of it each step. The weight gradient
-  x^T dy, a contraction over all tokens of two activations, is the matmul
-  XLA:CPU runs slowly; it goes to the kernel.
+  The contraction over all tokens is the matmul XLA:CPU runs at ~60% of its
+  forward rate; `layers.dense_matmul` sends it here on CPU.
   """
-  return _xla_dense(x, kernel)
-
-
-def _xla_dense(x, kernel):
-  return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-
-
-def _dense_fwd(x, kernel):
-  return _xla_dense(x, kernel), (x, kernel)
-
-
-def _dense_bwd(res, dy):
-  x, kernel = res
-  out = tuple(range(x.ndim - 1, dy.ndim))
-  dx = jax.lax.dot_general(dy, kernel, ((out, tuple(range(1, kernel.ndim))), ((), ())))
-  dy2 = dy.reshape(-1, math.prod(kernel.shape[1:]))
-  dk = _matmul2d(x.reshape(-1, x.shape[-1]), dy2, transpose_a=True)
-  return dx, dk.reshape(kernel.shape)
-
-
-dense_matmul.defvjp(_dense_fwd, _dense_bwd)
-
-
-def dense_usable(dtype) -> bool:
-  """Whether Dense layers of this compute dtype should call `dense_matmul` here.
-
-  Only float32, and not inside a multi-device sharding context, where XLA's
-  SPMD partitioner must see the dot to split it (FSDP-sharded kernels).
-  """
-  return jnp.dtype(dtype) == jnp.dtype(_F32) and _multi_device_mesh() is None
+  load()
+  return jax.ffi.ffi_call("vmae2_cpu_weight_gradient",
+                          jax.ShapeDtypeStruct((x.shape[1], dy.shape[1]), _F32))(x, dy)

@@ -1,6 +1,6 @@
 // CPU kernels called through the XLA FFI from vmae2_jax/kernels/cpu.py:
-// fused softmax attention (forward and backward) and the matmul that computes
-// the dense layers' weight gradients.
+// fused softmax attention (forward and backward) and the matmul x^T dy that
+// gives the dense layers' weight gradients.
 //
 // Why: XLA:CPU has no fused attention. Its softmax attention writes and re-reads
 // the [heads, N, N] score matrix several times per pass (tens of MB for the
@@ -585,31 +585,17 @@ ffi::Error QkvAttentionBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> qkv,
   return ffi::Error::Success();
 }
 
-// ------------------------------------------------------------------ matmul
-// dst[c * ld + i] = src[i * stride + c] (an [n, d] block transposed, zero padding past n).
-void pack_transposed(const float* src, int64_t stride, int64_t n, int64_t d, float* dst,
-                     int64_t ld) {
-  Src{src, 0, stride, 1, d, nullptr, 1.0f}.transposed(0, n, dst, ld);
-}
-
-// dst[i * ld + c] = src[i * stride + c] (an [n, d] block, zero padding past d).
-void pack_rows(const float* src, int64_t stride, int64_t n, int64_t d, float* dst, int64_t ld) {
-  Src{src, 0, stride, 1, d, nullptr, 1.0f}.rows(0, 0, n, dst, ld);
-}
-
-// out[M, N] = op(a) @ op(b) with op = transpose where asked: the three
-// matmuls of a dense layer (y = x W, dx = dy W^T, dW = x^T dy). Blocked so
-// that an item's A block and B panel stay in L2 and the weight gradient's
-// long token contraction is split into chunks.
+// ------------------------------------------------------ weight-gradient matmul
+// out[M, N] = a^T b for a [K, M] and b [K, N]: a dense layer's weight gradient
+// x^T dy, contracting over all tokens. Items are [96-row, 256-column] output
+// blocks; K is taken in chunks of 256 so an item's slice of b stays in L2.
+// a is read as broadcast scalars (six consecutive floats per step), b in rows.
 using Matrix = ffi::Buffer<ffi::F32, 2>;
 
-ffi::Error Matmul(ffi::ThreadPool pool, Matrix a, Matrix b, ffi::Result<Matrix> out,
-                  bool transpose_a, bool transpose_b) {
+ffi::Error WeightGradient(ffi::ThreadPool pool, Matrix a, Matrix b, ffi::Result<Matrix> out) {
   const auto da = a.dimensions(), db = b.dimensions();
-  const int64_t M = transpose_a ? da[1] : da[0], K = transpose_a ? da[0] : da[1];
-  const int64_t N = transpose_b ? db[0] : db[1];
-  if ((transpose_b ? db[1] : db[0]) != K)
-    return ffi::Error::InvalidArgument("cpu matmul: contracting dims differ");
+  const int64_t K = da[0], M = da[1], N = db[1];
+  if (db[0] != K) return ffi::Error::InvalidArgument("cpu matmul: a and b have different rows");
   float* C = out->typed_data();
   if (M == 0 || N == 0) return ffi::Error::Success();
   if (K == 0) {
@@ -617,35 +603,33 @@ ffi::Error Matmul(ffi::ThreadPool pool, Matrix a, Matrix b, ffi::Result<Matrix> 
     return ffi::Error::Success();
   }
   const float *A = a.typed_data(), *B = b.typed_data();
-  const int64_t sr = transpose_a ? 1 : K, sk = transpose_a ? M : 1;
   const int64_t np = round_up(N, kW);
-  // B as [K, np] rows: packed when transposed or not a whole number of vectors.
   constexpr int64_t kMc = 16 * kR, kNc = 4 * kNV * kW, kKc = 256;
-  const bool pack_b = transpose_b || np != N, padded_c = np != N;
   const int64_t mblocks = (M + kMc - 1) / kMc, nblocks = (np + kNc - 1) / kNc;
   const int64_t items = mblocks * nblocks;
   const int workers = pool_workers(pool, items);
-  Arena arena = Arena::reserve(arena_floats({pack_b ? K * np : 0, padded_c ? workers * kMc * np : 0}));
+  // A width that is not a whole number of vectors: b padded to np columns,
+  // each item's output through a padded buffer.
+  const bool padded = np != N;
+  Arena arena = Arena::reserve(arena_floats({padded ? K * np : 0, padded ? workers * kMc * np : 0}));
   int64_t ldb = N;
-  if (pack_b) {
-    float* packed = arena.take(K * np);
-    if (transpose_b)
-      pack_transposed(B, K, N, K, packed, np);
-    else
-      pack_rows(B, N, K, N, packed, np);
-    B = packed;
+  float* cbuf = nullptr;
+  if (padded) {
+    float* bp = arena.take(K * np);
+    Src{B, 0, N, 1, N, nullptr, 1.0f}.rows(0, 0, K, bp, np);
+    B = bp;
     ldb = np;
+    cbuf = arena.take(workers * kMc * np);
   }
-  float* cbuf = padded_c ? arena.take(workers * kMc * np) : nullptr;
   parallel_for(pool, items, workers, [&](int64_t item, int w) {
     const int64_t i0 = (item / nblocks) * kMc, j0 = (item % nblocks) * kNc;
     const int64_t m = std::min(kMc, M - i0), n = std::min(kNc, np - j0);
-    float* c = padded_c ? cbuf + w * kMc * np + j0 : C + i0 * N + j0;
-    const int64_t ldc = padded_c ? np : N;
+    float* c = padded ? cbuf + w * kMc * np + j0 : C + i0 * N + j0;
+    const int64_t ldc = padded ? np : N;
     for (int64_t k0 = 0; k0 < K; k0 += kKc)
-      gemm(m, n / kW, std::min(kKc, K - k0), A + i0 * sr + k0 * sk, sr, sk, B + k0 * ldb + j0,
-           ldb, c, ldc, k0 > 0);
-    if (padded_c)
+      gemm(m, n / kW, std::min(kKc, K - k0), A + k0 * M + i0, 1, M, B + k0 * ldb + j0, ldb, c,
+           ldc, k0 > 0);
+    if (padded)
       for (int64_t r = 0; r < m; ++r)
         std::memcpy(C + (i0 + r) * N + j0, c + r * np, std::min(n, N - j0) * 4);
   });
@@ -681,11 +665,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuQkvAttentionBackward, QkvAttentionBackward
                               backward_operands().Ret<F32>().Attr<float>("scale")
                                   .Attr<int64_t>("num_queries"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuMatmul, Matmul,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<Matrix>()
-                                  .Arg<Matrix>()
-                                  .Ret<Matrix>()
-                                  .Attr<bool>("transpose_a")
-                                  .Attr<bool>("transpose_b"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Vmae2CpuWeightGradient, WeightGradient,
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Matrix>().Arg<Matrix>()
+                                  .Ret<Matrix>());

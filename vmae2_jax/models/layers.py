@@ -6,6 +6,7 @@ vmae2_jax.sharding maps to mesh axes; no mesh axis appears here.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -47,8 +48,8 @@ def param(value, axes: Sequence[str | None]) -> nnx.Param:
 
 
 # --------------------------------------------------------------------- layers
-@jax.custom_vjp
-def dense_matmul(x, kernel):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def dense_matmul(x, kernel, cpu_weight_gradient: bool = False):
   """x [..., in] @ kernel [in, *out] -> [..., *out] with a hand-written backward.
 
   Same math as autodiff; what it fixes is the shape of the weight gradient's
@@ -58,22 +59,30 @@ def dense_matmul(x, kernel):
   dims) XLA CPU materialises dy^T instead, and dy -- the residual stream's
   running gradient sum -- is recomputed inside each such transpose: about a
   fifth of the ViT-S pre-training step on CPU. Neutral elsewhere.
+
+  cpu_weight_gradient (float32 on CPU) computes x^T dy with the kernel in
+  vmae2_jax.kernels instead; the forward and input gradient stay XLA dots,
+  which read the kernel straight from the stacked per-layer parameters.
   """
   return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
 
 
-def _dense_matmul_fwd(x, kernel):
-  return dense_matmul(x, kernel), (x, kernel)
+def _dense_matmul_fwd(x, kernel, cpu_weight_gradient):
+  return dense_matmul(x, kernel, cpu_weight_gradient), (x, kernel)
 
 
-def _dense_matmul_bwd(res, dy):
+def _dense_matmul_bwd(cpu_weight_gradient, res, dy):
   x, kernel = res
   out = tuple(range(x.ndim - 1, dy.ndim))              # output dims of dy
   dx = jax.lax.dot_general(dy, kernel, ((out, tuple(range(1, kernel.ndim))), ((), ())))
-  # Tokens flattened to one contracting dim: [out, T] @ [T, in], then to [in, *out].
-  dy2 = dy.reshape(-1, math.prod(kernel.shape[1:]))
-  dk_t = jax.lax.dot_general(dy2, x.reshape(-1, x.shape[-1]), (((0,), (0,)), ((), ())))
-  return dx.astype(x.dtype), dk_t.T.reshape(kernel.shape).astype(kernel.dtype)
+  x2 = x.reshape(-1, x.shape[-1])
+  dy2 = dy.reshape(-1, math.prod(kernel.shape[1:]))    # tokens flattened
+  if cpu_weight_gradient:
+    from vmae2_jax.kernels import cpu
+    dk = cpu.weight_gradient(x2, dy2)
+  else:  # [out, T] @ [T, in], then to [in, *out]
+    dk = jax.lax.dot_general(dy2, x2, (((0,), (0,)), ((), ()))).T
+  return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
 dense_matmul.defvjp(_dense_matmul_fwd, _dense_matmul_bwd)
@@ -112,12 +121,11 @@ class Dense(nnx.Module):
 
   def __call__(self, x):
     k = self.kernel[...].astype(self.dtype)
-    matmul = dense_matmul
+    on_kernel = False
     if self.cpu_kernel:
       from vmae2_jax.kernels import cpu
-      if cpu.dense_usable(self.dtype):
-        matmul = cpu.dense_matmul
-    y = matmul(x.astype(self.dtype), k)
+      on_kernel = cpu.whole_arrays()
+    y = dense_matmul(x.astype(self.dtype), k, on_kernel)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y
@@ -149,6 +157,13 @@ def cpu_kernels_enabled(opts: ModelOptions) -> bool:
     return False
   from vmae2_jax.kernels import cpu
   return cpu.available()
+
+
+def resolved_numerics(opts: ModelOptions) -> dict:
+  """What a model built with `opts` runs here: the attention implementation and
+  whether the CPU kernels are in use (for logs and benchmark records)."""
+  return {"attention": attention_implementation(opts.attention, opts.dtype, opts.cpu_kernels),
+          "cpu_kernels": cpu_kernels_enabled(opts)}
 
 
 def attention_implementation(name: str, dtype=jnp.bfloat16, cpu_kernels: bool = True) -> str | None:
@@ -246,7 +261,7 @@ class Attention(nnx.Module):
     v_bias = self.v_bias[...].astype(self.dtype)
     if self.implementation == "fused_cpu":
       from vmae2_jax.kernels import cpu
-      if cpu.qkv_usable():  # biases and scale applied while packing: no q/k/v copies
+      if cpu.whole_arrays():  # biases and scale applied while packing: no q/k/v copies
         return cpu.qkv_attention(qkv, q_bias, v_bias, self.scale, num_queries)
     q = (qkv[:, -num_queries:, 0] if num_queries else qkv[:, :, 0]) + q_bias
     k, v = qkv[:, :, 1], qkv[:, :, 2] + v_bias

@@ -98,13 +98,13 @@ def _save_config(config, workdir: str) -> None:
 
 def _numerics_summary(config) -> str:
   """Compute dtype, the attention implementation and whether the CPU kernels are in use."""
-  from vmae2_jax.models.layers import attention_implementation, cpu_kernels_enabled
+  from vmae2_jax.models.layers import resolved_numerics
   from vmae2_jax.models.options import ModelOptions
   opts = ModelOptions.from_config(config.model)
-  attn = attention_implementation(opts.attention, opts.dtype, opts.cpu_kernels)
-  kernels = "on" if cpu_kernels_enabled(opts) else "off"
+  used = resolved_numerics(opts)
   return (f"compute {jnp.dtype(opts.dtype).name}, params {jnp.dtype(opts.param_dtype).name}, "
-          f"attention {attn}, CPU kernels {kernels}, remat {opts.remat}")
+          f"attention {used['attention']}, CPU kernels {'on' if used['cpu_kernels'] else 'off'}, "
+          f"remat {opts.remat}")
 
 
 def train(config, workdir: str) -> dict:
