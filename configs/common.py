@@ -1,10 +1,18 @@
-"""Defaults shared by every config; each config file edits what differs."""
+"""Every config field with its default, and the recipe builders the stage configs use.
+
+This file is the one place defaults live: library code reads config fields
+and never restates a default. Each config file edits what differs.
+"""
 
 import ml_collections
+
+STAGES = ("pretrain", "postpretrain", "finetune")
 
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  # pretrain: masked video modelling with dual masking. postpretrain / finetune:
+  # supervised classification (same task; the name is kept with the run).
   c.stage = "pretrain"
   c.seed = 0
 
@@ -16,30 +24,57 @@ def base_config() -> ml_collections.ConfigDict:
       cpu_kernels=True,         # CPU float32: vmae2_jax/kernels (False = XLA ops only)
       remat="none",             # none | full | dots | dots_no_batch
       scan_layers=False,        # one compiled block in a loop (deep models)
-      drop_path_rate=0.0,
+      drop_path_rate=0.0,       # encoder and pre-training decoder alike
+      num_classes=0,            # classifier head; 0 = the training shards' class count
+      head_dropout=0.0,         # dropout between fc_norm and the head
+      head_init_scale=0.001,    # the fresh head's weight and bias are multiplied by this
   ))
   c.masking = ml_collections.ConfigDict(dict(
       encoder="tube", encoder_ratio=0.9, decoder="running_cell", decoder_ratio=0.5))
   c.data = ml_collections.ConfigDict(dict(
-      source="shards",          # shards | tfds | synthetic (generated clips, tests)
+      source="shards",          # shards | tfds | synthetic (generated clips, no labels)
       train_path="",            # one shard set ("demo" = the embedded demo set) ...
-      sources=[],               # ... or a weighted mixture: [{path, weight, sampling_rate}]
-      val_path="",
-      frames=16, image_size=224, sampling_rate=4, num_sample=4,
-      num_videos=0,             # videos per epoch (for epoch-based schedules)
-      shuffle=True, read_threads=2, num_workers=0, skip_corrupt=False))
+      sources=(),               # ... or a weighted mixture: ({path, weight, sampling_rate}, ...)
+      val_path="",              # validation and multi-view test set ("" = none)
+      class_names="",           # text file, one name a line ("" = the shards' manifest)
+      frames=16, image_size=224, sampling_rate=4,
+      num_sample=4,             # repeated views per decoded video (not counted in the batch)
+      num_videos=0,             # videos per epoch (0 = the training shards' count)
+      scales=(1.0, 0.875, 0.75, 0.66),   # pre-training multi-scale crop
+      sampling="dense",         # supervised clip sampling: dense | segment (Something-Something)
+      flip=True,                # horizontal flip p=0.5 (False for Something-Something)
+      randaug="rand-m7-n4-mstd0.5-inc1",  # "" = off
+      randaug_after_crop=False,  # True: RandAugment on the crop (faster, not the reference order)
+      reprob=0.25,              # random erasing probability
+      rrc_scale=(0.08, 1.0), rrc_ratio=(3 / 4, 4 / 3),  # random resized crop
+      test_num_segment=5, test_num_crop=3,  # multi-view test: temporal x spatial views
+      shuffle=True, read_threads=2, num_workers=0, skip_corrupt=False, tune_malloc=True,
+      tfds_name="", tfds_data_dir="", tfds_train_split="train",
+      tfds_validation_split="validation", tfds_video_key="video", tfds_label_key="label"))
 
-  c.batch_size = 32 * 8          # global number of videos (views not counted)
+  c.batch_size = 32 * 8          # videos per optimizer update, all devices (views not counted)
   c.epochs = 300
   c.total_steps = 0              # > 0 overrides epochs x steps per epoch
-  c.warmup_steps = 0             # > 0 overrides warmup_epochs (with total_steps)
+  c.warmup_steps = 0             # > 0 overrides optim.warmup_epochs
   c.stop_after = 0               # > 0 ends this run after N steps (resumes later)
   c.optim = ml_collections.ConfigDict(dict(
       base_lr=1e-3, min_lr=1e-5, warmup_epochs=30, weight_decay=0.05,
       b1=0.9, b2=0.95, eps=1e-8, clip_grad=0.0,
+      layer_decay=1.0,           # < 1: lr of layer i scaled by layer_decay^(L+1-i)
+      accum_steps=1,             # micro-batches per update (same effective batch, less memory)
       mu_dtype="",               # "" = param dtype; "bfloat16" halves the first moment
       nu_dtype=""))              # same for the second moment (see docs/scaling.md)
   c.normalize_target = True
+  # Supervised stages: mixup / cutmix on device, label smoothing, soft-target loss.
+  c.mixup = ml_collections.ConfigDict(dict(
+      mixup_alpha=0.0, cutmix_alpha=0.0, prob=1.0, switch_prob=0.5, label_smoothing=0.1))
+  c.eval = ml_collections.ConfigDict(dict(
+      every_steps=0,             # single-view validation: 0 = once per epoch, -1 = never
+      batch_size=0,              # videos per evaluation batch (0 = batch_size)
+      test_at_end=True,          # multi-view test on data.val_path when training ends
+      confusion_max_classes=100,  # confusion-matrix picture up to this many classes
+  ))
+  c.eval_only = False            # multi-view test of the latest (or init_from) model, no training
 
   # Per-slice mesh sizes (-1 fills) and dcn_* sizes across slices/hosts.
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1,
@@ -58,20 +93,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.keep_period = 0              # > 0 also keeps every N-th step forever
   c.async_checkpoint = True
-  c.init_from = ""               # a `vmae2_jax.convert` output or model checkpoint dir
+  # Start from: a converted checkpoint, a run's workdir (its latest step), WORKDIR/best,
+  # or a checkpoint step directory. Stage surgery as needed (see docs/checkpoints.md).
+  c.init_from = ""
+  c.init_label_map = ""          # re-index a classifier head ("710to400", a JSON file, "" = auto)
+  c.init_fresh_head = False      # keep the fresh head even when init_from has one that fits
   c.reconstruction = ml_collections.ConfigDict(dict(enabled=False, num_clips=3))
   return c
 
 
 def unlabeled_hybrid_sources(root: str = "/data/shards"):
   """The UnlabeledHybrid mixture (~1.35M clips); weights ~ clip counts."""
-  return [
+  return (
       dict(path=f"{root}/kinetics710", weight=0.49, sampling_rate=4),
       dict(path=f"{root}/ssv2", weight=0.13, sampling_rate=2),
       dict(path=f"{root}/ava", weight=0.02, sampling_rate=4),
       dict(path=f"{root}/webvid2m", weight=0.25, sampling_rate=4),
       dict(path=f"{root}/instagram", weight=0.11, sampling_rate=4),
-  ]
+  )
 
 
 def pretrain_recipe(variant: str, *, per_gpu_batch: int, gpus: int, base_lr: float,
@@ -94,4 +133,65 @@ def pretrain_recipe(variant: str, *, per_gpu_batch: int, gpus: int, base_lr: flo
   c.data.sources = unlabeled_hybrid_sources()
   c.data.num_videos = 1_350_000
   c.data.num_sample = 4
+  return c
+
+
+# Labelled sets of the reference: classes, clip sampling, flip and test views.
+# The epoch length comes from the training shards (data.num_videos = 0).
+DATASETS = {
+    "k400": dict(num_classes=400, sampling="dense", sampling_rate=4,
+                 test_num_segment=5, test_num_crop=3, flip=True),
+    "k600": dict(num_classes=600, sampling="dense", sampling_rate=4,
+                 test_num_segment=5, test_num_crop=3, flip=True),
+    "k700": dict(num_classes=700, sampling="dense", sampling_rate=4,
+                 test_num_segment=5, test_num_crop=3, flip=True),
+    "k710": dict(num_classes=710, sampling="dense", sampling_rate=4,
+                 test_num_segment=5, test_num_crop=3, flip=True),
+    "ssv2": dict(num_classes=174, sampling="segment", sampling_rate=4,
+                 test_num_segment=2, test_num_crop=3, flip=False),
+    "ucf101": dict(num_classes=101, sampling="dense", sampling_rate=4,
+                   test_num_segment=5, test_num_crop=3, flip=True),
+    "hmdb51": dict(num_classes=51, sampling="dense", sampling_rate=2,
+                   test_num_segment=5, test_num_crop=3, flip=True),
+}
+
+
+def finetune_recipe(variant: str, dataset: str, *, per_gpu_batch: int, gpus: int,
+                    base_lr: float, layer_decay: float, epochs: int, warmup_epochs: int = 5,
+                    drop_path: float = 0.1, head_dropout: float = 0.0,
+                    weight_decay: float = 0.05, clip_grad: float = 0.0, min_lr: float = 1e-6,
+                    stage: str = "finetune", init_from: str = "", root: str = "/data/shards",
+                    remat: str = "none", scan_layers: bool = False
+                    ) -> ml_collections.ConfigDict:
+  """A reference supervised recipe (run_class_finetuning.py with its defaults).
+
+  AdamW (0.9, 0.999), eps 1e-8; lr, min_lr scaled by batch/256 (repeated views
+  not counted); warmup from 0 then cosine; layer-wise lr decay; 2 repeated
+  views; RandAugment rand-m7-n4-mstd0.5-inc1, random resized crop, random
+  erasing 0.25; mixup 0.8 / cutmix 1.0 (switch 0.5) with label smoothing 0.1.
+  """
+  ds = DATASETS[dataset]
+  c = base_config()
+  c.stage = stage
+  c.model.variant = variant
+  c.model.remat = remat
+  c.model.scan_layers = scan_layers
+  c.model.num_classes = ds["num_classes"]
+  c.model.drop_path_rate = drop_path
+  c.model.head_dropout = head_dropout
+  c.data.train_path = f"{root}/{dataset}_train"
+  c.data.val_path = f"{root}/{dataset}_val"
+  c.data.num_sample = 2
+  for key in ("sampling", "sampling_rate", "test_num_segment", "test_num_crop", "flip"):
+    c.data[key] = ds[key]
+  c.batch_size = per_gpu_batch * gpus
+  c.epochs = epochs
+  c.optim.update(dict(base_lr=base_lr, min_lr=min_lr, warmup_epochs=warmup_epochs,
+                      weight_decay=weight_decay, b1=0.9, b2=0.999, eps=1e-8,
+                      clip_grad=clip_grad, layer_decay=layer_decay))
+  c.mixup.update(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5,
+                      label_smoothing=0.1))
+  c.init_from = init_from
+  c.log_every = 50
+  c.checkpoint_every = 1000
   return c
