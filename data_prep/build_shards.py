@@ -1,7 +1,8 @@
 """Decode videos once into JPEG-frame ArrayRecord shards.
 
-  python -m data_prep.build_shards --list=FILE --root=DIR --out=DIR \
-      [--short_side=320] [--workers=N] [--videos_per_shard=128] [--format=auto]
+  python -m data_prep.build_shards (--list=FILE [--root=DIR] | --folder=DIR) --out=DIR \
+      [--labels=FILE] [--short_side=320] [--workers=N] [--videos_per_shard=128] \
+      [--format=auto] [--dry_run]
 
 List formats (the reference's, space separated, one video a line):
   pretrain   ``path start_index total_frames [label]`` (total -1 = whole video)
@@ -9,7 +10,17 @@ List formats (the reference's, space separated, one video a line):
   frames     ``frame_folder total_frames label``
 ``--format=auto`` picks by column count (2 -> video, 4 -> pretrain); for 3
 columns a line is ``pretrain`` when its total is -1 or its path is a video
-file, else ``frames``.
+file, else ``frames``. A line holding a tab is split on tabs (paths may hold
+spaces). A file whose first line holds a comma is a CSV (``--format=csv``):
+the same layouts, comma-separated. Any list may start with a header line
+(first field ``path``, ``video``, ``file``, ..., no integer field).
+
+Labels are class indices or class names (not both in one list). Names get
+indices in sorted order, or in the order of ``--labels=FILE`` (one name a
+line, index = line order). ``--folder=DIR`` reads DIR/<class>/<video file or
+frame folder> instead of a list: classes are the sorted class folders (or the
+``--labels`` order). Known class names go into the manifest. ``--dry_run``
+checks the input and the paths without writing anything.
 
 Shard k holds list lines [k*V, (k+1)*V) in list order, so a rerun maps every
 line to the same shard. A shard is finished when its status file in _status/
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import csv
 import dataclasses
 import hashlib
 import json
@@ -55,48 +67,295 @@ class Entry:
 
 
 # --------------------------------------------------------------------------
-# List parsing
+# Inputs: list files, CSV files, a folder per class
 # --------------------------------------------------------------------------
+
+# A list's first line is a header when its first field is one of these and no field is
+# an integer (so a data line such as ``video 3`` still counts as data).
+HEADER_PATH_NAMES = {"path", "video", "video_path", "videos", "file", "filename", "file_name",
+                    "filepath", "folder", "frame_folder", "clip", "name", "video_name", "video_id"}
+LAYOUTS = {"video": "path label", "frames": "frame_folder total_frames label",
+           "pretrain": "path start total [label]"}
+
+
+class ListError(ValueError):
+  """Bad input; the message is one line naming the file, the line and the field."""
+
+
+@dataclasses.dataclass
+class Listing:
+  """What an input holds: its entries and, when the input names them, the classes."""
+  entries: list[Entry]
+  names: list[str] | None = None  # index = class id; None when only indices are known
+  format: str = ""  # what was detected, for --dry_run
+  notes: list[str] = dataclasses.field(default_factory=list)  # things skipped on purpose
 
 
 def _is_video_path(path: str) -> bool:
   return os.path.splitext(path)[1].lower() in VIDEO_EXTS
 
 
-def parse_list(lines: Sequence[str], fmt: str = "auto") -> list[Entry]:
-  """List-file lines -> entries (blank lines and '#' comments skipped)."""
-  entries = []
+def _plural(n: int, word: str) -> str:
+  return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _is_int(s: str) -> bool:
+  try:
+    int(s)
+    return True
+  except ValueError:
+    return False
+
+
+def read_label_names(path: str) -> list[str]:
+  """Class names from a file, one a line, index = line order (trailing blank lines ok)."""
+  try:
+    with open(path, encoding="utf-8-sig") as f:
+      lines = [l.strip() for l in f.read().splitlines()]
+  except (OSError, UnicodeDecodeError) as e:
+    raise ListError(f"--labels={path}: cannot read it ({e})") from e
+  while lines and not lines[-1]:
+    lines.pop()
+  seen: dict[str, int] = {}
+  for n, name in enumerate(lines, 1):
+    if not name:
+      raise ListError(f"{path} line {n}: empty class name (index = line number - 1, so "
+                      f"blank lines are not allowed)")
+    if name in seen:
+      raise ListError(f"{path} line {n}: class {name!r} already on line {seen[name]}")
+    seen[name] = n
+  if not lines:
+    raise ListError(f"{path}: no class names")
+  return lines
+
+
+def _split(line: str, csv_mode: bool) -> list[str]:
+  """Columns of one line: CSV fields, tab-separated fields (paths may hold spaces),
+  or whitespace-separated columns."""
+  if csv_mode:
+    return [c.strip() for c in next(csv.reader([line], skipinitialspace=True, strict=True))]
+  if "\t" in line:
+    return [c.strip() for c in line.split("\t")]
+  return line.split()
+
+
+def _layout(cols: list[str], fmt: str) -> str:
+  """The reference layout of a line: the forced one, or by column count."""
+  if fmt in LAYOUTS:
+    return fmt
+  if len(cols) == 2:
+    return "video"
+  if len(cols) == 4:
+    return "pretrain"
+  if len(cols) == 3:
+    return "pretrain" if cols[2] == "-1" or _is_video_path(cols[0]) else "frames"
+  return ""
+
+
+def _int_field(cols: list[str], i: int, field: str, minimum: int) -> int:
+  try:
+    v = int(cols[i])
+  except ValueError:
+    raise ValueError(f"{field} {cols[i]!r} is not an integer") from None
+  if v < minimum:
+    raise ValueError(f"{field} {v} is negative" if minimum == 0 else
+                     f"{field} {v} is below {minimum}")
+  return v
+
+
+def _parse_line(cols: list[str], layout: str, n: int) -> tuple[Entry, str | None]:
+  """One line's entry; its label is an index, or -1 with the class name returned."""
+  expected = {"video": (2,), "frames": (3,), "pretrain": (3, 4)}[layout]
+  if len(cols) not in expected:
+    raise ValueError(f"{_plural(len(cols), 'column')}, the {layout!r} layout "
+                     f"({LAYOUTS[layout]}) has {' or '.join(map(str, expected))}")
+  if not cols[0]:
+    raise ValueError("empty path")
+  label_col = {"video": 1, "frames": 2, "pretrain": 3}[layout]
+  label, name = -1, None
+  if label_col < len(cols):
+    if not cols[label_col]:
+      raise ValueError("empty label")
+    if _is_int(cols[label_col]):
+      label = _int_field(cols, label_col, "label", 0)
+    else:
+      name = cols[label_col]
+  if layout == "video":
+    return Entry(n, cols[0], 0, -1, label, "video"), name
+  if layout == "frames":
+    return Entry(n, cols[0], 0, _int_field(cols, 1, "total_frames", 0), label, "frames"), name
+  start = _int_field(cols, 1, "start_index", 0)
+  total = _int_field(cols, 2, "total_frames", -1)
+  kind = "video" if _is_video_path(cols[0]) or total < 0 else "auto"
+  return Entry(n, cols[0], start, total, label, kind), name
+
+
+def _is_header(cols: list[str]) -> bool:
+  return cols[0].lower() in HEADER_PATH_NAMES and not any(_is_int(c) for c in cols)
+
+
+def _is_csv(lines: Sequence[str]) -> bool:
+  """Auto-detection: comma-separated when the first data line holds a comma."""
+  for raw in lines:
+    line = raw.strip()
+    if line and not line.startswith("#"):
+      return "," in line
+  return False
+
+
+def read_list(lines: Sequence[str], fmt: str = "auto", *, source: str = "list",
+              label_names: Sequence[str] | None = None, labels_file: str = "") -> Listing:
+  """List or CSV lines -> Listing; ListError naming ``source`` and the line if malformed.
+
+  ``fmt``: "auto", "csv", or a reference layout ("video", "frames", "pretrain").
+  Labels are class indices or class names (not both); names get indices in the
+  order of ``label_names`` when given, else in sorted order.
+  """
+  if fmt not in ("auto", "csv", *LAYOUTS):
+    raise ValueError(f"unknown list format {fmt!r}")
+  csv_mode = fmt == "csv" or (fmt == "auto" and _is_csv(lines))
+  entries, named, used = [], [], {}
+  header = first = None
   for n, raw in enumerate(lines, 1):
     line = raw.strip()
     if not line or line.startswith("#"):
       continue
-    cols = line.split()
-    f = fmt
-    if f == "auto":
-      if len(cols) == 2:
-        f = "video"
-      elif len(cols) == 4:
-        f = "pretrain"
-      elif len(cols) == 3:
-        f = "pretrain" if cols[2] == "-1" or _is_video_path(cols[0]) else "frames"
-      else:
-        raise ValueError(f"list line {n}: {len(cols)} columns, expected 2, 3 or 4: {line!r}")
     try:
-      if f == "pretrain":
-        label = int(cols[3]) if len(cols) > 3 else -1
-        kind = "video" if _is_video_path(cols[0]) or int(cols[2]) < 0 else "auto"
-        entries.append(Entry(n, cols[0], int(cols[1]), int(cols[2]), label, kind))
-      elif f == "video":
-        entries.append(Entry(n, cols[0], 0, -1, int(cols[1]), "video"))
-      elif f == "frames":
-        entries.append(Entry(n, cols[0], 0, int(cols[1]), int(cols[2]), "frames"))
+      cols = _split(line, csv_mode)
+    except csv.Error as e:
+      raise ListError(f"{source} line {n}: not a valid CSV line ({e}): {line!r}") from None
+    if first is None and _is_header(cols):
+      header = first = n
+      continue
+    first = first or n
+    layout = _layout(cols, "auto" if fmt == "csv" else fmt)
+    try:
+      if not layout:
+        raise ValueError(f"{_plural(len(cols), 'column')}, expected 2, 3 or 4")
+      entry, name = _parse_line(cols, layout, n)
+    except ValueError as e:
+      hint = " (comma-separated? use --format=csv)" if not csv_mode and "," in line else ""
+      raise ListError(f"{source} line {n}: {e}{hint}: {line!r}") from None
+    used[layout] = used.get(layout, 0) + 1
+    entries.append(entry)
+    if name is not None:
+      named.append((entry, name))
+  names = _assign_names(entries, named, source, label_names, labels_file)
+  sep = "csv" if csv_mode else "space/tab-separated list"
+  kinds = ", ".join(f"{k} ({LAYOUTS[k]}): {v} lines" for k, v in sorted(used.items()))
+  labels = ("class names" if named else
+            "class indices" if any(e.label >= 0 for e in entries) else "none")
+  desc = (f"{sep}{f', header on line {header}' if header else ''}; "
+          f"{kinds or 'no entries'}; labels: {labels}")
+  return Listing(entries, names, desc)
+
+
+def _assign_names(entries: list[Entry], named: list[tuple[Entry, str]], source: str,
+                  label_names: Sequence[str] | None, labels_file: str) -> list[str] | None:
+  """Gives named entries their class index; the class names, or None if unknown."""
+  indexed = [e for e in entries if e.label >= 0]
+  if named and indexed:
+    a, b = sorted((named[0][0], indexed[0]), key=lambda e: e.line)
+    raise ListError(f"{source} line {b.line}: labels mix class names and class indices "
+                    f"(line {a.line} is the other kind); use one or the other")
+  names = list(label_names) if label_names else sorted({name for _, name in named}) or None
+  index = {name: i for i, name in enumerate(names or ())}
+  for e, name in named:
+    if name not in index:
+      raise ListError(f"{source} line {e.line}: class {name!r} is not in "
+                      f"--labels={labels_file or '...'} ({_plural(len(index), 'name')})")
+    e.label = index[name]
+  for e in indexed:
+    if names and e.label >= len(names):
+      raise ListError(f"{source} line {e.line}: label {e.label}, but "
+                      f"--labels={labels_file or '...'} has {_plural(len(names), 'name')}")
+  return names
+
+
+def parse_list(lines: Sequence[str], fmt: str = "auto", *, source: str = "list",
+               label_names: Sequence[str] | None = None) -> list[Entry]:
+  """List-file lines -> entries (blank lines and '#' comments skipped); see read_list."""
+  return read_list(lines, fmt, source=source, label_names=label_names).entries
+
+
+def scan_folder(folder: str, *, label_names: Sequence[str] | None = None,
+                labels_file: str = "") -> Listing:
+  """A folder per class -> Listing: FOLDER/<class>/ holds video files and/or frame
+  folders; classes are the sorted class folders or ``label_names``; each class's
+  videos in sorted name order, so the build is reproducible. Entry.line is the
+  1-based position in that order. Hidden names are ignored."""
+  if not os.path.isdir(folder):
+    raise ListError(f"--folder={folder}: not a directory")
+  visible = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+  dirs = [n for n in visible if os.path.isdir(os.path.join(folder, n))]
+  loose = [n for n in visible if n not in dirs]
+  notes = [f"{folder}: {_plural(len(loose), 'file')} outside the class folders ignored "
+           f"(e.g. {loose[0]})"] if loose else []
+  names = list(label_names) if label_names else dirs
+  unknown = [d for d in dirs if d not in names]
+  if unknown:
+    raise ListError(f"{os.path.join(folder, unknown[0])}: class folder not in "
+                    f"--labels={labels_file or '...'} ({_plural(len(unknown), 'such folder')})")
+  if not names:
+    raise ListError(f"--folder={folder}: no class folders")
+  entries, skipped = [], []
+  for label, name in enumerate(names):
+    cdir = os.path.join(folder, name)
+    items = sorted(n for n in os.listdir(cdir) if not n.startswith(".")) \
+        if os.path.isdir(cdir) else []
+    for item in items:
+      rel = os.path.join(name, item)
+      if os.path.isdir(os.path.join(folder, rel)):
+        entries.append(Entry(len(entries) + 1, rel, 0, -1, label, "frames"))
+      elif _is_video_path(item):
+        entries.append(Entry(len(entries) + 1, rel, 0, -1, label, "video"))
       else:
-        raise ValueError(f"unknown list format {fmt!r}")
-    except (IndexError, ValueError) as e:
-      raise ValueError(f"list line {n} does not match format {f!r}: {line!r} ({e})") from e
-  return entries
+        skipped.append(rel)
+  if skipped:
+    notes.append(f"{folder}: {_plural(len(skipped), 'file')} neither a video nor a frame "
+                 f"folder, ignored (e.g. {skipped[0]})")
+  frames = sum(e.kind == "frames" for e in entries)
+  desc = (f"folder per class: {len(entries) - frames} video files, {frames} frame folders; "
+          f"labels: class names")
+  return Listing(entries, names, desc, notes)
 
 
+def listing_text(listing: Listing) -> str:
+  """The listing as a reference list (path start total label), for its checksum."""
+  return "".join(f"{e.path} {e.start} {e.total} {e.label}\n" for e in listing.entries)
+
+
+def dry_run(listing: Listing, root: str, videos_per_shard: int,
+            out: Callable[[str], None] = print) -> int:
+  """Prints what a build would do (nothing written or decoded); 1 if paths are missing."""
+  out(f"format: {listing.format}")
+  for note in listing.notes:
+    out(f"note: {note}")
+  counts: dict[int, int] = {}
+  for e in listing.entries:
+    counts[e.label] = counts.get(e.label, 0) + 1
+  names = listing.names or []
+  classes = sorted(set(counts) | set(range(len(names))))
+  num_classes = max([len(names)] + [c + 1 for c in counts])  # as the manifest counts them
+  out(f"videos: {len(listing.entries)} in {num_classes} classes")
+  for c in classes:
+    label = "unlabelled" if c < 0 else f"class {c}" + (f" {names[c]}" if c < len(names) else "")
+    out(f"  {label}: {counts.get(c, 0)}")
+  missing = [e for e in listing.entries
+             if not os.path.exists(os.path.join(root, e.path) if root else e.path)]
+  out(f"missing: {len(missing)} of {len(listing.entries)} paths under "
+      f"{os.path.abspath(root) if root else 'the current directory'}")
+  for e in missing[:10]:
+    out(f"  line {e.line}: {e.path}")
+  if len(missing) > 10:
+    out(f"  ... and {len(missing) - 10} more")
+  v = max(1, videos_per_shard)
+  out(f"shards: would write {max(1, -(-len(listing.entries) // v))} "
+      f"({v} videos per shard)")
+  return 1 if missing else 0
+
+
+# --------------------------------------------------------------------------
 # Loading one entry
 # --------------------------------------------------------------------------
 
@@ -385,42 +644,74 @@ def verify(out: str, manifest_name: str = shard_format.MANIFEST) -> list[str]:
   return bad
 
 
+def _read_input(a: argparse.Namespace) -> tuple[Listing, str, bytes, str]:
+  """(listing, root, bytes to checksum, default source tag) from --list or --folder."""
+  names = read_label_names(a.labels) if a.labels else None
+  if a.folder:
+    listing = scan_folder(a.folder, label_names=names, labels_file=a.labels)
+    return (listing, a.folder, listing_text(listing).encode(),
+            os.path.basename(os.path.normpath(a.folder)))
+  try:
+    with open(a.list, "rb") as f:
+      raw = f.read()
+    text = raw.decode("utf-8-sig")  # a BOM is common in spreadsheet exports
+  except (OSError, UnicodeDecodeError) as e:
+    raise ListError(f"--list={a.list}: cannot read it as UTF-8 text ({e})") from e
+  listing = read_list(text.splitlines(), a.format, source=a.list, label_names=names,
+                      labels_file=a.labels)
+  return listing, a.root, raw, os.path.basename(a.list)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--list", default="", help="list file in a reference format")
+  p.add_argument("--list", default="", help="list or CSV file, one video a line")
+  p.add_argument("--folder", default="",
+                 help="instead of --list: a folder per class, DIR/<class>/<video or frame folder>")
   p.add_argument("--root", default="", help="directory the list's paths are relative to")
-  p.add_argument("--out", required=True, help="output directory for shards + manifest")
+  p.add_argument("--out", default="", help="output directory for shards + manifest")
   p.add_argument("--short_side", type=int, default=320, help="resize short side (0 = keep)")
   p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
                  help="parallel processes, one shard each at a time")
   p.add_argument("--videos_per_shard", type=int, default=128)
   p.add_argument("--quality", type=int, default=90, help="JPEG quality")
   p.add_argument("--min_frames", type=int, default=4, help="fewer decoded frames = too_short")
-  p.add_argument("--format", default="auto", choices=["auto", "pretrain", "video", "frames"])
+  p.add_argument("--format", default="auto", choices=["auto", "csv", "pretrain", "video", "frames"])
   p.add_argument("--name", default="shard", help="shard file name prefix")
-  p.add_argument("--source", default="", help="source tag stored in records (default: list name)")
-  p.add_argument("--labels", default="", help="optional class-name file, one name a line")
+  p.add_argument("--source", default="",
+                 help="source tag stored in records (default: list or folder name)")
+  p.add_argument("--labels", default="",
+                 help="class-name file, one name a line, index = line order")
+  p.add_argument("--dry_run", action="store_true",
+                 help="only parse and check paths; exit 1 if any are missing")
   p.add_argument("--verify", action="store_true", help="only check shard checksums")
   a = p.parse_args(argv)
   if a.verify:
+    if not a.out:
+      p.error("--verify needs --out")
     bad = verify(a.out)
     print("ok" if not bad else "bad shards: " + " ".join(bad))
     return 1 if bad else 0
-  if not a.list:
-    p.error("--list is required (except with --verify)")
-  with open(a.list, "rb") as f:
-    raw = f.read()
-  entries = parse_list(raw.decode().splitlines(), a.format)
-  names = None
-  if a.labels:
-    with open(a.labels) as f:
-      names = [l.strip() for l in f if l.strip()]
-  opts = BuildOptions(root=a.root, out=a.out, short_side=a.short_side, quality=a.quality,
+  if bool(a.list) == bool(a.folder):
+    p.error("give one of --list=FILE or --folder=DIR")
+  if a.folder and (a.root or a.format != "auto"):
+    p.error("--root and --format do not apply to --folder (its paths are relative to it)")
+  if not a.out and not a.dry_run:
+    p.error("--out is required (except with --dry_run or --verify)")
+  try:
+    listing, root, raw, source = _read_input(a)
+  except ListError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  for note in listing.notes if not a.dry_run else ():
+    print(f"note: {note}", file=sys.stderr)
+  if a.dry_run:
+    return dry_run(listing, root, a.videos_per_shard)
+  opts = BuildOptions(root=root, out=a.out, short_side=a.short_side, quality=a.quality,
                       min_frames=a.min_frames, videos_per_shard=a.videos_per_shard,
-                      name=a.name, source=a.source or os.path.basename(a.list))
-  manifest = build(entries, opts, workers=a.workers, list_sha256=hashlib.sha256(raw).hexdigest(),
-                   label_names=names)
+                      name=a.name, source=a.source or source)
+  manifest = build(listing.entries, opts, workers=a.workers,
+                   list_sha256=hashlib.sha256(raw).hexdigest(), label_names=listing.names)
   if manifest["num_failed"]:
     print(f"{manifest['num_failed']} failed: see {os.path.join(a.out, 'failures.tsv')} "
           f"({manifest['failure_reasons']})", file=sys.stderr)
