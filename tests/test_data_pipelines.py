@@ -7,12 +7,12 @@ import os
 import shutil
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 
+from configs.common import base_config
 from data_prep import build_demo, build_shards
-from vmae2_jax.data import pipelines, shards, tfds_source
+from vmae2_jax.data import info, make_train_iterator, pipelines, shards, tfds_source
 
 
 def _build(root, out, n, frames, size=(40, 56), label_offset=0):
@@ -37,15 +37,15 @@ def sets(tmp_path_factory):
 
 
 def _config(sources, **data):
-  c = ml_collections.ConfigDict()
+  """configs/common.base_config() with small clips and the mixture ``sources``."""
+  c = base_config()
   c.batch_size = 2
-  c.eval_batch_size = 2
-  c.data = ml_collections.ConfigDict(dict(
+  c.eval.batch_size = 2
+  c.data.update(dict(
       frames=4, image_size=32, sampling_rate=2, num_sample=2, source="shards",
-      sources=[dict(path=p, weight=w, sampling_rate=r) for p, w, r in sources],
+      sources=tuple(dict(path=p, weight=w, sampling_rate=r) for p, w, r in sources),
       num_workers=0, read_threads=1))
-  for k, v in data.items():
-    c.data[k] = v
+  c.data.update(data)
   return c
 
 
@@ -111,7 +111,7 @@ def test_hosts_read_disjoint_slices(sets):
 
 def test_eval_views_tagged_padded_and_split_over_hosts(sets):
   c = _config([(sets["a"], 1.0, 2)], val_path=sets["b"], test_num_segment=2, test_num_crop=3)
-  c.eval_batch_size = 4  # global videos: 2 per host
+  c.eval.batch_size = 4  # global videos: 2 per host
   seen = {}
   counts = []
   for p in range(2):
@@ -119,10 +119,12 @@ def test_eval_views_tagged_padded_and_split_over_hosts(sets):
     counts.append(len(batches))
     for b in batches:
       assert b["video"].shape == (12, 4, 32, 32, 3)
-      for vid, view, label, clip in zip(b["video_id"], b["view"], b["label"], b["video"]):
+      for vid, view, label, clip, name in zip(b["video_id"], b["view"], b["label"],
+                                              b["video"], b["name"]):
         if vid < 0:
-          assert label == -1 and not clip.any()
+          assert label == -1 and not clip.any() and name == ""
           continue
+        assert name == f"c{vid}"
         seen.setdefault(int(vid), []).append((int(view), int(label), p))
   assert counts[0] == counts[1] == pipelines.num_eval_batches(c, process_count=2)
   assert sorted(seen) == [0, 1, 2, 3, 4]  # every video exactly once over the two hosts
@@ -199,7 +201,8 @@ def test_tfds_source_adapter_and_missing_package(sets, monkeypatch):
   decoded = ok.decode_frames(range(ok.num_frames))
   fake = [{"video": encoded, "label": np.int64(3)}, {"video": decoded, "label": 1}]
   src = tfds_source.TfdsSource(None, source=fake)
-  t = pipelines.PretrainTransform(frames=4, size=32, stride=2, num_sample=2)
+  t = pipelines.PretrainTransform(frames=4, size=32, stride=2, num_sample=2,
+                                  scales=(1.0, 0.875), skip_corrupt=False)
   outs = [t(src[i], np.random.default_rng(0)) for i in range(2)]
   assert np.array_equal(outs[0]["video"], outs[1]["video"])  # encoded == decoded frames
   assert src[0].label == 3 and src[0].num_frames == 24
@@ -249,3 +252,78 @@ def test_unreadable_record_raises_or_is_skipped(sets, monkeypatch):
   labels = np.concatenate([b["label"][::2] for b in _take(
       pipelines.make_finetune_iterator(c, process_index=0, process_count=1, seed=0), 3)])
   assert 1 not in labels and pipelines.SKIPPED[f"shard {src.shards[0]} record 1"] >= 1
+
+
+# ------------------------------------------------------------ config dispatch, training-set info
+
+
+def test_train_iterator_dispatch_on_stage_and_source(sets):
+  c = _config([(sets["a"], 1.0, 2)])
+  c.data.source = "synthetic"
+  c.data.num_videos = 3
+  batch = next(make_train_iterator(c, process_index=0, process_count=1, seed=0))
+  assert batch["video"].shape == (4, 4, 32, 32, 3) and set(batch) == {"video"}
+  for stage in ("postpretrain", "finetune"):
+    c.stage = stage
+    with pytest.raises(ValueError, match="config.data.source='synthetic' has no labels"):
+      make_train_iterator(c, process_index=0, process_count=1, seed=0)
+  c.data.source = "shards"
+  batch = next(make_train_iterator(c, process_index=0, process_count=1, seed=0))
+  assert set(batch) == {"video", "label"}
+  c.stage = "pretrain"
+  assert set(next(make_train_iterator(c, process_index=0, process_count=1, seed=0))) == {"video"}
+  c.stage = "distill"
+  with pytest.raises(ValueError, match="config.stage='distill'"):
+    make_train_iterator(c, process_index=0, process_count=1, seed=0)
+
+
+def test_train_sets_named_once_and_sources_checked(sets):
+  c = _config([(sets["a"], 1.0, 2)], train_path=sets["b"])
+  with pytest.raises(ValueError, match="train_path and config.data.sources are both set"):
+    pipelines.make_pretrain_iterator(c, process_index=0, process_count=1, seed=0)
+  c = _config([])
+  with pytest.raises(ValueError, match="both empty"):
+    pipelines.make_pretrain_iterator(c, process_index=0, process_count=1, seed=0)
+  c.data.sources = (dict(path=sets["a"], rate=2),)
+  with pytest.raises(ValueError, match=r"config.data.sources\[0\] has unknown keys \['rate'\]"):
+    pipelines.make_pretrain_iterator(c, process_index=0, process_count=1, seed=0)
+  c.data.sources = (dict(path=sets["a"]),)  # weight 1, data.sampling_rate
+  from vmae2_jax.data import mixture
+  assert mixture.train_specs(c) == [mixture.SourceSpec(sets["a"], 1.0, 2)]
+
+
+def test_train_info_from_manifests(sets, tmp_path):
+  c = _config([(sets["a"], 1.0, 2), (sets["b"], 1.0, 4)])
+  got = info.train_info(c)
+  assert got.num_videos == 11 and got.num_classes == 6 and got.class_names is None
+  demo = _config([], train_path="demo")
+  got = info.train_info(demo)
+  assert got == info.DatasetInfo(28, 5, ("left", "right", "up", "down", "natural"))
+  names = tmp_path / "names.txt"
+  names.write_text("a\nb\nc\nd\ne\n\n")
+  demo.data.class_names = str(names)
+  assert info.train_info(demo).class_names == ("a", "b", "c", "d", "e")
+  names.write_text("a\nb\n")
+  with pytest.raises(ValueError, match="config.data.class_names=.* lists 2 names; the training "
+                                       "set has 5 classes"):
+    info.train_info(demo)
+  demo.data.class_names = ""
+  demo.data.source = "synthetic"
+  demo.data.num_videos = 7
+  assert info.train_info(demo) == info.DatasetInfo(7, 0, None)
+
+
+def test_tfds_source_class_names_and_config():
+  class Label:
+    names = ["walk", "run"]
+
+  class Fake(list):
+    dataset_info = type("DatasetInfo", (), {"features": {"label": Label()}})()
+
+  src = tfds_source.TfdsSource(None, source=Fake([{"video": [], "label": 0}]))
+  assert src.class_names == ("walk", "run") and len(src) == 1
+  assert tfds_source.TfdsSource(None, source=[]).class_names is None
+  c = base_config()
+  c.data.source = "tfds"
+  with pytest.raises(ValueError, match="config.data.tfds_name is required"):
+    tfds_source.TfdsSource.from_config(c, "validation")

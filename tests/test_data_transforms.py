@@ -36,10 +36,12 @@ def test_dense_and_segment_sampling():
   for _ in range(50):
     idx = sampling.dense_train_indices(300, rng, 16, 4)
     assert len(idx) == 16 and 60 <= idx[-1] - idx[0] <= 64 and idx.max() < 300
-    seg = sampling.segment_train_indices(48, rng, 16)
-    assert np.array_equal(seg // 3, np.arange(16))  # one frame in each segment
-  assert np.array_equal(sampling.segment_eval_indices(48, 0, 2, 16), np.arange(16) * 3 + 1)
-  assert np.array_equal(sampling.segment_eval_indices(48, 1, 2, 16), np.arange(16) * 3)
+    seg = sampling.segment_train_indices(50, rng, 16)
+    assert np.array_equal(seg // 3, np.arange(16))  # one frame in each 3-frame segment
+  assert np.array_equal(sampling.segment_train_indices(10, rng, 16), [0] * 6 + list(range(10)))
+  # The reference's two test views: segment starts, then segment middles.
+  assert np.array_equal(sampling.segment_eval_indices(48, 0, 2, 16), np.arange(16) * 3)
+  assert np.array_equal(sampling.segment_eval_indices(48, 1, 2, 16), np.arange(16) * 3 + 1)
   views = [sampling.dense_eval_indices(300, v, 5, 16, 4) for v in range(5)]
   assert views[0][0] == 0 and views[-1][-1] == 296
   assert all(np.array_equal(np.diff(v), np.full(15, 4)) for v in views)
@@ -106,6 +108,23 @@ def test_eval_spatial_crops_along_long_side():
   assert np.array_equal(crops[2], clip[:, :, 24:56])
   tall = transforms.spatial_crops(clip.transpose(0, 2, 1, 3), 32, 3)
   assert np.array_equal(tall[2], clip.transpose(0, 2, 1, 3)[:, 24:56])
+  # 57 - 32 = 25 over 2 steps: 12.5 -> starts 0, 12, 25 (truncated, as the reference).
+  assert transforms.spatial_crop_starts(57, 32, 3) == [0, 12, 25]
+  assert transforms.spatial_crop_starts(57, 32, 1) == [12]
+
+
+def test_eval_resize_and_centre_crop_sizes():
+  assert transforms.short_side_sizes(240, 427, 224) == (224, 398)  # int(398.53), not round
+  assert transforms.short_side_sizes(427, 240, 224) == (398, 224)
+  assert transforms.short_side_sizes(256, 256, 224) == (224, 224)
+  assert transforms.short_side_sizes(224, 500, 224) == (224, 500)  # already the size
+  clip = _smooth_clip(2, 60, 80)
+  out = transforms.resize_short_side(clip, 32)
+  assert out.shape == (2, 32, 42, 3)  # int(32 * 80 / 60) = 42
+  assert transforms.center_crop_offsets(32, 42, 32) == (0, 5)
+  assert transforms.center_crop_offsets(32, 35, 32) == (0, 2)  # round(1.5) = 2
+  assert transforms.center_crop_offsets(32, 37, 32) == (0, 2)  # round(2.5) = 2 (half to even)
+  assert transforms.center_crop(out, 32).shape == (2, 32, 32, 3)
 
 
 def test_random_erasing_box_shared_over_frames():

@@ -24,26 +24,58 @@ _PERMUTATION_MAX = 1 << 24
 
 @dataclasses.dataclass(frozen=True)
 class SourceSpec:
+  """One shard set of a training mixture: where, how often, at which frame stride."""
   path: str
-  weight: float = 1.0
-  sampling_rate: int = 4
+  weight: float
+  sampling_rate: int
+
+
+_ENTRY_KEYS = ("path", "weight", "sampling_rate")
+
+
+def _entry(s: Any, i: int, default_rate: int) -> SourceSpec:
+  """config.data.sources[i] -> SourceSpec; omitted: weight 1, sampling_rate data.sampling_rate."""
+  field = f"config.data.sources[{i}]"
+  if isinstance(s, str):
+    return SourceSpec(s, 1.0, int(default_rate))
+  entry = dict(s.items()) if hasattr(s, "items") else dict(vars(s))
+  unknown = sorted(set(entry) - set(_ENTRY_KEYS))
+  if unknown:
+    raise ValueError(f"{field} has unknown keys {unknown}; allowed: {list(_ENTRY_KEYS)}")
+  if not entry.get("path"):
+    raise ValueError(f"{field} names no path: {entry}")
+  rate = entry.get("sampling_rate") or default_rate
+  return SourceSpec(str(entry["path"]), float(entry.get("weight", 1.0)), int(rate))
 
 
 def parse_sources(sources: Sequence[Any], default_rate: int) -> list[SourceSpec]:
   """config.data.sources entries (dicts, ConfigDicts or paths) -> SourceSpecs."""
-  specs = []
-  for s in sources:
-    if isinstance(s, str):
-      specs.append(SourceSpec(s, 1.0, default_rate))
-      continue
-    get = s.get if hasattr(s, "get") else (lambda k, d=None: getattr(s, k, d))
-    specs.append(SourceSpec(str(get("path")), float(get("weight", 1.0)),
-                            int(get("sampling_rate", default_rate) or default_rate)))
+  specs = [_entry(s, i, default_rate) for i, s in enumerate(sources)]
   if not specs:
     raise ValueError("config.data.sources is empty: name at least one shard set")
   if any(s.weight <= 0 for s in specs):
-    raise ValueError(f"mixture weights must be positive: {[s.weight for s in specs]}")
+    raise ValueError(f"config.data.sources: weights must be positive, got "
+                     f"{[s.weight for s in specs]}")
   return specs
+
+
+def train_specs(config) -> list[SourceSpec]:
+  """The training set of ``config`` as SourceSpecs: data.train_path or data.sources.
+
+  With data.source == "tfds" the set is tfds_name's train split (paths unused).
+  """
+  d = config.data
+  if d.source == "tfds":
+    return [SourceSpec(f"tfds:{d.tfds_name}", 1.0, int(d.sampling_rate))]
+  if d.train_path and d.sources:
+    raise ValueError("config.data.train_path and config.data.sources are both set: name the "
+                     "training shards in one of them")
+  if d.train_path:
+    return [SourceSpec(str(d.train_path), 1.0, int(d.sampling_rate))]
+  if not d.sources:
+    raise ValueError("config.data.train_path and config.data.sources are both empty: name the "
+                     "training shard set(s)")
+  return parse_sources(d.sources, d.sampling_rate)
 
 
 def host_slice(ds: grain.MapDataset, process_index: int, process_count: int,

@@ -1,35 +1,32 @@
-"""Grain pipelines over frame shards for pre-training, fine-tuning and evaluation.
+"""Grain pipelines over frame shards: pre-training, fine-tuning, validation and test.
 
 Every iterator yields per-host batches of numpy arrays, uint8 video channels
 last (normalisation happens on device):
 
-  pretrain  {"video": [V*num_sample, T, H, W, 3]}
-  finetune  {"video": [V*num_sample, T, H, W, 3], "label": int32 [V*num_sample]}
-  eval      {"video": [V*views, T, H, W, 3], "label", "video_id", "view": int32 [V*views]}
+  pretrain    {"video": [V*num_sample, T, H, W, 3]}
+  finetune    {"video": [V*num_sample, T, H, W, 3], "label": int32 [V*num_sample]}
+  validation  {"video": [V, T, H, W, 3], "label", "video_id", "view": int32 [V],
+               "name": str [V]}
+  test        the same keys with test_num_segment*test_num_crop rows per video
 
-with V = config.batch_size // process_count videos per host (eval:
-config.eval_batch_size when set). The repeated views of a video are adjacent
-and come from one decoded clip. Randomness for element i is Grain's per-index
-generator from (seed, i), so batches depend only on the seed and position,
-and ``get_state``/``set_state`` (a small JSON-able dict) resume exactly.
+with V = config.batch_size // process_count videos per host (validation and
+test: config.eval.batch_size, 0 = config.batch_size). The repeated views of a
+video are adjacent and come from one decoded clip. "name" (the record's video
+name, "" on padding rows) is a host-side string array: drop it before putting
+a batch on device. Randomness for element i is Grain's per-index generator
+from (seed, i), so training batches depend only on the seed and position, and
+``get_state``/``set_state`` (a small JSON-able dict) resume exactly.
 
-Config (config.data, all optional except the paths; defaults in brackets):
-  frames [16], image_size [224], sampling_rate [4], num_sample [4 pretrain, 2 finetune],
-  source ["shards" | "tfds"], sources [list of {path, weight, sampling_rate}],
-  train_path / val_path [first source], sampling ["dense" | "segment"],
-  flip [True], randaug ["rand-m7-n4-mstd0.5-inc1", "" = off], reprob [0.25],
-  rrc_scale [(0.08, 1.0)], rrc_ratio [(3/4, 4/3)], randaug_after_crop [False],
-  scales [(1, .875, .75, .66)], test_num_segment [5], test_num_crop [3],
-  num_workers [0], read_threads [2], skip_corrupt [False], shuffle [True], tune_malloc [True],
-  tfds_name / tfds_train_split / tfds_validation_split / tfds_data_dir / tfds_video_key /
-  tfds_label_key.
+Every setting is a config field (config.data.*, defaults in configs/common.py);
+the sampling and test views follow the reference's dataset modes exactly
+(sampling.py, transforms.py).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
-import math
 from typing import Any
 
 import cv2
@@ -42,8 +39,6 @@ log = logging.getLogger(__name__)
 
 # Corrupt records skipped in this process (config.data.skip_corrupt), by location.
 SKIPPED: collections.Counter = collections.Counter()
-
-DEFAULT_RANDAUG = "rand-m7-n4-mstd0.5-inc1"
 
 
 # --------------------------------------------------------------------------
@@ -84,9 +79,16 @@ class PretrainTransform(_ClipTransform):
   """Pre-training clip: one decode, num_sample multi-scale crops resized to size x size."""
 
   def __init__(self, *, frames: int, size: int, stride: int, num_sample: int,
-               scales=transforms.PRETRAIN_SCALES, skip_corrupt: bool = False):
+               scales: tuple[float, ...], skip_corrupt: bool):
     self.frames, self.size, self.stride, self.num_sample = frames, size, stride, num_sample
     self.scales, self.skip_corrupt = tuple(scales), skip_corrupt
+
+  @classmethod
+  def from_config(cls, config, stride: int) -> "PretrainTransform":
+    """The transform config.data describes, at one source's frame stride."""
+    d = config.data
+    return cls(frames=d.frames, size=d.image_size, stride=stride, num_sample=d.num_sample,
+               scales=d.scales, skip_corrupt=d.skip_corrupt)
 
   def transform(self, rec, rng):
     idx = sampling.pretrain_indices(rec.num_frames, rng, self.frames, self.stride)
@@ -104,14 +106,22 @@ class FinetuneTransform(_ClipTransform):
   """Supervised clip: RandAugment, random resized crop, flip, random erasing per view."""
 
   def __init__(self, *, frames: int, size: int, stride: int, num_sample: int, mode: str,
-               flip: bool = True, randaug: str = DEFAULT_RANDAUG, reprob: float = 0.25,
-               scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), randaug_after_crop: bool = False,
-               skip_corrupt: bool = False):
+               flip: bool, randaug: str, reprob: float, scale: tuple[float, float],
+               ratio: tuple[float, float], randaug_after_crop: bool, skip_corrupt: bool):
     self.frames, self.size, self.stride, self.num_sample = frames, size, stride, num_sample
     self.mode, self.flip, self.reprob = mode, flip, reprob
     self.randaug = randaugment.RandAugment.from_string(randaug) if randaug else None
     self.scale, self.ratio = tuple(scale), tuple(ratio)
     self.randaug_after_crop, self.skip_corrupt = randaug_after_crop, skip_corrupt
+
+  @classmethod
+  def from_config(cls, config, stride: int) -> "FinetuneTransform":
+    """The transform config.data describes, at one source's frame stride."""
+    d = config.data
+    return cls(frames=d.frames, size=d.image_size, stride=stride, num_sample=d.num_sample,
+               mode=d.sampling, flip=d.flip, randaug=d.randaug, reprob=d.reprob,
+               scale=d.rrc_scale, ratio=d.rrc_ratio, randaug_after_crop=d.randaug_after_crop,
+               skip_corrupt=d.skip_corrupt)
 
   def transform(self, rec, rng):
     idx = sampling.train_indices(self.mode, rec.num_frames, rng, self.frames, self.stride)
@@ -141,23 +151,34 @@ class FinetuneTransform(_ClipTransform):
     return {"video": np.stack(out), "label": label}
 
 
-class EvalTransform(_ClipTransform):
-  """All temporal x spatial views of one video, tagged with its id and view number."""
+def record_name(rec) -> str:
+  """A video's name: the shard record header's "name", or a TFDS record's ``name``."""
+  header = getattr(rec, "header", None)
+  if header is not None:
+    return str(header.get("name", ""))
+  return str(getattr(rec, "name", ""))
 
-  def __init__(self, *, frames: int, size: int, stride: int, mode: str, num_segment: int,
-               num_crop: int, skip_corrupt: bool = False):
-    self.frames, self.size, self.stride, self.mode = frames, size, stride, mode
-    self.num_segment, self.num_crop, self.skip_corrupt = num_segment, num_crop, skip_corrupt
+
+class _ViewsTransform(_ClipTransform):
+  """Deterministic views of one video, tagged with its id, view number and name.
+
+  Elements are (global video id, source item), or (-1, None) for a padding
+  slot (EvalSource); padding rows and skipped corrupt records come out as
+  zero clips with video_id -1, label -1 and name "".
+  """
+
+  frames: int
+  size: int
 
   @property
   def num_views(self) -> int:
-    return self.num_segment * self.num_crop
+    raise NotImplementedError
 
   def padding(self) -> dict:
     v = self.num_views
     return {"video": np.zeros((v, self.frames, self.size, self.size, 3), np.uint8),
             "label": np.full(v, -1, np.int32), "video_id": np.full(v, -1, np.int32),
-            "view": np.arange(v, dtype=np.int32)}
+            "view": np.arange(v, dtype=np.int32), "name": np.full(v, "")}
 
   def __call__(self, element, rng=None):
     video_id, item = element
@@ -169,23 +190,83 @@ class EvalTransform(_ClipTransform):
     out["video_id"] = np.full(self.num_views, video_id, np.int32)
     return out
 
+  def _tagged(self, rec, views: list[np.ndarray]) -> dict:
+    v = self.num_views
+    return {"video": np.stack(views), "label": np.full(v, rec.label, np.int32),
+            "view": np.arange(v, dtype=np.int32), "name": np.full(v, record_name(rec))}
+
+  def _decode_resized(self, rec, indices) -> np.ndarray:
+    """Frames ``indices`` with the short side resized as the reference's Resize(size).
+
+    Sizes come from the stored frame size, so a reduced-size DCT decode (only
+    as large as the resize needs) ends up exactly as large as the reference's.
+    """
+    h, w = rec.height, rec.width
+    decoded = rec.decode_frames(indices, *transforms.decode_size_for_resize(h, w, self.size))
+    return transforms.resize_short_side(decoded, self.size, src_hw=(h, w))
+
+
+class EvalTransform(_ViewsTransform):
+  """All test views of one video (the reference's test mode), from one decode.
+
+  View k is temporal view k // num_crop and spatial crop k % num_crop, the
+  reference's (chunk_nb, split_nb) order.
+  """
+
+  def __init__(self, *, frames: int, size: int, stride: int, mode: str, num_segment: int,
+               num_crop: int, skip_corrupt: bool):
+    if num_segment < 1 or num_crop < 1:
+      raise ValueError(f"config.data.test_num_segment={num_segment} and "
+                       f"config.data.test_num_crop={num_crop} must both be >= 1")
+    self.frames, self.size, self.stride, self.mode = frames, size, stride, mode
+    self.num_segment, self.num_crop, self.skip_corrupt = num_segment, num_crop, skip_corrupt
+
+  @classmethod
+  def from_config(cls, config) -> "EvalTransform":
+    d = config.data
+    return cls(frames=d.frames, size=d.image_size, stride=d.sampling_rate, mode=d.sampling,
+               num_segment=d.test_num_segment, num_crop=d.test_num_crop,
+               skip_corrupt=d.skip_corrupt)
+
+  @property
+  def num_views(self) -> int:
+    return self.num_segment * self.num_crop
+
   def transform(self, rec, rng):
     per_view = [sampling.eval_indices(self.mode, rec.num_frames, t, self.num_segment,
                                       self.frames, self.stride)
                 for t in range(self.num_segment)]
     unique = np.unique(np.concatenate(per_view))
-    h, w = rec.height, rec.width
-    k = self.size / min(h, w)
-    decoded = rec.decode_frames(unique, int(math.ceil(h * min(k, 1))), int(math.ceil(w * min(k, 1))))
-    decoded = transforms.resize_short_side(decoded, self.size)
+    decoded = self._decode_resized(rec, unique)  # each frame decoded and resized once
     pos = {int(i): j for j, i in enumerate(unique)}
     views = []
     for idx in per_view:
       clip = decoded[[pos[int(i)] for i in idx]]
       views.extend(transforms.spatial_crops(clip, self.size, self.num_crop))
-    v = self.num_views
-    return {"video": np.stack(views), "label": np.full(v, rec.label, np.int32),
-            "view": np.arange(v, dtype=np.int32)}
+    return self._tagged(rec, views)
+
+
+class ValidationTransform(_ViewsTransform):
+  """One view per video (the reference's validation mode): centred clip, centre crop."""
+
+  def __init__(self, *, frames: int, size: int, stride: int, mode: str, skip_corrupt: bool):
+    self.frames, self.size, self.stride, self.mode = frames, size, stride, mode
+    self.skip_corrupt = skip_corrupt
+
+  @classmethod
+  def from_config(cls, config) -> "ValidationTransform":
+    d = config.data
+    return cls(frames=d.frames, size=d.image_size, stride=d.sampling_rate, mode=d.sampling,
+               skip_corrupt=d.skip_corrupt)
+
+  @property
+  def num_views(self) -> int:
+    return 1
+
+  def transform(self, rec, rng):
+    idx = sampling.val_indices(self.mode, rec.num_frames, self.frames, self.stride)
+    clip = self._decode_resized(rec, idx)
+    return self._tagged(rec, [transforms.center_crop(clip, self.size)])
 
 
 class EvalSource:
@@ -197,8 +278,7 @@ class EvalSource:
 
   def __init__(self, source, process_index: int, process_count: int, batch_videos: int):
     self.source, self.p, self.n = source, process_index, process_count
-    per_host = -(-len(source) // process_count)
-    self.length = -(-per_host // batch_videos) * batch_videos
+    self.length = _padded_videos(len(source), process_count, batch_videos)
 
   def __len__(self) -> int:
     return self.length
@@ -208,6 +288,12 @@ class EvalSource:
     if g >= len(self.source):
       return (-1, None)
     return (g, self.source[g])
+
+
+def _padded_videos(num_videos: int, process_count: int, batch_videos: int) -> int:
+  """Videos (real and padding) per host: this host's share rounded up to whole batches."""
+  per_host = -(-num_videos // process_count)
+  return -(-per_host // batch_videos) * batch_videos
 
 
 def flatten_views(batch: list[dict]) -> dict:
@@ -220,30 +306,47 @@ def flatten_views(batch: list[dict]) -> dict:
 # --------------------------------------------------------------------------
 
 
-def _data(config):
-  return config.data
-
-
-def _local_batch(config, process_count: int, key: str = "batch_size") -> int:
-  total = config.get(key) or config.batch_size
-  if total % process_count:
-    raise ValueError(f"config.{key}={total} videos do not split over {process_count} processes")
+def _local_batch(total: int, process_count: int, field: str) -> int:
+  if total <= 0 or total % process_count:
+    raise ValueError(f"{field}={total} videos do not split over {process_count} processes")
   return total // process_count
 
 
+def _train_batch(config, process_count: int) -> int:
+  return _local_batch(config.batch_size, process_count, "config.batch_size")
+
+
+def _eval_batch(config, process_count: int) -> int:
+  """Videos per host in validation/test batches: config.eval.batch_size (0 = batch_size)."""
+  if config.eval.batch_size:
+    return _local_batch(config.eval.batch_size, process_count, "config.eval.batch_size")
+  return _local_batch(config.batch_size, process_count,
+                      "config.eval.batch_size=0, so config.batch_size")
+
+
 def make_source(config, path: str | None = None, split: str = "train"):
-  """A random-access source of videos for config.data.source."""
-  d = _data(config)
-  kind = d.get("source", "shards")
-  if kind == "tfds":
+  """A random-access source of videos for config.data.source ("shards" or "tfds").
+
+  ``split`` ("train" or "validation") picks tfds_{split}_split for TFDS;
+  shards read ``path``.
+  """
+  d = config.data
+  if d.source == "tfds":
     from vmae2_jax.data import tfds_source
-    return tfds_source.TfdsSource(d.get("tfds_name"), split=d.get(f"tfds_{split}_split", split),
-                                  data_dir=d.get("tfds_data_dir", None),
-                                  video_key=d.get("tfds_video_key", "video"),
-                                  label_key=d.get("tfds_label_key", "label"))
-  if kind != "shards":
-    raise ValueError(f"config.data.source={kind!r}: pipelines read 'shards' or 'tfds'")
+    return tfds_source.TfdsSource.from_config(config, split)
+  if d.source != "shards":
+    raise ValueError(f"config.data.source={d.source!r}: pipelines read 'shards' or 'tfds'")
   return shards.ShardSource(path)
+
+
+def _val_source(config):
+  """The evaluation set: config.data.val_path (TFDS: tfds_validation_split)."""
+  d = config.data
+  if d.source == "tfds":
+    return make_source(config, None, split="validation")
+  if not d.val_path:
+    raise ValueError("config.data.val_path is empty: name the shard set to evaluate on")
+  return make_source(config, d.val_path, split="validation")
 
 
 def _finish(ds: grain.MapDataset, config, batch_videos: int, drop_remainder: bool = True):
@@ -253,110 +356,98 @@ def _finish(ds: grain.MapDataset, config, batch_videos: int, drop_remainder: boo
   interleaves them back in order, so batches are the same whatever the worker
   count (as long as no corrupt record is skipped); batching stays here.
   """
-  d = _data(config)
-  threads = int(d.get("read_threads", 2))
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+  d = config.data
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(d.read_threads),
                                             prefetch_buffer_size=max(2 * batch_videos, 4)))
-  workers = int(d.get("num_workers", 0))
-  if workers > 0:
+  if d.num_workers > 0:
     from absl import flags
     if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (outside absl.app)
       flags.FLAGS.mark_as_parsed()
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(d.num_workers),
                                                      per_worker_buffer_size=batch_videos),
-                        worker_init_fn=_worker_init)
+                        worker_init_fn=functools.partial(_worker_init,
+                                                         tune_malloc=bool(d.tune_malloc)))
   it = it.batch(batch_videos, drop_remainder=drop_remainder, batch_fn=flatten_views)
   return iter(it)
 
 
-def _init_cv2(config=None) -> None:
+def _init_cv2(tune_malloc: bool) -> None:
   # One OpenCV thread per Grain thread/worker: parallelism comes from Grain.
   cv2.setNumThreads(1)
-  if config is None or config.data.get("tune_malloc", True):
+  if tune_malloc:
     from vmae2_jax.host_memory import raise_mmap_threshold
     raise_mmap_threshold()
 
 
-def _worker_init(worker_index: int, worker_count: int) -> None:
+def _worker_init(worker_index: int, worker_count: int, *, tune_malloc: bool) -> None:
   del worker_index, worker_count
-  _init_cv2()
+  _init_cv2(tune_malloc)
 
 
-def _train_paths(config, key: str) -> list:
-  d = _data(config)
-  if d.get("source", "shards") == "tfds" and not d.get(key) and not d.get("sources"):
-    return [{"path": "tfds", "weight": 1.0, "sampling_rate": d.get("sampling_rate", 4)}]
-  if d.get(key):
-    return [{"path": d.get(key), "weight": 1.0, "sampling_rate": d.get("sampling_rate", 4)}]
-  return list(d.get("sources") or [])
+def _train_iterator(config, transform_cls, *, process_index: int, process_count: int,
+                    seed: int):
+  """Endless batches from the weighted mixture of mixture.train_specs(config)."""
+  _init_cv2(config.data.tune_malloc)
+  specs = mixture.train_specs(config)
+  ds = mixture.mixture(specs, lambda p: make_source(config, p),
+                       lambda spec: transform_cls.from_config(config, spec.sampling_rate),
+                       seed=seed, process_index=process_index, process_count=process_count,
+                       shuffle=config.data.shuffle)
+  return _finish(ds, config, _train_batch(config, process_count))
 
 
 def make_pretrain_iterator(config, *, process_index: int, process_count: int, seed: int):
-  """Endless pre-training batches from the weighted mixture config.data.sources."""
-  _init_cv2(config)
-  d = _data(config)
-  specs = mixture.parse_sources(_train_paths(config, "train_path"), d.get("sampling_rate", 4))
-  local = _local_batch(config, process_count)
-
-  def transform(spec):
-    return PretrainTransform(frames=d.get("frames", 16), size=d.get("image_size", 224),
-                             stride=spec.sampling_rate, num_sample=d.get("num_sample", 4),
-                             scales=d.get("scales", transforms.PRETRAIN_SCALES),
-                             skip_corrupt=d.get("skip_corrupt", False))
-  ds = mixture.mixture(specs, lambda p: make_source(config, p), transform, seed=seed,
-                       process_index=process_index, process_count=process_count,
-                       shuffle=d.get("shuffle", True))
-  return _finish(ds, config, local)
+  """Endless pre-training batches from config.data.train_path or the mixture data.sources."""
+  return _train_iterator(config, PretrainTransform, process_index=process_index,
+                         process_count=process_count, seed=seed)
 
 
 def make_finetune_iterator(config, *, process_index: int, process_count: int, seed: int):
   """Endless supervised batches (video + label) from config.data.train_path or sources."""
-  _init_cv2(config)
-  d = _data(config)
-  specs = mixture.parse_sources(_train_paths(config, "train_path"), d.get("sampling_rate", 4))
-  local = _local_batch(config, process_count)
-
-  def transform(spec):
-    return FinetuneTransform(
-        frames=d.get("frames", 16), size=d.get("image_size", 224), stride=spec.sampling_rate,
-        num_sample=d.get("num_sample", 2), mode=d.get("sampling", "dense"),
-        flip=d.get("flip", True), randaug=d.get("randaug", DEFAULT_RANDAUG),
-        reprob=d.get("reprob", 0.25), scale=d.get("rrc_scale", (0.08, 1.0)),
-        ratio=d.get("rrc_ratio", (3 / 4, 4 / 3)),
-        randaug_after_crop=d.get("randaug_after_crop", False),
-        skip_corrupt=d.get("skip_corrupt", False))
-  ds = mixture.mixture(specs, lambda p: make_source(config, p), transform, seed=seed,
-                       process_index=process_index, process_count=process_count,
-                       shuffle=d.get("shuffle", True))
-  return _finish(ds, config, local)
+  return _train_iterator(config, FinetuneTransform, process_index=process_index,
+                         process_count=process_count, seed=seed)
 
 
-def make_eval_iterator(config, *, process_index: int, process_count: int, seed: int = 0):
-  """One pass over config.data.val_path: every video's test_num_segment x test_num_crop views.
-
-  The last batches carry padding rows (video_id -1, label -1) so every host
-  yields the same number of equally shaped batches.
-  """
-  _init_cv2(config)
-  d = _data(config)
-  path = d.get("val_path") or (_train_paths(config, "train_path") or [{}])[0].get("path")
-  local = _local_batch(config, process_count, "eval_batch_size")
-  source = make_source(config, path, split="validation")
-  mode = d.get("sampling", "dense")
-  t = EvalTransform(frames=d.get("frames", 16), size=d.get("image_size", 224),
-                    stride=d.get("sampling_rate", 4), mode=mode,
-                    num_segment=d.get("test_num_segment", 2 if mode == "segment" else 5),
-                    num_crop=d.get("test_num_crop", 3), skip_corrupt=d.get("skip_corrupt", False))
-  ds = grain.MapDataset.source(EvalSource(source, process_index, process_count, local))
-  ds = ds.map(t)
-  del seed  # evaluation is deterministic
+def _views_iterator(config, transform: _ViewsTransform, process_index: int,
+                    process_count: int):
+  _init_cv2(config.data.tune_malloc)
+  local = _eval_batch(config, process_count)
+  source = EvalSource(_val_source(config), process_index, process_count, local)
+  ds = grain.MapDataset.source(source).map(transform)
   return _finish(ds, config, local, drop_remainder=False)
 
 
+def make_eval_iterator(config, *, process_index: int, process_count: int):
+  """One pass over config.data.val_path: every video's test_num_segment x test_num_crop views.
+
+  The reference's test mode, each video decoded once for all its views. The
+  last batches carry padding rows (video_id -1, label -1, name "") so every
+  host yields the same number of equally shaped batches (num_eval_batches).
+  """
+  return _views_iterator(config, EvalTransform.from_config(config), process_index,
+                         process_count)
+
+
+def make_validation_iterator(config, *, process_index: int, process_count: int):
+  """One pass over config.data.val_path, one view per video (the reference's validation mode).
+
+  Same keys and padding as make_eval_iterator, with view 0 only; for
+  evaluation during training.
+  """
+  return _views_iterator(config, ValidationTransform.from_config(config), process_index,
+                         process_count)
+
+
+def _num_view_batches(config, process_count: int) -> int:
+  local = _eval_batch(config, process_count)
+  return _padded_videos(len(_val_source(config)), process_count, local) // local
+
+
 def num_eval_batches(config, *, process_count: int) -> int:
-  """Batches each host's eval iterator yields."""
-  d = _data(config)
-  path = d.get("val_path") or (_train_paths(config, "train_path") or [{}])[0].get("path")
-  local = _local_batch(config, process_count, "eval_batch_size")
-  n = len(make_source(config, path, split="validation"))
-  return -(-(-(-n // process_count)) // local)
+  """Batches each host's make_eval_iterator yields."""
+  return _num_view_batches(config, process_count)
+
+
+def num_validation_batches(config, *, process_count: int) -> int:
+  """Batches each host's make_validation_iterator yields."""
+  return _num_view_batches(config, process_count)

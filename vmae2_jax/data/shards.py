@@ -274,6 +274,9 @@ class ShardSource:
     self.starts = np.cumsum([0] + self.sizes).tolist()
     self.paths = [os.path.join(manifest["dir"], s) for s in self.shards]
     self.num_classes = manifest.get("classes", {}).get("num_classes", 0)
+    names = manifest.get("classes", {}).get("names")
+    # Index = class id; None when the build was given only class indices.
+    self.class_names = tuple(str(n) for n in names) if names else None
     self._lock = threading.Lock()
     self._readers: collections.OrderedDict = collections.OrderedDict()
 

@@ -54,7 +54,7 @@ class SyntheticIterator:
   exactly.
   """
 
-  def __init__(self, *, batch_size: int, frames: int, size: int, num_sample: int = 1,
+  def __init__(self, *, batch_size: int, frames: int, size: int, num_sample: int,
                seed: int = 0, process_index: int = 0, process_count: int = 1,
                num_videos: int = 0):
     if batch_size % process_count:

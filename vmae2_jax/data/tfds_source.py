@@ -7,9 +7,9 @@ them encoded, so only the frames a clip samples are decoded, exactly as with
 this project's shards. Records become ``TfdsRecord`` objects with the same
 interface as ``shards.VideoRecord``, so every pipeline works on both.
 
-config.data: source="tfds", tfds_name (e.g. "ucf101/ucf101_1"), tfds_data_dir,
-tfds_train_split / tfds_validation_split, tfds_video_key ["video"],
-tfds_label_key ["label"].
+config.data: source="tfds", tfds_name (e.g. "ucf101/ucf101_1"), tfds_data_dir
+("" = TFDS's default), tfds_train_split / tfds_validation_split, tfds_video_key,
+tfds_label_key (defaults in configs/common.py).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ INSTALL_HINT = ("config.data.source='tfds' needs tensorflow_datasets: pip instal
 class TfdsRecord:
   """One TFDS example as a video record: encoded or decoded frames plus a label."""
 
-  def __init__(self, frames: Any, label: int, where: str):
+  def __init__(self, frames: Any, label: int, where: str, name: str = ""):
     self.frames, self.label, self.where = frames, int(label), where
+    self.name = name or where  # what evaluation reports per video
     self._encoded = not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8
                          and frames.ndim == 4)
     if len(frames) == 0:
@@ -99,8 +100,25 @@ class TfdsSource:
       self._source = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir)
     return self._source
 
+  @classmethod
+  def from_config(cls, config, split: str) -> "TfdsSource":
+    """The source config.data describes for ``split``: "train" or "validation"."""
+    d = config.data
+    return cls(d.tfds_name, split=d[f"tfds_{split}_split"], data_dir=d.tfds_data_dir or None,
+               video_key=d.tfds_video_key, label_key=d.tfds_label_key)
+
   def __len__(self) -> int:
     return len(self._source if self._source is not None else self._open())
+
+  @property
+  def class_names(self) -> tuple[str, ...] | None:
+    """The label feature's class names from the data set's info, when it has them."""
+    source = self._source if self._source is not None else self._open()
+    try:
+      names = source.dataset_info.features[self.label_key].names
+    except (AttributeError, KeyError, TypeError):
+      return None
+    return tuple(str(n) for n in names) if names else None
 
   def __getitem__(self, index: int) -> TfdsRecord | shards.BrokenRecord:
     source = self._source if self._source is not None else self._open()

@@ -146,32 +146,95 @@ def crop_resize(clip: np.ndarray, box: Box, out_h: int, out_w: int,
   return out
 
 
-def resize_short_side(clip: np.ndarray, size: int) -> np.ndarray:
-  """Every frame resized (bilinear) so its short side is ``size``."""
-  h, w = clip.shape[1:3]
-  if min(h, w) == size:
+# --------------------------------------------------------------------------
+# Evaluation: short-side resize, spatial test crops, centre crop
+# (the reference's video_transforms.Resize / CenterCrop and test-mode crops)
+# --------------------------------------------------------------------------
+
+
+def short_side_sizes(h: int, w: int, size: int) -> tuple[int, int]:
+  """(out_h, out_w) of the reference's Resize(size) for an h x w frame.
+
+  The short side becomes ``size`` and the long side int(size * long / short)
+  (truncated, as get_resize_sizes); a frame whose short side already is
+  ``size`` keeps its size (resize_clip returns it untouched).
+  """
+  if (w <= h and w == size) or (h <= w and h == size):
+    return h, w
+  if w < h:
+    return int(size * h / w), size
+  return size, int(size * w / h)
+
+
+def resize_short_side(clip: np.ndarray, size: int,
+                      src_hw: tuple[int, int] | None = None) -> np.ndarray:
+  """Every frame resized (cv2 bilinear) to the reference's short-side size.
+
+  The output size is computed from ``src_hw`` (the stored frame size) when
+  given, so frames decoded at a reduced JPEG DCT size end up exactly as large
+  as the reference's full-size frames would.
+  """
+  out_h, out_w = short_side_sizes(*(src_hw or clip.shape[1:3]), size)
+  if clip.shape[1:3] == (out_h, out_w):
     return clip
-  if h <= w:
-    nh, nw = size, max(1, int(round(w * size / h)))
-  else:
-    nh, nw = max(1, int(round(h * size / w))), size
-  return crop_resize(clip, (0, 0, h, w), nh, nw)
+  out = np.empty((clip.shape[0], out_h, out_w, clip.shape[3]), np.uint8)
+  for t in range(clip.shape[0]):
+    cv2.resize(clip[t], (out_w, out_h), dst=out[t], interpolation=cv2.INTER_LINEAR)
+  return out
+
+
+def spatial_crop_starts(long: int, size: int, num_crops: int) -> list[int]:
+  """Offsets along the long side of the reference's ``num_crops`` test crops.
+
+  int(i * (long - size) / (num_crops - 1)) in the reference's float order;
+  one crop (where the reference divides by zero) is the centre, (long - size) // 2.
+  """
+  if num_crops == 1:
+    return [(long - size) // 2]
+  step = 1.0 * (long - size) / (num_crops - 1)
+  return [int(i * step) for i in range(num_crops)]
 
 
 def spatial_crops(clip: np.ndarray, size: int, num_crops: int) -> list[np.ndarray]:
-  """The reference's test-time crops: ``num_crops`` size x size windows along the long side."""
+  """The reference's test-time crops: ``num_crops`` windows of ``size`` along the long side.
+
+  Rows are cropped when h >= w, else columns; the other axis is kept whole,
+  so ``clip`` must already have its short side resized to ``size``.
+  """
   h, w = clip.shape[1:3]
-  step = (max(h, w) - size) / (num_crops - 1) if num_crops > 1 else 0
+  if min(h, w) != size:
+    raise ValueError(f"test crops need the short side resized to {size}, got {h}x{w}")
   crops = []
-  for i in range(num_crops):
-    start = int(i * step) if num_crops > 1 else (max(h, w) - size) // 2
+  for start in spatial_crop_starts(max(h, w), size, num_crops):
     if h >= w:
-      off = (w - size) // 2
-      crops.append(clip[:, start:start + size, off:off + size])
+      crops.append(clip[:, start:start + size])
     else:
-      off = (h - size) // 2
-      crops.append(clip[:, off:off + size, start:start + size])
+      crops.append(clip[:, :, start:start + size])
   return [np.ascontiguousarray(c) for c in crops]
+
+
+def center_crop_offsets(h: int, w: int, size: int) -> tuple[int, int]:
+  """(y, x) of the reference's CenterCrop(size): int(round((dim - size) / 2.))."""
+  if size > h or size > w:
+    raise ValueError(f"centre crop {size} is larger than the {h}x{w} frame")
+  return int(round((h - size) / 2.)), int(round((w - size) / 2.))
+
+
+def center_crop(clip: np.ndarray, size: int) -> np.ndarray:
+  """The size x size centre window of every frame (validation mode)."""
+  y, x = center_crop_offsets(*clip.shape[1:3], size)
+  return np.ascontiguousarray(clip[:, y:y + size, x:x + size])
+
+
+def decode_size_for_resize(h: int, w: int, size: int) -> tuple[int, int]:
+  """Smallest decoded (h, w) for a short-side resize of an h x w frame to ``size``.
+
+  The decoder returns the smallest reduced DCT size at least this large; the
+  resize then maps it onto the reference's size, so nothing is upsampled
+  that the reference would not upsample.
+  """
+  out_h, out_w = short_side_sizes(h, w, size)
+  return min(out_h, h), min(out_w, w)
 
 
 # --------------------------------------------------------------------------
