@@ -195,3 +195,27 @@ def finetune_recipe(variant: str, dataset: str, *, per_gpu_batch: int, gpus: int
   c.log_every = 50
   c.checkpoint_every = 1000
   return c
+
+
+def config_from_json(path: str) -> ml_collections.ConfigDict:
+  """A run's saved config.json on top of today's defaults (fields added since keep theirs)."""
+  import json
+  with open(path) as f:
+    saved = json.load(f)
+  config = base_config()
+
+  def merge(target, values):
+    for key, value in values.items():
+      if key not in target:
+        continue  # a field that no longer exists
+      current = target[key]
+      if isinstance(current, ml_collections.ConfigDict) and isinstance(value, dict):
+        merge(current, value)
+      elif isinstance(current, tuple) and isinstance(value, list):
+        target[key] = tuple(value)
+      elif current is None or value is None or isinstance(value, type(current)):
+        target[key] = value
+      elif isinstance(current, float) and isinstance(value, int):
+        target[key] = float(value)
+  merge(config, saved)
+  return config

@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import tiny_pretrain_config
 from vmae2_jax.checkpointing import Checkpointer
 from vmae2_jax.training import trainer
+from vmae2_jax.training.experiment import setup
 from vmae2_jax.training.config_checks import ConfigError, check_pretrain_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,10 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _final_params(workdir, config):
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
-  mesh = trainer.sharding.make_mesh(config.mesh)
-  *_, abstract_state, state_sh, _ = trainer.build(config, mesh)
   step = ckpt.latest_step()
-  state, data_state, meta = ckpt.restore(step, abstract_state)
+  state, data_state, meta = ckpt.restore(step, setup(config).abstract_state)
   ckpt.close()
   return step, jax.device_get(state.params), data_state, meta
 

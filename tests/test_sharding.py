@@ -25,8 +25,7 @@ from tests.helpers import tiny_pretrain_config
 from vmae2_jax import sharding
 from vmae2_jax.data.synthetic import SyntheticIterator
 from vmae2_jax.sharding.constraints import activation_sharding, constrain
-from vmae2_jax.training import trainer
-from vmae2_jax.training.config_checks import check_pretrain_config
+from vmae2_jax.training.experiment import setup
 
 MESHES = [(8, 1, 1), (1, 8, 1), (2, 4, 1), (1, 4, 2)]
 
@@ -46,17 +45,16 @@ def _one_step(config, devices, initial=None):
   `initial`: a host copy of the initial state to lay out on this mesh (saves
   compiling init per mesh; born-sharded init is tested below).
   """
-  mesh = sharding.make_mesh(config.mesh, devices=devices)
-  spec = check_pretrain_config(config, mesh.size)
-  graphdef, tx, schedule, init, _, state_sh, _ = trainer.build(config, mesh)
+  exp = setup(config, devices)
+  mesh = exp.mesh
   if initial is None:
-    state = jax.jit(init, out_shardings=state_sh)()
+    state = exp.init_state()
   else:
-    state = jax.device_put(initial, state_sh)
-  step_fn = trainer.jit_train_step(config, mesh, graphdef, tx, spec, schedule, state_sh)
+    state = jax.device_put(initial, exp.state_sharding)
+  step_fn = exp.jit_train_step()
   it = SyntheticIterator(batch_size=config.batch_size, frames=config.data.frames,
                          size=config.data.image_size, num_sample=config.data.num_sample)
-  batch = trainer._global_batch(next(it), mesh)
+  batch = exp.global_batch(next(it))
   state, metrics = step_fn(state, batch)
   return metrics, state, mesh
 
@@ -64,9 +62,7 @@ def _one_step(config, devices, initial=None):
 @pytest.fixture(scope="module")
 def single_device():
   config = _config((1, 1, 1))
-  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
-  *_, init, _, state_sh, _ = trainer.build(config, mesh)
-  initial = jax.device_get(jax.jit(init, out_shardings=state_sh)())
+  initial = jax.device_get(setup(config, jax.devices()[:1]).init_state())
   metrics, state, _ = _one_step(config, jax.devices()[:1], initial)
   return jax.device_get(metrics), jax.device_get(state.params), initial
 
@@ -135,9 +131,9 @@ def test_one_step_matches_one_device(mesh_shape, single_device):
 
 def test_fsdp_holds_an_eighth_of_params_and_optimizer_state_per_device(single_device):
   config = _config((1, 8, 1))
-  mesh = sharding.make_mesh(config.mesh)
-  *_, init, _, state_sh, _ = trainer.build(config, mesh)
-  state = jax.jit(init, out_shardings=state_sh)()  # born sharded ...
+  exp = setup(config)
+  state_sh = exp.state_sharding
+  state = exp.init_state()  # born sharded ...
   # ... with the values a one-device init gives (partitionable threefry).
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), single_device[2])
   tree = (state.params, state.opt_state)
@@ -184,9 +180,7 @@ def test_rules_table_comes_from_config():
   assert sharding.rules.rules_from_config(c) == sharding.rules.DEFAULT_RULES
   c.sharding_rules = tuple(r for r in sharding.rules.DEFAULT_RULES if r[0] != "embed") + (
       ("embed", None),)
-  mesh = sharding.make_mesh(c.mesh)
-  *_, abstract_state, state_sh, _ = trainer.build(c, mesh)
-  blocks = state_sh.params["encoder"]["blocks"]["layers"]
+  blocks = setup(c).state_sharding.params["encoder"]["blocks"]["layers"]
   assert _normalise(blocks["norm1"]["scale"].spec) == ()  # "embed" is whole now
   assert _normalise(blocks["mlp"]["fc1"]["kernel"].spec) == (None, None, "fsdp")  # fallback
 

@@ -1,7 +1,9 @@
-"""Entry point: `python -m vmae2_jax.main --config=configs/pretrain_g.py --workdir=DIR`.
+"""Entry point of every stage: `python -m vmae2_jax.main --config=CONFIG --workdir=DIR`.
 
-Config fields can be overridden on the command line (--config.batch_size=8).
-A run resumes automatically from the latest checkpoint in --workdir.
+config.stage picks the stage (pretrain, postpretrain, finetune); config fields
+can be overridden on the command line (--config.batch_size=8). A run resumes
+automatically from the latest checkpoint in --workdir; --config.eval_only=True
+runs the stage's final evaluation (the multi-view test) without training.
 """
 
 from __future__ import annotations
@@ -33,31 +35,28 @@ def main(argv):
   _quiet_library_info_logs()
   config = _CONFIG.value
   from vmae2_jax.host_memory import tune_for_cpu_compute
-  if tune_for_cpu_compute(config.get("host_malloc", "auto")):  # before JAX starts threads
-    logging.info("glibc malloc keeps freed memory (host_malloc=%s)", config.get("host_malloc"))
+  if tune_for_cpu_compute(config.host_malloc):  # before JAX starts threads
+    logging.info("glibc malloc keeps freed memory (host_malloc=%s)", config.host_malloc)
   from vmae2_jax.sharding.distributed import maybe_initialize_distributed
-  maybe_initialize_distributed(config.get("distributed", None))
+  maybe_initialize_distributed(config.distributed)
   import jax
+
+  from vmae2_jax.conversion.report import ConversionError
+  from vmae2_jax.training.config_checks import ConfigError
+  from vmae2_jax.training.trainer import NonFiniteLossError, train
   logging.info("JAX %s on %d %s devices (%d processes)", jax.__version__, jax.device_count(),
                jax.default_backend(), jax.process_count())
   logging.info("config:\n%s", config)
-  stage = config.get("stage", "pretrain")
-  if config.get("compile_only", False):
-    from vmae2_jax.training import compile_only
-    compile_only.run(config)
-    return
-  if stage == "pretrain":
-    from vmae2_jax.training.trainer import NonFiniteLossError, train
-    from vmae2_jax.training.config_checks import ConfigError
-    try:
+  try:
+    if config.compile_only:
+      from vmae2_jax.training import compile_only
+      compile_only.run(config)
+    else:
       train(config, _WORKDIR.value)
-    except (ConfigError, NonFiniteLossError) as e:
-      logging.error("%s", e)
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(1)
-  else:
-    print(f"error: config.stage={stage!r} is not implemented yet (pretrain is)", file=sys.stderr)
-    sys.exit(2)
+  except (ConfigError, NonFiniteLossError, ConversionError, FileNotFoundError) as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 def run():

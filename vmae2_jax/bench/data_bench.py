@@ -191,13 +191,11 @@ def decode_at_read(paths: list[str], clips: int, *, frames: int, size: int, stri
 
 
 def _bench_config(manifest_dir: str, frames: int, size: int):
-  import ml_collections
-  c = ml_collections.ConfigDict()
+  from configs.common import base_config
+  c = base_config()
   c.batch_size = 4
-  c.data = ml_collections.ConfigDict(dict(
-      frames=frames, image_size=size, sampling_rate=4, source="shards",
-      sources=[dict(path=manifest_dir, weight=1.0, sampling_rate=4)], num_workers=0,
-      read_threads=1))
+  c.data.update(dict(frames=frames, image_size=size, sampling_rate=4, source="shards",
+                     train_path=manifest_dir, num_workers=0, read_threads=1))
   return c
 
 
@@ -241,7 +239,7 @@ def main(argv=None) -> int:
       c = _load_config(a.config)
       c.data.num_workers = 0
       c.data.read_threads = 1
-      frames, size = c.data.get("frames", 16), c.data.get("image_size", 224)
+      frames, size = c.data.frames, c.data.image_size
     else:
       entries = build_shards.parse_list([f"{os.path.basename(v)} 0" for v in videos])
       opts = build_shards.BuildOptions(root=tmp, out=os.path.join(tmp, "shards"),

@@ -1,4 +1,4 @@
-"""Analytic model FLOPs of a pre-training clip (no remat recompute).
+"""Analytic model FLOPs of a pre-training or classification clip (no remat recompute).
 
 Convention (design notes): a dense layer with P weights applied to M tokens
 costs 2*P*M; attention costs 4*M^2*D per layer (QK^T and AV); a training step
@@ -58,6 +58,32 @@ def pretrain_flops_per_clip(variant: str | ViTSize, frames: int, image_size: int
   fwd = enc + dec
   return {"encoder": enc, "decoder": dec, "forward": fwd, "train": 3 * fwd,
           "visible": m, "targets": n_dec}
+
+
+def classifier_flops_per_clip(variant: str | ViTSize, frames: int, image_size: int,
+                              num_classes: int) -> dict:
+  """Forward and training FLOPs of one clip through the classifier (all N tokens).
+
+  Returns `forward` (patch embedding, blocks, head), `train` (= 3 x forward)
+  and `tokens` (N).
+  """
+  size = get_variant(variant) if isinstance(variant, str) else variant
+  t, h, w = patching.grid_shape(frames, image_size, size.patch)
+  n = t * h * w
+  cube = patching.TUBELET * size.patch * size.patch * 3
+  fwd = (2 * cube * size.width * n + size.depth * _block_forward(size.width, size.mlp_dim, n)
+         + 2 * size.width * num_classes)
+  return {"forward": fwd, "train": 3 * fwd, "tokens": n}
+
+
+def train_flops_per_clip(exp) -> float:
+  """Training FLOPs per clip of an Experiment's stage (what MFU divides by)."""
+  c = exp.config
+  if exp.task.kind == "pretrain":
+    return pretrain_flops_per_clip(c.model.variant, c.data.frames, c.data.image_size,
+                                   exp.task.spec)["train"]
+  return classifier_flops_per_clip(c.model.variant, c.data.frames, c.data.image_size,
+                                   exp.task.num_classes)["train"]
 
 
 def count_dot_flops(jaxpr) -> int:

@@ -96,34 +96,16 @@ def apply_overrides(config, a):
 
 
 def build_step(config, devices):
-  """(jitted step, initial state, batch, encoder/decoder param counts) for `config`."""
-  from vmae2_jax import sharding
-  from vmae2_jax.models import count_params, get_variant
-  from vmae2_jax.training import trainer
-  from vmae2_jax.training.config_checks import check_pretrain_config
-  from vmae2_jax.training.pretrain_step import make_train_step
+  """(jitted step, initial state, batch, experiment) for `config`, as the trainer builds them."""
+  from vmae2_jax.training.experiment import setup
 
-  mesh = sharding.make_mesh(config.mesh, devices=devices)
-  spec = check_pretrain_config(config, mesh.size)
-  graphdef, tx, schedule, init, abstract_state, state_sh, _ = trainer.build(config, mesh)
-  size = get_variant(config.model.variant)
-  if hasattr(trainer, "jit_train_step"):  # the trainer's own jitted step, when it has one
-    step_fn = trainer.jit_train_step(config, mesh, graphdef, tx, spec, schedule, state_sh)
-  else:
-    step_fn = jax.jit(
-        make_train_step(graphdef, tx, spec, size.patch, schedule, jax.random.key(config.seed),
-                        normalize_target=config.get("normalize_target", True)),
-        in_shardings=(state_sh, None), out_shardings=(state_sh, sharding.replicated(mesh)),
-        donate_argnums=(0,))
-  state = jax.jit(init, out_shardings=state_sh)()
-  d = config.data
-  video = np.random.default_rng(0).integers(
-      0, 256, (config.batch_size, d.frames, d.image_size, d.image_size, 3), dtype=np.uint8)
-  batch = {"video": jax.device_put(video, sharding.batch_sharding(mesh, video.ndim))}
-  params = abstract_state.params
-  n_enc = count_params(params["encoder"])
-  n_dec = count_params(params) - n_enc
-  return step_fn, state, batch, spec, (n_enc, n_dec)
+  exp = setup(config, devices)
+  rng = np.random.default_rng(0)
+  batch = {}
+  for k, s in exp.abstract_batch().items():
+    high = 256 if s.dtype == np.uint8 else max(1, exp.task.num_classes)
+    batch[k] = jax.device_put(rng.integers(0, high, s.shape).astype(s.dtype), s.sharding)
+  return exp.jit_train_step(), exp.init_state(), batch, exp
 
 
 class _Runner:
@@ -131,7 +113,8 @@ class _Runner:
 
   def __init__(self, config, devices):
     self.config = config
-    self.step_fn, self.state, self.batch, self.spec, self.params = build_step(config, devices)
+    self.step_fn, self.state, self.batch, self.exp = build_step(config, devices)
+    self.spec = getattr(self.exp.task, "spec", None)
     t0 = time.perf_counter()
     self.step_fn = self.step_fn.lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - t0
@@ -157,13 +140,14 @@ class _Runner:
 def run(argv=None) -> dict:
   """Runs the benchmark and returns the summary dict (also what --json prints)."""
   from vmae2_jax.bench.flops import pretrain_flops_per_clip
+  from vmae2_jax.models import count_params
   from vmae2_jax.models.layers import resolved_numerics
   from vmae2_jax.models.options import ModelOptions
 
   a = parse_args(list(sys.argv[1:] if argv is None else argv))
   config = load_config(a.config)
   from vmae2_jax.host_memory import tune_for_cpu_compute
-  malloc_kept = tune_for_cpu_compute(config.get("host_malloc", "auto"))  # as main.py does
+  malloc_kept = tune_for_cpu_compute(config.host_malloc)  # as main.py does
   config = apply_overrides(config, a)
   devices = jax.devices()[: (a.devices if a.devices > 0 else jax.device_count())]
   b = config.batch_size
@@ -188,7 +172,9 @@ def run(argv=None) -> dict:
       r.run(n)
 
   dual = runners["dual"]
-  n_enc, n_dec = dual.params
+  params = dual.exp.abstract_state.params
+  n_enc = count_params(params["encoder"])
+  n_dec = count_params(params) - n_enc
   flops = pretrain_flops_per_clip(m.variant, config.data.frames, config.data.image_size,
                                   dual.spec)
   n_dev = len(devices)
@@ -201,7 +187,7 @@ def run(argv=None) -> dict:
       "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
       "masking": {"encoder": config.masking.encoder, "encoder_ratio": config.masking.encoder_ratio,
                   "decoder": config.masking.decoder,
-                  "decoder_ratio": config.masking.get("decoder_ratio", 0.5),
+                  "decoder_ratio": config.masking.decoder_ratio,
                   "visible": flops["visible"], "targets": flops["targets"]},
       "params_encoder": n_enc, "params_decoder": n_dec,
       "step_time_s": step, "step_times_s": dual.times,

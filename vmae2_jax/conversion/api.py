@@ -158,12 +158,13 @@ def export_params(params: dict, meta: dict[str, Any], to: str = "official", *,
 
 def export_checkpoint(src_dir: str, dst: str, to: str = "official", *,
                       hf_bias_layout: str = "current", hf_config: bool = True) -> dict[str, Any]:
-  """Our checkpoint DIR -> a PyTorch file (.pth/.bin via torch, .safetensors without).
+  """A converted DIR or a training run of any stage (WORKDIR, WORKDIR/best, a step)
+  -> a PyTorch file (.pth/.bin via torch, .safetensors without).
 
   For to="hf" a config.json is written beside the file, so the folder loads with
   VideoMAE*.from_pretrained. Returns the meta of the exported model.
   """
-  params, meta = model_io.load_model_params(src_dir)
+  params, meta = model_io.load_source(src_dir)
   state, container = export_params(params, meta, to, hf_bias_layout=hf_bias_layout)
   if dst.endswith(torch_io.SAFETENSORS_SUFFIXES):
     container = None  # safetensors holds a bare state dict
@@ -217,17 +218,17 @@ def _map_tree(tree: dict, fn) -> dict:
 
 def load(path: str, *, opts: ModelOptions | None = None, frames: int | None = None,
          image_size: int | None = None, verbose: bool = False, **import_kwargs) -> nnx.Module:
-  """A ready model from our checkpoint directory or from a PyTorch file / HF folder.
+  """A ready model from a converted DIR, a training run, or a PyTorch file / HF folder.
 
   frames / image_size set the clip shape the model is built for (parameters do
   not depend on it; position tables are regenerated); default: the checkpoint's.
   import_kwargs go to import_checkpoint (variant, kind, num_classes, ...).
   """
-  if os.path.isdir(path) and os.path.exists(os.path.join(path, model_io.META_FILE)):
+  if model_io.is_source(path):
     if import_kwargs:
       raise ValueError(f"{path} is already converted; options {sorted(import_kwargs)} apply "
                        "to PyTorch files only")
-    params, meta = model_io.load_model_params(path)
+    params, meta = model_io.load_source(path)
   else:
     params, meta, rep = import_checkpoint(path, **import_kwargs)
     if verbose:

@@ -12,7 +12,7 @@ from vmae2_jax.conversion.report import ConversionError
 USAGE = """\
 import:  python -m vmae2_jax.convert --src=FILE_OR_HF_DIR --dst=DIR [--variant=g/14]
              [--kind=auto|pretrain|classifier|encoder] [--num_classes=K] [--label_map=710to400]
-export:  python -m vmae2_jax.convert --to=official|hf --src=DIR --dst=FILE(.pth|.bin|.safetensors)
+export:  python -m vmae2_jax.convert --to=official|hf --src=DIR|WORKDIR[/best] --dst=FILE(.pth|.bin|.safetensors)
 """
 
 
@@ -20,8 +20,8 @@ def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m vmae2_jax.convert", usage=USAGE,
                               description="Converts VideoMAE (V2) checkpoints to and from "
                                           "vmae2_jax model-only Orbax checkpoints.")
-  p.add_argument("--src", required=True, help="PyTorch file / HF folder (import) or our DIR "
-                                              "(export)")
+  p.add_argument("--src", required=True, help="PyTorch file / HF folder (import); a converted DIR or a "
+                                              "training run WORKDIR, WORKDIR/best or a step (export)")
   p.add_argument("--dst", required=True, help="our DIR (import) or a PyTorch file (export)")
   p.add_argument("--to", choices=("official", "hf"), default=None,
                  help="export to the reference (official) or Hugging Face layout")

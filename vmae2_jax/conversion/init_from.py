@@ -11,24 +11,21 @@ Which parts are taken from DIR depends on (source kind -> target kind):
                              target's fresh decoder is kept.
   classifier -> classifier:  everything; a head of another size is re-indexed
                              with a label map (710 -> 400/600/700 automatically
-                             with the packaged Kinetics maps), or kept fresh
-                             when fresh_head=True.
+                             with the packaged Kinetics maps), or, when no map
+                             relates the two class sets (or fresh_head=True),
+                             left fresh while fc_norm is still taken, as the
+                             reference drops only head.weight/head.bias then.
 Position tables are fixed sinusoids rebuilt for the target's frames and
 resolution, so other clip shapes need nothing here.
 
-DIR is either a model-only checkpoint (vmae2_jax.convert output, model.json)
-or a training run's checkpoint directory (its latest step is used; only the
-parameters are read, not the optimizer state).
+DIR is any model source of vmae2_jax.checkpointing.model_io: a converted
+checkpoint, a run's workdir (its latest step), WORKDIR/best or one step;
+only the parameters are read, never the optimizer state.
 """
 
 from __future__ import annotations
 
-import json
-import os
-
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
 from vmae2_jax.checkpointing import model_io
@@ -78,41 +75,10 @@ def _kind_of(params: dict) -> str:
   return "encoder"
 
 
-def _train_step_dir(directory: str) -> str | None:
-  """The latest complete step of a training checkpoint directory (or DIR if it is a step)."""
-  if os.path.isdir(os.path.join(directory, "state")):
-    return directory
-  steps = [int(n) for n in os.listdir(directory)
-           if n.isdigit() and os.path.isdir(os.path.join(directory, n, "state"))]
-  return os.path.join(directory, str(max(steps))) if steps else None
-
-
-def read_init_source(directory: str) -> tuple[dict, dict]:
-  """(params as numpy, meta) from a model-only checkpoint or a training checkpoint dir."""
-  directory = os.path.abspath(directory)
-  if os.path.exists(os.path.join(directory, model_io.META_FILE)):
-    return model_io.load_model_params(directory)
-  step_dir = _train_step_dir(directory) if os.path.isdir(directory) else None
-  if step_dir is None:
-    raise FileNotFoundError(
-        f"init_from={directory}: neither a model checkpoint (no {model_io.META_FILE}; make one "
-        "with python -m vmae2_jax.convert) nor a training checkpoint directory")
-  path = os.path.join(step_dir, "state")
-  with ocp.PyTreeCheckpointer() as ckptr:
-    tree = ckptr.metadata(path).item_metadata.tree
-    if "params" not in tree:
-      raise ConversionError(f"{path}: a training checkpoint without 'params'")
-    want = {"params": tree["params"]}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), want)
-    params = ckptr.restore(path, args=ocp.args.PyTreeRestore(
-        item=want, restore_args=restore_args, partial_restore=True))["params"]
-  meta = {}
-  meta_file = os.path.join(step_dir, "meta", "metadata")
-  if os.path.exists(meta_file):
-    with open(meta_file) as f:
-      meta = json.load(f)
-  meta = dict(meta, kind=_kind_of(params), source=step_dir)
-  return jax.tree.map(np.asarray, params), meta
+def read_init_source(path: str) -> tuple[dict, dict]:
+  """(params as numpy, meta with the kind the weights show) of any model source."""
+  params, meta = model_io.load_source(path)
+  return params, dict(meta, kind=_kind_of(params))
 
 
 def _copy_tree(tree: dict) -> dict:
@@ -127,11 +93,11 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
     params: the target model's nnx.state(model, nnx.Param).to_pure_dict(); its
       leaves may be arrays or ShapeDtypeStructs (those taken from DIR become
       numpy arrays in the leaf's dtype; the rest are returned as given).
-    directory: a model-only checkpoint (vmae2_jax.convert output) or a training
-      checkpoint directory (latest step).
+    directory: any model source (a converted checkpoint, a run's workdir, its
+      best or one step).
     target_kind: "pretrain" or "classifier".
     label_map: a packaged map name ("710to400") or JSON path re-indexing the head.
-    fresh_head: keep the target's fresh head even when DIR has a classifier head.
+    fresh_head: keep the target's fresh head even when DIR's classifier head fits.
 
   Raises:
     ConversionError naming every missing, unexpected or mis-shaped key.
@@ -153,11 +119,11 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
       raise ConversionError(f"{directory}: a {kind} checkpoint cannot start a pre-training model "
                             "(no decoder, no encoder.norm)")
   elif target_kind == "classifier":
-    if kind in ("pretrain", "encoder") or fresh_head:
-      if label_map:
-        raise ConversionError(f"label_map given but {directory} has no classifier head to "
-                              "re-index" if kind != "classifier" else
-                              "label_map and fresh_head exclude each other")
+    if label_map and (kind != "classifier" or fresh_head):
+      raise ConversionError(f"label_map given but {directory} has no classifier head to "
+                            "re-index" if kind != "classifier" else
+                            "label_map and fresh_head exclude each other")
+    if kind in ("pretrain", "encoder"):
       out, taken = _take(params, src, enc_all, no_norm)
       logging.info("init_from %s: %s encoder -> classifier; fc_norm and head start fresh",
                    directory, kind)
@@ -165,12 +131,18 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
       k_src = src["head"]["kernel"].shape[-1]
       k_dst = np.shape(params["head"]["kernel"])[-1]
       name = label_map or (labels.auto_label_map(k_src, k_dst) if k_src != k_dst else None)
-      if name:
-        src = dict(src)
-        src["head"] = surgery.reindex_head(src["head"], labels.label_map(name))
-        logging.info("init_from %s: head re-indexed %d -> %d with %s", directory, k_src,
-                     src["head"]["kernel"].shape[-1], name)
-      out, taken = _take(params, src, [()], [])
+      if fresh_head or (k_src != k_dst and not name):
+        out, taken = _take(params, src, [()], [("head",)])
+        logging.info("init_from %s: %s; the head (%d classes) starts fresh, fc_norm and encoder "
+                     "are taken", directory, "fresh_head requested" if fresh_head else
+                     f"no label map relates {k_src} to {k_dst} classes", k_dst)
+      else:
+        if name:
+          src = dict(src)
+          src["head"] = surgery.reindex_head(src["head"], labels.label_map(name))
+          logging.info("init_from %s: head re-indexed %d -> %d with %s", directory, k_src,
+                       src["head"]["kernel"].shape[-1], name)
+        out, taken = _take(params, src, [()], [])
     else:
       raise ConversionError(f"{directory}: unknown checkpoint kind {kind!r}")
   else:

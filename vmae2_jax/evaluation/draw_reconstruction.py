@@ -8,17 +8,15 @@ DIR/reconstruction_step<N>.png: per clip, original / masked input / reconstructi
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
-import ml_collections
 from absl import app, flags
 
-from vmae2_jax import sharding
+from configs.common import config_from_json
 from vmae2_jax.checkpointing import Checkpointer
 from vmae2_jax.evaluation.reconstruction import write_reconstruction_grid
-from vmae2_jax.training import trainer
+from vmae2_jax.training.experiment import setup
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A pre-training run's workdir.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
@@ -27,19 +25,17 @@ _OUT = flags.DEFINE_string("out", None, "PNG path (default: in the workdir).")
 
 
 def draw(workdir: str, step: int | None = None, num_clips: int = 3, out: str | None = None) -> str:
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = config_from_json(os.path.join(workdir, "config.json"))
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
   step = step if step is not None else ckpt.latest_step()
   if step is None:
     raise FileNotFoundError(f"{workdir}/checkpoints holds no complete checkpoint")
-  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  graphdef, _, _, _, abstract_state, state_sh, _ = trainer.build(config, mesh)
-  state, _, _ = ckpt.restore(step, jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_sh))
+  config.mesh.update({"data": 1, "fsdp": 1, "tensor": 1})
+  exp = setup(config, jax.devices()[:1])
+  state, _, _ = ckpt.restore(step, exp.abstract_state)
   ckpt.close()
   path = out or os.path.join(workdir, f"reconstruction_step{step}.png")
-  return write_reconstruction_grid(config, graphdef, jax.device_get(state.params), path,
+  return write_reconstruction_grid(config, exp.graphdef, jax.device_get(state.params), path,
                                    num_clips=num_clips)
 
 

@@ -13,8 +13,7 @@ from PIL import Image
 from vmae2_jax.data import make_train_iterator
 from vmae2_jax.masking import MaskSpec, sample_masks
 from vmae2_jax.models import get_variant, patching
-
-TARGET_STD_EPS = 1e-6
+from vmae2_jax.training import losses
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
@@ -31,17 +30,15 @@ def reconstruct(graphdef, params, video, spec: MaskSpec, patch: int, key):
   pred = model(jnp.asarray(video), masks.visible_idx, masks.target_idx)
   cubes = patching.patchify(jnp.asarray(video, jnp.float32) / 255.0, patch)
   n, c = cubes.shape[1:]
-  grouped = cubes.reshape(b, n, c // 3, 3)
-  mean = grouped.mean(axis=2, keepdims=True)
-  std = jnp.sqrt(grouped.var(axis=2, keepdims=True, ddof=1)) + TARGET_STD_EPS
+  mean, std = losses.cube_statistics(losses.channel_major(cubes))  # the loss's own numbers
   take = lambda x: patching.gather_tokens(x, masks.target_idx)
-  recon_t = pred.astype(jnp.float32).reshape(b, -1, c // 3, 3) * take(std) + take(mean)
+  recon_t = losses.channel_last(losses.channel_major(pred) * take(std) + take(mean))
   rows = jnp.arange(b)[:, None]
   visible = jnp.zeros((b, n), bool).at[rows, masks.visible_idx].set(True)
   masked_in = jnp.where(visible[..., None], cubes, 0.5)
   recon = masked_in.at[rows, masks.target_idx].set(
       jnp.where(visible[rows, masks.target_idx][..., None], cubes[rows, masks.target_idx],
-                recon_t.reshape(b, -1, c)))
+                recon_t))
   to_clip = lambda x: jnp.clip(
       patching.unpatchify(x, t, (h, w), patch) * 255.0 + 0.5, 0, 255).astype(jnp.uint8)
   return to_clip(masked_in), to_clip(recon)
@@ -57,7 +54,7 @@ def write_reconstruction_grid(config, graphdef, params, path: str, num_clips: in
                                                                   size.patch))
   spec = MaskSpec(spec.grid, spec.encoder, spec.encoder_ratio, decoder="none")
   if video is None:  # The first clips of the training stream, one view each.
-    views = d.get("num_sample", 1)
+    views = d.num_sample
     batch = next(make_train_iterator(config, process_index=0, process_count=1,
                                      seed=config.seed))["video"]
     video = batch[::views][:num_clips]

@@ -50,7 +50,7 @@ class MaskSpec:
   def from_config(cls, masking_cfg, grid) -> "MaskSpec":
     return cls(grid=tuple(grid), encoder=masking_cfg.encoder,
                encoder_ratio=masking_cfg.encoder_ratio, decoder=masking_cfg.decoder,
-               decoder_ratio=masking_cfg.get("decoder_ratio", 0.5))
+               decoder_ratio=masking_cfg.decoder_ratio)
 
   @property
   def num_tokens(self) -> int:

@@ -17,17 +17,21 @@ def build_pretrain_model(config, rngs: nnx.Rngs) -> PretrainModel:
   return PretrainModel(
       get_variant(m.variant), frames=config.data.frames, image_size=config.data.image_size,
       opts=ModelOptions.from_config(m, init="pretrain"), rngs=rngs,
-      drop_path_rate=m.get("drop_path_rate", 0.0))
+      drop_path_rate=m.drop_path_rate)
 
 
-def build_classifier(config, rngs: nnx.Rngs) -> Classifier:
-  """The classifier described by config.model (num_classes, dropouts) and config.data."""
+def build_classifier(config, rngs: nnx.Rngs, num_classes: int | None = None) -> Classifier:
+  """The classifier described by config.model (dropouts, head) and config.data.
+
+  num_classes: the head's size when config.model.num_classes is 0 (resolved
+  from the training data by the caller).
+  """
   m = config.model
   return Classifier(
-      get_variant(m.variant), m.num_classes, frames=config.data.frames,
+      get_variant(m.variant), num_classes or m.num_classes, frames=config.data.frames,
       image_size=config.data.image_size, opts=ModelOptions.from_config(m, init="finetune"),
-      rngs=rngs, drop_path_rate=m.get("drop_path_rate", 0.0),
-      head_dropout=m.get("head_dropout", 0.0), head_init_scale=m.get("head_init_scale", 0.001))
+      rngs=rngs, drop_path_rate=m.drop_path_rate, head_dropout=m.head_dropout,
+      head_init_scale=m.head_init_scale)
 
 
 def count_params(tree) -> int:

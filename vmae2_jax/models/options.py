@@ -70,12 +70,6 @@ class ModelOptions:
 
   @classmethod
   def from_config(cls, model_cfg, init: str = "pretrain") -> "ModelOptions":
-    return cls(
-        dtype=model_cfg.get("dtype", "float32"),
-        param_dtype=model_cfg.get("param_dtype", "float32"),
-        attention=model_cfg.get("attention", "auto"),
-        cpu_kernels=model_cfg.get("cpu_kernels", True),
-        remat=model_cfg.get("remat", "none"),
-        scan_layers=model_cfg.get("scan_layers", False),
-        init=init,
-    )
+    return cls(dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype,
+               attention=model_cfg.attention, cpu_kernels=model_cfg.cpu_kernels,
+               remat=model_cfg.remat, scan_layers=model_cfg.scan_layers, init=init)

@@ -33,7 +33,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 
 def rules_from_config(config) -> tuple[tuple[str, Any], ...]:
   """config.sharding_rules as a tuple table; None/empty means DEFAULT_RULES."""
-  rules = config.get("sharding_rules", None) if hasattr(config, "get") else None
+  rules = config.sharding_rules
   if not rules:
     return DEFAULT_RULES
   out = []

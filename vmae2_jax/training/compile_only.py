@@ -1,7 +1,7 @@
 """Ahead-of-time compile of the train step for the configured mesh, without running it.
 
 `python -m vmae2_jax.main --config=configs/pretrain_g.py --workdir=/tmp/x
---config.compile_only=True` lowers and compiles the step on abstract shapes
+--config.compile_only=True` (any stage's config) lowers and compiles the step on abstract shapes
 (jax.ShapeDtypeStruct with shardings: no parameter is materialised) and prints
 the per-device memory and FLOPs that XLA reports for the compiled program.
 Fake devices are enough to size a target mesh:
@@ -21,17 +21,10 @@ import time
 import jax
 import numpy as np
 
-from vmae2_jax import sharding
-from vmae2_jax.bench.flops import pretrain_flops_per_clip
-from vmae2_jax.training import trainer
-from vmae2_jax.training.config_checks import check_pretrain_config
+from vmae2_jax.bench.flops import train_flops_per_clip
+from vmae2_jax.training.experiment import setup
 
 GB = 1e9
-
-
-def _abstract(tree, shardings):
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      tree, shardings)
 
 
 def _bytes_per_device(tree) -> int:
@@ -43,8 +36,8 @@ def _bytes_per_device(tree) -> int:
   return total
 
 
-def compile_train_step(config, mesh=None) -> dict:
-  """Lowers and compiles the pre-training step for `config`; returns the report dict.
+def compile_train_step(config, devices=None) -> dict:
+  """Lowers and compiles the train step of `config`'s stage; returns the report dict.
 
   Memory entries are bytes per device from compiled.memory_analysis():
   `arguments` (state + batch shard), `outputs`, `aliased` (outputs written in
@@ -55,18 +48,11 @@ def compile_train_step(config, mesh=None) -> dict:
   `model_flops_per_device` is the analytic count of vmae2_jax.bench.flops
   (no recompute), the one MFU uses.
   """
-  mesh = mesh or sharding.make_mesh(config.get("mesh"))
-  spec = check_pretrain_config(config, mesh.size)
-  graphdef, tx, schedule, _, abstract_state, state_sh, _ = trainer.build(config, mesh)
-  views = config.batch_size * config.data.get("num_sample", 1)
-  d = config.data
-  video = jax.ShapeDtypeStruct((views, d.frames, d.image_size, d.image_size, 3), np.uint8,
-                               sharding=sharding.batch_sharding(mesh, 5))
-  state = _abstract(abstract_state, state_sh)
-  step_fn = trainer.jit_train_step(config, mesh, graphdef, tx, spec, schedule, state_sh)
-
+  exp = setup(config, devices)
+  mesh = exp.mesh
+  step_fn = exp.jit_train_step()
   t0 = time.perf_counter()
-  lowered = step_fn.lower(state, {"video": video})
+  lowered = step_fn.lower(exp.abstract_state, exp.abstract_batch())
   t1 = time.perf_counter()
   compiled = lowered.compile()
   t2 = time.perf_counter()
@@ -76,23 +62,24 @@ def compile_train_step(config, mesh=None) -> dict:
   if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
     cost = cost[0] if cost else {}
   cost = dict(cost or {})
+  clips = exp.layout.clips
   report = {
+      "stage": config.stage,
       "variant": config.model.variant,
       "mesh": {k: int(v) for k, v in mesh.shape.items()},
       "devices": int(mesh.size),
       "platform": jax.devices()[0].platform,
-      "clips_global": int(views),
-      "clips_per_device": views / mesh.size,
+      "clips_global": int(clips),
+      "clips_per_device": clips / mesh.size,
       "videos_per_device": config.batch_size / mesh.size,
+      "accum_steps": exp.layout.accum_steps,
       "dtype": config.model.dtype, "remat": config.model.remat,
       "scan_layers": bool(config.model.scan_layers),
-      "num_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))),
-      "state_bytes_per_device": _bytes_per_device(state),
+      "num_params": exp.num_params,
+      "state_bytes_per_device": _bytes_per_device(exp.abstract_state),
       "lower_seconds": t1 - t0, "compile_seconds": t2 - t1,
       "flops_per_device": float(cost.get("flops", float("nan"))),
-      "model_flops_per_device": float(
-          pretrain_flops_per_clip(config.model.variant, d.frames, d.image_size, spec)["train"]
-          * views / mesh.size),
+      "model_flops_per_device": float(train_flops_per_clip(exp) * clips / mesh.size),
   }
   if mem is not None:
     m = {"arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
@@ -104,7 +91,7 @@ def compile_train_step(config, mesh=None) -> dict:
 
 
 def format_report(r: dict) -> str:
-  lines = [f"compile-only: ViT-{r['variant']} on mesh {r['mesh']} ({r['devices']} "
+  lines = [f"compile-only ({r['stage']}): ViT-{r['variant']} on mesh {r['mesh']} ({r['devices']} "
            f"{r['platform']} devices), {r['clips_per_device']:g} clips/device "
            f"({r['videos_per_device']:g} videos), {r['dtype']} compute, remat={r['remat']}, "
            f"scan={r['scan_layers']}",

@@ -2,34 +2,95 @@
 
 from __future__ import annotations
 
+from configs.common import STAGES
 from vmae2_jax.masking import MaskSpec
 from vmae2_jax.models import get_variant, patching
+from vmae2_jax.models.options import ModelOptions
 
 
 class ConfigError(ValueError):
   """A config value that cannot work; the message names the field."""
 
 
-def check_pretrain_config(config, num_devices: int) -> MaskSpec:
-  """Validates config for pre-training and returns the mask spec it implies."""
-  size = get_variant(config.model.variant)
+def _fail_as_config_error(fn, *args, **kwargs):
+  try:
+    return fn(*args, **kwargs)
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def check_common(config, batch_shards: int) -> None:
+  """Fields every stage reads: stage, model, clip shape, batch split over the devices."""
+  if config.stage not in STAGES:
+    raise ConfigError(f"config.stage={config.stage!r} is not one of {STAGES}")
+  size = _fail_as_config_error(get_variant, config.model.variant)
+  _fail_as_config_error(ModelOptions.from_config, config.model)
   d = config.data
-  image = d.image_size
-  if image % size.patch:
+  if d.image_size % size.patch:
     raise ConfigError(
-        f"config.data.image_size={image} is not divisible by the patch size {size.patch} "
+        f"config.data.image_size={d.image_size} is not divisible by the patch size {size.patch} "
         f"of {config.model.variant}")
   if d.frames % patching.TUBELET:
     raise ConfigError(f"config.data.frames={d.frames} must be even (tubelet size 2)")
-  views = config.batch_size * d.get("num_sample", 1)
   if config.batch_size < 1:
     raise ConfigError(f"config.batch_size={config.batch_size} must be positive")
-  if views % num_devices:
+  if d.num_sample < 1:
+    raise ConfigError(f"config.data.num_sample={d.num_sample} must be positive")
+  accum = config.optim.accum_steps
+  if accum < 1 or config.batch_size % accum:
+    raise ConfigError(f"config.optim.accum_steps={accum} must be positive and divide "
+                      f"config.batch_size={config.batch_size}")
+  clips = config.batch_size // accum * d.num_sample
+  if clips % batch_shards:
     raise ConfigError(
-        f"config.batch_size={config.batch_size} x config.data.num_sample={d.get('num_sample', 1)}"
-        f" = {views} clips is not divisible by the {num_devices} devices")
-  grid = patching.grid_shape(d.frames, image, size.patch)
-  try:
-    return MaskSpec.from_config(config.masking, grid)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+        f"config.batch_size={config.batch_size} / config.optim.accum_steps={accum} x "
+        f"config.data.num_sample={d.num_sample} = {clips} clips per micro-batch is not "
+        f"divisible by the {batch_shards} devices the batch is split over")
+  if not 0.0 < config.optim.layer_decay <= 1.0:
+    raise ConfigError(f"config.optim.layer_decay={config.optim.layer_decay} must be in (0, 1]")
+
+
+def check_pretrain_config(config, num_devices: int) -> MaskSpec:
+  """Validates config for pre-training and returns the mask spec it implies."""
+  check_common(config, num_devices)
+  size = get_variant(config.model.variant)
+  grid = patching.grid_shape(config.data.frames, config.data.image_size, size.patch)
+  return _fail_as_config_error(MaskSpec.from_config, config.masking, grid)
+
+
+def check_classify_config(config, num_devices: int, num_classes: int) -> None:
+  """Validates config for post-pre-training / fine-tuning (num_classes already resolved)."""
+  check_common(config, num_devices)
+  if num_classes < 1:
+    raise ConfigError("config.model.num_classes=0 and the training shards name no classes: "
+                      "set config.model.num_classes")
+  if config.data.source == "synthetic":
+    raise ConfigError("config.data.source='synthetic' has no labels; supervised stages read "
+                      "'shards' or 'tfds'")
+  if config.data.sampling not in ("dense", "segment"):
+    raise ConfigError(f"config.data.sampling={config.data.sampling!r} is not dense|segment")
+  m = config.mixup
+  for field in ("mixup_alpha", "cutmix_alpha"):
+    if m[field] < 0:
+      raise ConfigError(f"config.mixup.{field}={m[field]} must be >= 0")
+  for field in ("prob", "switch_prob"):
+    if not 0.0 <= m[field] <= 1.0:
+      raise ConfigError(f"config.mixup.{field}={m[field]} must be in [0, 1]")
+  if not 0.0 <= m.label_smoothing < 1.0:
+    raise ConfigError(f"config.mixup.label_smoothing={m.label_smoothing} must be in [0, 1)")
+  for field in ("head_dropout", "drop_path_rate"):
+    if not 0.0 <= config.model[field] < 1.0:
+      raise ConfigError(f"config.model.{field}={config.model[field]} must be in [0, 1)")
+  if config.data.val_path:
+    videos = config.eval.batch_size or config.batch_size
+    for views, what in ((1, "validation"),
+                        (config.data.test_num_segment * config.data.test_num_crop, "test")):
+      if videos * views % num_devices:
+        raise ConfigError(
+            f"config.eval.batch_size={videos} videos x {views} {what} views is not divisible "
+            f"by the {num_devices} devices the batch is split over")
+  for field in ("test_num_segment", "test_num_crop"):
+    if config.data[field] < 1:
+      raise ConfigError(f"config.data.{field}={config.data[field]} must be >= 1")

@@ -19,7 +19,8 @@ class MetricsLog:
     self._count = 0
     self._t0 = time.perf_counter()
     self._writer = None
-    self.history: list[dict] = []
+    self.history: list[dict] = []       # training averages, one per log step
+    self.evaluations: list[dict] = []   # validation results
     if jax.process_index() == 0:
       try:
         from tensorboardX import SummaryWriter
@@ -55,6 +56,18 @@ class MetricsLog:
     self.history.append({"step": step, **out})
     self._sums, self._count, self._t0 = {}, 0, time.perf_counter()
     return out
+
+  def report(self, step: int, metrics: dict, group: str) -> None:
+    """Logs and records evaluation results (e.g. group "val": val_top1 -> val/top1)."""
+    text = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in metrics.items())
+    logging.vlog(0 if jax.process_index() == 0 else 1, "step %d  %s", step, text)
+    if self._writer is not None:
+      for k, v in metrics.items():
+        if isinstance(v, (int, float)):
+          self._writer.add_scalar(f"{group}/{k.removeprefix(group + '_')}", v, step)
+      self._writer.flush()
+    self.evaluations.append({"step": step, **metrics})
 
   def close(self) -> None:
     if self._writer is not None:

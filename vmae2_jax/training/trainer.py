@@ -1,169 +1,73 @@
-"""Pre-training, top to bottom: mesh -> data -> model -> shardings -> init or
-restore -> step -> loop -> checkpoint -> reconstruction picture."""
+"""Every stage, top to bottom: setup -> run files -> init, init_from or restore -> step ->
+loop (log, validate, keep the best, checkpoint) -> the stage's finish (reconstruction
+picture or multi-view test) -> summary."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from flax import nnx
 
-from vmae2_jax import sharding
-from vmae2_jax.checkpointing import Checkpointer
-from vmae2_jax.sharding.constraints import activation_sharding
-from vmae2_jax.data import make_train_iterator
-from vmae2_jax.models import build_pretrain_model, get_variant
-from vmae2_jax.training import optimizer as optim
-from vmae2_jax.training.config_checks import check_pretrain_config
+from vmae2_jax.checkpointing import Checkpointer, write_meta
+from vmae2_jax.models import get_variant
+from vmae2_jax.training.experiment import Experiment, setup
 from vmae2_jax.training.metrics_log import MetricsLog
-from vmae2_jax.training.pretrain_step import make_train_step
 from vmae2_jax.training.state import TrainState
+
+MODEL_META_VERSION = 1
 
 
 class NonFiniteLossError(RuntimeError):
   """Training produced a NaN/Inf loss; the last good checkpoint is untouched."""
 
 
-def schedule_steps(config) -> tuple[int, int]:
-  """(total steps, warmup steps) from config.total_steps or epochs x steps/epoch."""
-  if config.get("total_steps", 0):
-    total = int(config.total_steps)
-    warmup = int(config.get("warmup_steps", 0)) or int(
-        round(total * config.optim.warmup_epochs / max(1, config.epochs)))
-    return total, min(warmup, total)
-  num_videos = config.data.get("num_videos", 0)
-  if not num_videos:
-    raise ValueError("set config.total_steps or config.data.num_videos (to count epochs)")
-  per_epoch = max(1, num_videos // config.batch_size)
-  return config.epochs * per_epoch, config.optim.warmup_epochs * per_epoch
-
-
-def build(config, mesh):
-  """Abstract model, shardings, optimizer and the init function for `config`."""
-  rules = sharding.rules.rules_from_config(config)
-  abstract_model = nnx.eval_shape(lambda: build_pretrain_model(config, nnx.Rngs(0)))
-  graphdef, _ = nnx.split(abstract_model)
-  axes = sharding.logical_axes_tree(abstract_model)
-  total, warmup = schedule_steps(config)
-  schedule = optim.make_schedule(config, total, warmup)
-  tx = optim.make_optimizer(config, schedule)
-
-  def init():
-    model = build_pretrain_model(config, nnx.Rngs(params=config.seed))
-    return TrainState.create(nnx.state(model, nnx.Param).to_pure_dict(), tx)
-
-  abstract_state = jax.eval_shape(init)
-  param_sh = sharding.tree_shardings(abstract_state.params, axes, mesh, rules)
-  state_sh = TrainState(
-      step=sharding.replicated(mesh), params=param_sh,
-      opt_state=sharding.match_shardings_by_path(abstract_state.opt_state, param_sh, mesh))
-  return graphdef, tx, schedule, init, abstract_state, state_sh, (total, warmup)
-
-
-def jit_train_step(config, mesh, graphdef, tx, spec, schedule, state_sh):
-  """The step jitted with explicit shardings: state in/out as `state_sh` (donated),
-  the batch split over the batch axes, metrics replicated."""
-  step = make_train_step(graphdef, tx, spec, get_variant(config.model.variant).patch, schedule,
-                         jax.random.key(config.seed),
-                         normalize_target=config.get("normalize_target", True))
-  rules = sharding.rules.rules_from_config(config)
-
-  def constrained_step(state, batch):  # activation constraints apply while tracing
-    with activation_sharding(mesh, rules):
-      return step(state, batch)
-
-  return jax.jit(constrained_step,
-                 in_shardings=(state_sh, {"video": sharding.batch_sharding(mesh, 5)}),
-                 out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
-
-
-def _global_batch(local: dict, mesh) -> dict:
-  """Per-host numpy batch -> global jax arrays split over the batch axes."""
-  return {k: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, v.ndim), v)
-          for k, v in local.items()}
-
-
-def _save_config(config, workdir: str) -> None:
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def _numerics_summary(config) -> str:
-  """Compute dtype, the attention implementation and whether the CPU kernels are in use."""
-  from vmae2_jax.models.layers import resolved_numerics
-  from vmae2_jax.models.options import ModelOptions
-  opts = ModelOptions.from_config(config.model)
-  used = resolved_numerics(opts)
-  return (f"compute {jnp.dtype(opts.dtype).name}, params {jnp.dtype(opts.param_dtype).name}, "
-          f"attention {used['attention']}, CPU kernels {'on' if used['cpu_kernels'] else 'off'}, "
-          f"remat {opts.remat}")
-
-
 def train(config, workdir: str) -> dict:
-  """Runs (or resumes) pre-training; returns a summary with the loss history."""
-  # ---------------------------------------------------------------- mesh, checks
-  mesh = sharding.make_mesh(config.get("mesh"))
-  spec = check_pretrain_config(config, mesh.size)
-  _save_config(config, workdir)
-  logging.info("mesh %s over %d devices (%s)", dict(mesh.shape), mesh.size,
-               jax.devices()[0].platform)
+  """Runs, resumes or (config.eval_only) evaluates a run of any stage; returns a summary."""
+  # ------------------------------------------------------------------ setup
+  exp = setup(config)
+  task = exp.task
+  _write_run_files(exp, workdir)
+  for line in exp.describe():
+    logging.info("%s", line)
 
-  # ------------------------------------------------- model, optimizer, shardings
-  graphdef, tx, schedule, init, abstract_state, state_sh, (total, warmup) = build(config, mesh)
-  logging.info("ViT-%s: %.2fM params, %d steps (%d warmup), masks: %d visible / %d decoded "
-               "of %d tokens", config.model.variant,
-               sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params)) / 1e6,
-               total, warmup, spec.num_visible, spec.num_targets, spec.num_tokens)
-  logging.info("numerics: %s", _numerics_summary(config))
-
-  layout = sharding.rules.layout_summary(abstract_state, state_sh)
-  unsplit = sum(n for _, n in layout["unsplit"])
-  logging.info("train state: %.3f GB in all, %.3f GB per device; %d arrays (%.1f MB) whole "
-               "on every device", layout["whole"] / 1e9, layout["per_device"] / 1e9,
-               len(layout["unsplit"]), unsplit / 1e6)
-  if mesh.size > 1 and unsplit > 0.05 * layout["per_device"]:
-    logging.warning("%.0f%% of the per-device train state is not split (mesh sizes do not "
-                    "divide these dims; see docs/scaling.md): %s",
-                    100 * unsplit / layout["per_device"],
-                    ", ".join(p for p, _ in sorted(layout["unsplit"], key=lambda t: -t[1])[:5]))
-
-  # ------------------------------------------------------- init or restore state
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
-                      save_every=config.checkpoint_every, keep=config.keep_checkpoints,
-                      keep_period=config.get("keep_period", 0),
-                      async_save=config.get("async_checkpoint", True))
-  data_iter = make_train_iterator(config, process_index=jax.process_index(),
-                                  process_count=jax.process_count(), seed=config.seed)
+  # ------------------------------------------------- init, init_from or restore
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
+                      keep=config.keep_checkpoints, keep_period=config.keep_period,
+                      async_save=config.async_checkpoint)
+  data_iter = None if config.eval_only else task.train_iterator(jax.process_index(),
+                                                                jax.process_count())
   latest = ckpt.latest_step()
   if latest is not None:
-    state, data_state, meta = ckpt.restore(latest, jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_sh))
-    if data_state:
+    state, data_state, _ = ckpt.restore(latest, exp.abstract_state)
+    if data_state and data_iter is not None:
       data_iter.set_state(data_state)
     logging.info("resumed from step %d in %s", latest, ckpt.directory)
   else:
-    state = jax.jit(init, out_shardings=state_sh)()
-    if config.get("init_from"):
-      state = _apply_init_from(config, state, state_sh)
+    state = exp.init_state()
+    if config.init_from:
+      state = _apply_init_from(exp, state)
+  step = int(jax.device_get(state.step))
+  best = _BestKeeper(workdir, task.best_metric)
 
-  # ---------------------------------------------------------------- the step
-  step_fn = jit_train_step(config, mesh, graphdef, tx, spec, schedule, state_sh)
+  if config.eval_only:  # the stage's final evaluation of this model, nothing trained
+    ckpt.close()
+    results = task.finish(exp, state.params, workdir, step)
+    return _write_summary(workdir, {"final_step": step, "steps_run": 0, **results})
 
   # ---------------------------------------------------------------- the loop
-  views = config.batch_size * config.data.get("num_sample", 1)
-  log = MetricsLog(workdir, total, views)
-  step = int(jax.device_get(state.step))
+  step_fn = exp.jit_train_step()
+  total = exp.schedule.total_steps
+  log = MetricsLog(workdir, total, exp.layout.clips)
+  eval_every = (config.eval.every_steps or exp.schedule.steps_per_epoch
+                if config.eval.every_steps >= 0 else 0)
   first_step = step
   # stop_after > 0 ends this run early (e.g. a job's time slot); it resumes later.
-  last = min(total, step + config.stop_after) if config.get("stop_after", 0) else total
+  last = min(total, step + config.stop_after) if config.stop_after else total
   t_start = time.perf_counter()
   pending = None  # (step, metrics on device) of the step dispatched last
 
@@ -179,7 +83,7 @@ def train(config, workdir: str) -> dict:
       log.flush(done_step)
 
   while step < last:
-    batch = _global_batch(next(data_iter), mesh)
+    batch = exp.global_batch(next(data_iter))
     state, metrics = step_fn(state, batch)
     step += 1
     # Read the previous step's metrics only now, so the host loads and ships
@@ -187,48 +91,123 @@ def train(config, workdir: str) -> dict:
     if pending is not None:
       check_and_log(*pending)
     pending = (step, metrics)
-    if ckpt.should_save(step) or step == last:
-      check_and_log(*pending)  # never save a state whose loss was not finite
+    validate = task.best_metric and eval_every and (step % eval_every == 0 or step == total)
+    if ckpt.should_save(step) or step == last or validate:
+      check_and_log(*pending)  # never save or validate a state whose loss was not finite
       pending = None
+    if validate:
+      results = task.evaluate(exp, state.params)
+      if results:
+        log.report(step, results, "val")
+        best.update(step, results, state.params, exp)
+    if ckpt.should_save(step) or step == last:
       ckpt.save(step, state, data_iter.get_state(),
-                {"step": step, "variant": config.model.variant, "stage": "pretrain"},
+                {"step": step, "variant": config.model.variant, "stage": config.stage},
                 force=step == last)
   ckpt.close()
+  best.close()
   log.close()
 
-  # ------------------------------------------------------ reconstruction picture
-  summary = {"history": log.history, "steps_run": step - first_step, "final_step": step,
-             "seconds": time.perf_counter() - t_start}
-  if config.get("reconstruction", {}).get("enabled", False):
-    params = _host_copy(state.params)  # a collective with several processes: all join
-    if jax.process_index() == 0:
-      from vmae2_jax.evaluation.reconstruction import write_reconstruction_grid
-      path = os.path.join(workdir, f"reconstruction_step{step}.png")
-      write_reconstruction_grid(config, graphdef, params, path,
-                                num_clips=config.reconstruction.get("num_clips", 3))
-      summary["reconstruction"] = path
-      logging.info("wrote %s", path)
+  # ------------------------------------------------------- the stage's finish
+  summary = {"history": log.history, "evaluations": log.evaluations,
+             "steps_run": step - first_step, "final_step": step,
+             "seconds": time.perf_counter() - t_start, **best.summary()}
+  if step == total:  # not after a stop_after time slot: the run is not over
+    summary.update(task.finish(exp, state.params, workdir, step))
+  return _write_summary(workdir, summary)
+
+
+# --------------------------------------------------------------------- helpers
+class _BestKeeper:
+  """WORKDIR/best: the parameters of the best validation step by `metric` (higher is better).
+
+  An Orbax checkpoint directory holding one step ({"params"} and a meta item
+  with the metrics), so init_from, convert and predict read it like any run
+  step. The best value survives restarts through that meta.
+  """
+
+  def __init__(self, workdir: str, metric: str | None):
+    self.metric = metric
+    self.value, self.step = float("-inf"), None
+    self._ckpt = None
+    if metric is None:
+      return
+    self._ckpt = Checkpointer(os.path.join(workdir, "best"), save_every=1, keep=1,
+                              async_save=False)
+    latest = self._ckpt.latest_step()
+    if latest is not None:
+      meta_file = os.path.join(self._ckpt.directory, str(latest), "meta", "metadata")
+      if os.path.exists(meta_file):
+        with open(meta_file) as f:
+          self.value = float(json.load(f).get(metric, float("-inf")))
+        self.step = latest
+
+  def update(self, step: int, results: dict, params, exp: Experiment) -> None:
+    value = results.get(self.metric)
+    if self._ckpt is None or value is None or not value > self.value:
+      return
+    self.value, self.step = float(value), step
+    self._ckpt.save(step, {"params": params}, None,
+                    {"step": step, "stage": exp.config.stage, **results}, force=True)
+    logging.info("best %s %.4g at step %d: saved to %s", self.metric, value, step,
+                 self._ckpt.directory)
+
+  def summary(self) -> dict:
+    if self.step is None:
+      return {}
+    return {f"best_{self.metric}": self.value, "best_step": self.step}
+
+  def close(self) -> None:
+    if self._ckpt is not None:
+      self._ckpt.close()
+
+
+def model_meta(exp: Experiment) -> dict:
+  """WORKDIR/model.json: what the run's model is, for init_from, convert, predict, extract."""
+  c = exp.config
+  size = get_variant(c.model.variant)
+  meta = {"kind": exp.task.kind, "stage": c.stage, "variant": c.model.variant,
+          "size": dataclasses.asdict(size), "frames": c.data.frames,
+          "image_size": c.data.image_size, "encoder_norm": exp.task.kind == "pretrain",
+          "format_version": MODEL_META_VERSION, "layout": "run"}
+  if exp.task.kind == "classifier":
+    d = c.data
+    meta.update(num_classes=exp.task.num_classes,
+                class_names=list(exp.task.class_names) if exp.task.class_names else None,
+                # the test protocol this model was trained for (predict uses it)
+                test={"sampling": d.sampling, "sampling_rate": d.sampling_rate,
+                      "test_num_segment": d.test_num_segment, "test_num_crop": d.test_num_crop})
+  return meta
+
+
+def _write_run_files(exp: Experiment, workdir: str) -> None:
+  """config.json (the resolved config) and model.json beside the checkpoints (process 0)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(exp.config.to_json_best_effort(indent=2, sort_keys=True))
+  write_meta(workdir, model_meta(exp))
+
+
+def _write_summary(workdir: str, summary: dict) -> dict:
   if jax.process_index() == 0:
+    history = summary.get("history", [])
     with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump({k: v for k, v in summary.items() if k != "history"} | {
-          "last": log.history[-1] if log.history else None,
-          "losses": [[h["step"], h["loss"]] for h in log.history if "loss" in h]},
+      json.dump({k: v for k, v in summary.items() if k not in ("history", "evaluations")} | {
+          "last": history[-1] if history else None,
+          "losses": [[h["step"], h["loss"]] for h in history if "loss" in h],
+          "evaluations": summary.get("evaluations", [])},
           f, indent=2, default=float)
   return summary
 
 
-def _host_copy(tree):
-  """Whole numpy values of sharded arrays on this host (gathered across processes)."""
-  if jax.process_count() == 1:
-    return jax.device_get(tree)
-  from jax.experimental import multihost_utils
-  return multihost_utils.process_allgather(tree, tiled=True)
-
-
-def _apply_init_from(config, state: TrainState, state_sh: TrainState) -> TrainState:
-  """Replaces freshly initialised parameters with a converted/previous model's."""
+def _apply_init_from(exp: Experiment, state: TrainState) -> TrainState:
+  """Replaces freshly initialised parameters with a converted/previous model's (surgery)."""
   from vmae2_jax.conversion.init_from import apply_init_from
-  params = apply_init_from(_host_copy(state.params), config.init_from, "pretrain")
-  params = jax.device_put(params, state_sh.params)
-  logging.info("initialised parameters from %s", config.init_from)
+  c = exp.config
+  params = apply_init_from(exp.host_params(state.params), c.init_from, exp.task.kind,
+                           label_map=c.init_label_map or None, fresh_head=c.init_fresh_head)
+  params = jax.device_put(params, exp.state_sharding.params)
+  logging.info("initialised parameters from %s", c.init_from)
   return state.replace(params=params)

@@ -1,0 +1,69 @@
+"""A stage is a task: its model, its loss and metrics inside the step, its data, its evaluation.
+
+`config.stage` picks it: "pretrain" -> PretrainTask; "postpretrain" and
+"finetune" -> ClassifyTask (the same supervised task; the name stays with the run).
+"""
+
+from __future__ import annotations
+
+from absl import logging
+
+from vmae2_jax.data.info import read_class_names
+from vmae2_jax.training.tasks.classify import ClassifyTask
+from vmae2_jax.training.tasks.pretrain import PretrainTask
+
+
+def _training_set_info(config):
+  """(videos per epoch, classes, class names) of the training data, read from its manifest."""
+  d = config.data
+  has_train = d.source != "synthetic" and (d.train_path or d.sources or d.source == "tfds")
+  if not has_train:
+    return 0, 0, None
+  from vmae2_jax.data.info import train_info
+  info = train_info(config)
+  return info.num_videos, info.num_classes, info.class_names
+
+
+def _init_from_classes(config):
+  """(classes, names) a classifier checkpoint in config.init_from declares, else (0, None)."""
+  if not config.init_from:
+    return 0, None
+  from vmae2_jax.checkpointing.model_io import read_source_meta
+  try:
+    meta = read_source_meta(config.init_from)
+  except (FileNotFoundError, ValueError):
+    return 0, None  # reported properly when the weights are read
+  if meta.get("kind") != "classifier":
+    return 0, None
+  return int(meta.get("num_classes") or 0), meta.get("class_names")
+
+
+def make_task(config, batch_shards: int):
+  """(task, training videos per epoch or 0) for config.stage; checks the config on the way.
+
+  Classes and their names come from config.model.num_classes and
+  config.data.class_names when set, else the training set's manifest, else a
+  classifier checkpoint in config.init_from (e.g. eval_only of a converted model).
+  """
+  if config.stage == "pretrain":
+    num_videos = config.data.num_videos
+    if not num_videos and not config.total_steps:
+      num_videos = _training_set_info(config)[0]
+    return PretrainTask(config, batch_shards), num_videos
+  videos, classes, names = _training_set_info(config)
+  if names is None and config.data.class_names:  # no training data: the names file alone
+    names = read_class_names(config.data.class_names)
+  if not classes or names is None:
+    init_classes, init_names = _init_from_classes(config)
+    classes = classes or init_classes
+    if names is None and init_names:
+      names = tuple(init_names)
+  num_classes = config.model.num_classes or classes or (len(names) if names else 0)
+  if names is not None and len(names) != num_classes and not config.data.class_names:
+    logging.warning("%d class names for a %d-way head: names dropped", len(names), num_classes)
+    names = None
+  return (ClassifyTask(config, batch_shards, num_classes, names),
+          config.data.num_videos or videos)
+
+
+__all__ = ["ClassifyTask", "PretrainTask", "make_task"]
