@@ -62,8 +62,9 @@ def sample(key, spec: MixupSpec, height: int, width: int) -> MixParams:
   """One batch's mixing decision, as timm's _params_per_batch + cutmix_bbox_and_lam."""
   k_apply, k_switch, k_mix, k_cut, k_y, k_x = jax.random.split(key, 6)
   apply = jax.random.uniform(k_apply) < spec.prob
-  lam_mix = jax.random.beta(k_mix, spec.mixup_alpha) if spec.mixup_alpha > 0 else 1.0
-  lam_cut = jax.random.beta(k_cut, spec.cutmix_alpha) if spec.cutmix_alpha > 0 else 1.0
+  a, c = spec.mixup_alpha, spec.cutmix_alpha
+  lam_mix = jax.random.beta(k_mix, a, a) if a > 0 else 1.0
+  lam_cut = jax.random.beta(k_cut, c, c) if c > 0 else 1.0
   if spec.mixup_alpha > 0 and spec.cutmix_alpha > 0:
     use_cutmix = jax.random.uniform(k_switch) < spec.switch_prob
   else:
