@@ -36,9 +36,11 @@ def _predict_pass(exp, params, batches: Iterator[dict], num_batches: int,
     loss_sum += float(-logp[ok, local["label"][ok]].sum())
     count += int(ok.sum())
 
+  # Rows are padded to a whole number per device, so any evaluation batch size works.
+  multiple = max(1, exp.layout.batch_shards // jax.process_count())
   pending = None
   for _ in range(num_batches):
-    local = next(batches)
+    local = _pad_rows(next(batches), multiple)
     video = jax.make_array_from_process_local_data(exp.batch_sharding(5), local["video"])
     out = predict(params, video)  # dispatched; the host reads the next batch meanwhile
     if pending is not None:
@@ -47,6 +49,16 @@ def _predict_pass(exp, params, batches: Iterator[dict], num_batches: int,
   if pending is not None:
     consume(*pending)
   return loss_sum, count
+
+
+def _pad_rows(local: dict, multiple: int) -> dict:
+  """Appends padding rows (video_id -1) so the row count divides by `multiple`."""
+  extra = -len(local["video_id"]) % multiple
+  if not extra:
+    return local
+  pad = {"video_id": -1, "view": 0, "label": -1, "name": ""}
+  return {k: np.concatenate([v, np.full((extra,) + v.shape[1:], pad.get(k, 0), v.dtype)])
+          for k, v in local.items()}
 
 
 def _sum_over_processes(*values: float) -> list[float]:

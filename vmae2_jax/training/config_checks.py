@@ -83,14 +83,6 @@ def check_classify_config(config, num_devices: int, num_classes: int) -> None:
   for field in ("head_dropout", "drop_path_rate"):
     if not 0.0 <= config.model[field] < 1.0:
       raise ConfigError(f"config.model.{field}={config.model[field]} must be in [0, 1)")
-  if config.data.val_path:
-    videos = config.eval.batch_size or config.batch_size
-    for views, what in ((1, "validation"),
-                        (config.data.test_num_segment * config.data.test_num_crop, "test")):
-      if videos * views % num_devices:
-        raise ConfigError(
-            f"config.eval.batch_size={videos} videos x {views} {what} views is not divisible "
-            f"by the {num_devices} devices the batch is split over")
   for field in ("test_num_segment", "test_num_crop"):
     if config.data[field] < 1:
       raise ConfigError(f"config.data.{field}={config.data[field]} must be >= 1")

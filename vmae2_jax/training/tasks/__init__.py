@@ -8,19 +8,28 @@ from __future__ import annotations
 
 from absl import logging
 
-from vmae2_jax.data.info import read_class_names
+from vmae2_jax.data.info import read_class_names, train_info
 from vmae2_jax.training.tasks.classify import ClassifyTask
 from vmae2_jax.training.tasks.pretrain import PretrainTask
 
 
-def _training_set_info(config):
-  """(videos per epoch, classes, class names) of the training data, read from its manifest."""
+def _training_set_info(config, required: bool):
+  """(videos per epoch, classes, class names) of the training data, read from its manifest.
+
+  Unless `required` (the epoch length or class count must come from it), a
+  missing manifest gives zeros: compile-only and benchmarks run recipe configs
+  whose data paths are placeholders, and training opens the data first anyway.
+  """
   d = config.data
   has_train = d.source != "synthetic" and (d.train_path or d.sources or d.source == "tfds")
   if not has_train:
     return 0, 0, None
-  from vmae2_jax.data.info import train_info
-  info = train_info(config)
+  try:
+    info = train_info(config)
+  except FileNotFoundError:
+    if required:
+      raise
+    return 0, 0, None
   return info.num_videos, info.num_classes, info.class_names
 
 
@@ -48,9 +57,11 @@ def make_task(config, batch_shards: int):
   if config.stage == "pretrain":
     num_videos = config.data.num_videos
     if not num_videos and not config.total_steps:
-      num_videos = _training_set_info(config)[0]
+      num_videos = _training_set_info(config, required=True)[0]
     return PretrainTask(config, batch_shards), num_videos
-  videos, classes, names = _training_set_info(config)
+  needs_length = not (config.data.num_videos or config.total_steps)
+  videos, classes, names = _training_set_info(
+      config, required=needs_length or not (config.model.num_classes or config.init_from))
   if names is None and config.data.class_names:  # no training data: the names file alone
     names = read_class_names(config.data.class_names)
   if not classes or names is None:
