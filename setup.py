@@ -14,7 +14,6 @@ CORE = [
     "ml-collections>=1.1.0,<2",
     "einops>=0.8,<1",
     "absl-py>=2.1,<3",
-    "dm-pix>=0.4.5,<0.6",
     "numpy>=1.26",
     "pillow>=10",
     "tensorboardX>=2.6,<3",

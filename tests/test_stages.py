@@ -1,0 +1,125 @@
+"""Stages chained through workdirs: pre-train -> fine-tune with init_from=WORKDIR, the best
+checkpoint, the run's model.json, export of any run with `vmae2_jax.convert`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs.common import base_config
+from tests.helpers import tiny_pretrain_config
+from vmae2_jax.checkpointing import load_source, read_source_meta
+from vmae2_jax.conversion import mapping
+from vmae2_jax.conversion.init_from import apply_init_from
+from vmae2_jax.training import trainer
+from vmae2_jax.training.experiment import setup
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_finetune_config(**overrides):
+  c = base_config()
+  c.stage = "finetune"
+  c.model.variant = "mu/16"
+  c.data.update(dict(frames=4, image_size=32, train_path="demo:train", val_path="demo:val",
+                     num_sample=2, test_num_segment=2, test_num_crop=2))
+  c.batch_size, c.total_steps, c.warmup_steps = 8, 4, 1
+  c.log_every, c.checkpoint_every = 2, 2
+  c.eval.every_steps, c.eval.batch_size = 2, 4
+  c.async_checkpoint = False
+  c.mixup.mixup_alpha, c.mixup.cutmix_alpha = 0.8, 1.0
+  c.optim.layer_decay = 0.75
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("stages")
+  pt = str(root / "pretrain")
+  trainer.train(tiny_pretrain_config(**{"data.source": "shards", "data.train_path": "demo:train",
+                                        "total_steps": 3}), pt)
+  ft = str(root / "finetune")
+  summary = trainer.train(tiny_finetune_config(init_from=pt), ft)
+  return {"root": root, "pretrain": pt, "finetune": ft, "summary": summary}
+
+
+def test_finetuning_starts_from_a_pretraining_workdir(runs):
+  config = tiny_finetune_config(init_from=runs["pretrain"])
+  exp = setup(config)
+  fresh = exp.host_params(exp.init_state().params)
+  started = apply_init_from(fresh, runs["pretrain"], "classifier")
+  src, meta = load_source(runs["pretrain"])
+  assert meta["kind"] == "pretrain" and meta["step"] == 3
+  for path, value in mapping.flatten(started):
+    if path[0] == "encoder":
+      np.testing.assert_array_equal(value, mapping.get_path(src, path), err_msg=str(path))
+    else:  # fc_norm and head: the classifier's own fresh init (head x 0.001)
+      np.testing.assert_array_equal(value, mapping.get_path(fresh, path), err_msg=str(path))
+  assert "norm" not in started["encoder"] and "decoder" not in started
+  assert np.abs(started["head"]["kernel"]).max() < 0.2 * 0.001  # std 0.02 x init scale 0.001
+
+
+def test_run_files_best_checkpoint_and_test_report(runs):
+  s, ft = runs["summary"], runs["finetune"]
+  assert s["final_step"] == 4 and [e["step"] for e in s["evaluations"]] == [2, 4]
+  assert s["best_step"] in (2, 4) and s["test_views"] == 4 and s["test_videos"] == 8
+  meta = json.load(open(os.path.join(ft, "model.json")))
+  assert meta["kind"] == "classifier" and meta["num_classes"] == 5
+  assert meta["class_names"] == ["left", "right", "up", "down", "natural"]
+  assert meta["test"]["test_num_segment"] == 2
+  best = read_source_meta(os.path.join(ft, "best"))
+  assert best["step"] == s["best_step"] and best["kind"] == "classifier"
+  report = os.path.join(ft, "test_step4")
+  assert {"predictions.csv", "per_class.csv", "metrics.json", "confusion.png"} <= set(
+      os.listdir(report))
+  summary = json.load(open(os.path.join(ft, "summary.json")))
+  assert summary["test_top1"] == s["test_top1"] and summary["evaluations"]
+
+
+def test_init_from_a_classifier_with_other_classes_keeps_fc_norm(runs):
+  config = tiny_finetune_config(**{"model.num_classes": 3, "data.train_path": "demo:train"})
+  exp = setup(config)
+  fresh = exp.host_params(exp.init_state().params)
+  started = apply_init_from(fresh, runs["finetune"], "classifier")
+  src, _ = load_source(runs["finetune"])
+  np.testing.assert_array_equal(started["fc_norm"]["scale"], src["fc_norm"]["scale"])
+  np.testing.assert_array_equal(started["head"]["kernel"], fresh["head"]["kernel"])
+  assert started["head"]["kernel"].shape[-1] == 3
+
+
+@pytest.mark.parametrize("which", ["", "best"])
+def test_convert_exports_a_training_run(runs, which, tmp_path):
+  src = os.path.join(runs["finetune"], which) if which else runs["finetune"]
+  dst = str(tmp_path / "model.safetensors")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", "vmae2_jax.convert", "--to=official",
+                         f"--src={src}", f"--dst={dst}"], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  from safetensors.numpy import load_file
+  state = load_file(dst)
+  assert "head.weight" in state and state["head.weight"].shape == (5, 32)
+  assert not any(k.startswith("decoder") for k in state)
+  params, _ = load_source(src)
+  np.testing.assert_array_equal(state["head.weight"], params["head"]["kernel"].T)
+  np.testing.assert_array_equal(state["blocks.1.attn.q_bias"],
+                                params["encoder"]["blocks"]["layers"]["attn"]["q_bias"][1]
+                                .reshape(-1))
+
+
+def test_eval_only_tests_the_latest_model_without_training(runs):
+  config = tiny_finetune_config(eval_only=True)
+  out = trainer.train(config, runs["finetune"])
+  assert out["steps_run"] == 0 and out["final_step"] == 4
+  assert out["test_top1"] == pytest.approx(runs["summary"]["test_top1"])
+  assert jax.process_count() == 1
