@@ -1,0 +1,172 @@
+"""A video file (mp4 and anything else PyAV reads) as a record for the data pipelines.
+
+`VideoFileRecord(path)` has the interface of shards.VideoRecord (num_frames,
+height, width, label, header["name"], decode_frames), so the evaluation
+transforms (pipelines.EvalTransform) build their views from a file exactly as
+from a shard record. Frames come out at full resolution as RGB uint8, which is
+what the reference reads with decord before its own resize.
+
+The frame count is the number of video packets (one per frame), the count the
+reference's decord VideoReader reports as len(vr); it needs no decoding. A
+file that cannot be opened, has no video stream, has no frames or ends before
+a requested frame raises shards.CorruptRecordError naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from vmae2_jax.data.shards import CorruptRecordError
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp",
+              ".ts", ".wmv")
+
+
+def _open(path: str):
+  """(container, video stream); CorruptRecordError naming the file on failure."""
+  import av
+  if not os.path.isfile(path):
+    raise CorruptRecordError(f"{path}: no such file")
+  try:
+    container = av.open(path)
+  except Exception as e:  # noqa: BLE001 - av raises many error types for bad files
+    raise CorruptRecordError(f"{path}: unreadable video ({_reason(e)})") from e
+  if not container.streams.video:
+    container.close()
+    raise CorruptRecordError(f"{path}: no video stream")
+  return container, container.streams.video[0]
+
+
+def _reason(e: Exception) -> str:
+  # PyAV messages repeat the file name; keep the part that says what went wrong.
+  msg = getattr(e, "strerror", None) or str(e)
+  return f"{type(e).__name__}: {msg}"
+
+
+def iter_frames(path: str) -> Iterator[np.ndarray]:
+  """Every frame of the file in order, RGB uint8 [h, w, 3], decoded once, streaming."""
+  container, stream = _open(path)
+  stream.thread_type = "AUTO"  # frame threading: several cores on long videos
+  try:
+    for frame in container.decode(stream):
+      yield frame.to_ndarray(format="rgb24")
+  except Exception as e:  # noqa: BLE001
+    raise CorruptRecordError(f"{path}: decoding failed ({_reason(e)})") from e
+  finally:
+    container.close()
+
+
+def probe_num_frames(path: str) -> int:
+  """The frame count from the container header (0 when it does not say); no decoding."""
+  try:
+    container, stream = _open(path)
+  except CorruptRecordError:
+    return 0
+  with container:
+    return int(stream.frames or 0)
+
+
+class VideoFileRecord:
+  """One video file with the shards.VideoRecord interface (see module doc)."""
+
+  def __init__(self, path: str, label: int = -1, name: str | None = None):
+    self.path = path
+    self.where = path  # what error messages name, as VideoRecord.where
+    container, stream = _open(path)
+    try:
+      ctx = stream.codec_context
+      height, width = int(ctx.height), int(ctx.width)
+      fps = float(stream.average_rate or stream.guessed_rate or 0)
+      count = sum(1 for p in container.demux(stream) if p.size > 0)  # flush packets are empty
+    except Exception as e:  # noqa: BLE001
+      raise CorruptRecordError(f"{path}: unreadable video ({_reason(e)})") from e
+    finally:
+      container.close()
+    if count < 1 or height < 1 or width < 1:
+      raise CorruptRecordError(f"{path}: no decodable frames")
+    self.header = {"name": name if name is not None else os.path.basename(path),
+                   "source": path, "label": int(label), "fps": fps, "num_frames": count,
+                   "height": height, "width": width}
+
+  @property
+  def num_frames(self) -> int:
+    return self.header["num_frames"]
+
+  @property
+  def label(self) -> int:
+    return self.header["label"]
+
+  @property
+  def height(self) -> int:
+    return self.header["height"]
+
+  @property
+  def width(self) -> int:
+    return self.header["width"]
+
+  def decode_frames(self, indices: Sequence[int], min_height: int = 0,
+                    min_width: int = 0) -> np.ndarray:
+    """uint8 [len(indices), h, w, 3] at full size (min_* only bound the size from below).
+
+    One sequential pass up to the last wanted frame; each frame decoded once.
+    """
+    del min_height, min_width  # full size is always at least as large
+    indices = [int(i) for i in indices]
+    if not indices:
+      return np.zeros((0, self.height, self.width, 3), np.uint8)
+    bad = [i for i in indices if not 0 <= i < self.num_frames]
+    if bad:
+      raise CorruptRecordError(f"{self.path}: frame {bad[0]} out of range [0, {self.num_frames})")
+    wanted: dict[int, list[int]] = {}
+    for k, i in enumerate(indices):
+      wanted.setdefault(i, []).append(k)
+    last = max(wanted)
+    out = None
+    decoded = 0
+    with contextlib.closing(iter_frames(self.path)) as frames:  # closes the file on return
+      for i, frame in enumerate(frames):
+        decoded = i + 1
+        if i in wanted:
+          if out is None:
+            out = np.empty((len(indices),) + frame.shape, np.uint8)
+          elif frame.shape != out.shape[1:]:
+            raise CorruptRecordError(f"{self.path}: frame {i} is {frame.shape[:2]}, earlier "
+                                     f"frames are {out.shape[1:3]}")
+          out[wanted[i]] = frame
+        if i >= last:
+          return out
+    raise CorruptRecordError(f"{self.path}: only {decoded} of {self.num_frames} frames decode "
+                             "(truncated or corrupt video)")
+
+
+def read_video_list(path: str) -> list[str]:
+  """Video paths from a list file: one a line, blank and # lines skipped.
+
+  A second column (a label) is allowed and ignored: a line holding a tab is
+  split on tabs, else a line that is not itself an existing path on
+  whitespace. Relative paths are relative to the current directory.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no such list file")
+  paths = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      line = line.strip()
+      if not line or line.startswith("#"):
+        continue
+      if "\t" in line:
+        line = line.split("\t")[0].strip()
+      elif not os.path.exists(line):
+        line = line.split()[0]
+      paths.append(line)
+  return paths
+
+
+def videos_in_folder(folder: str) -> list[str]:
+  """The video files (by extension) directly inside ``folder``, in name order."""
+  return [os.path.join(folder, n) for n in sorted(os.listdir(folder))
+          if n.lower().endswith(VIDEO_EXTS) and os.path.isfile(os.path.join(folder, n))]
