@@ -48,8 +48,12 @@ import cv2
 import jax.numpy as jnp
 import numpy as np
 
+from vmae2_jax.conversion.report import ConversionError
+from vmae2_jax.data import shards, video_file
+from vmae2_jax.data.shards import CorruptRecordError
 from vmae2_jax.evaluation import inference
 from vmae2_jax.evaluation.inference import UserError
+from vmae2_jax.models.patching import MEAN, STD
 
 FAILURES = "failures.tsv"
 DECODE_CHUNK = 32  # shard frames decoded per call
@@ -109,7 +113,6 @@ class FileVideo:
   def open(self) -> tuple[str, Callable[[], Iterator[np.ndarray]], Callable[[], int]]:
     """(output name, frame iterator factory, frame count estimate (0 = unknown) factory);
     the factories run only for a video that is not skipped."""
-    from vmae2_jax.data import video_file
     name = os.path.splitext(os.path.basename(self.path))[0]
     return (name, lambda: video_file.iter_frames(self.path),
             lambda: video_file.probe_num_frames(self.path))
@@ -127,7 +130,6 @@ class ShardVideo:
 
   def open(self) -> tuple[str, Callable[[], Iterator[np.ndarray]], Callable[[], int]]:
     """As FileVideo.open; reads the record (its name is in its header)."""
-    from vmae2_jax.data import shards
     item = self.source[self.index]
     if isinstance(item, shards.BrokenRecord):
       item.raise_error()
@@ -143,7 +145,6 @@ class ShardVideo:
 
 def open_videos(spec: str) -> list:
   """--videos: a list file, a folder of videos, or a shard set -> FileVideo/ShardVideo items."""
-  from vmae2_jax.data import shards, video_file
   is_shards = (spec == "demo" or spec.startswith("demo:") or spec.endswith(".json")
                or os.path.isfile(os.path.join(spec, shards.MANIFEST)))
   if is_shards:
@@ -229,7 +230,6 @@ class ExtractSummary:
 
 def feature_fn(reference_normalization: bool) -> Callable:
   """model, uint8 clips [B, T, S, S, 3] -> float32 features [B, D]."""
-  from vmae2_jax.models.patching import MEAN, STD
 
   def fn(model, x):
     if reference_normalization:
@@ -241,7 +241,6 @@ def feature_fn(reference_normalization: bool) -> Callable:
 
 def _events(videos: Sequence, out: str, window: int, stride: int, size: int):
   """Producer (background thread): per video "start"/"skip"/"win"/"end"/"fail" events."""
-  from vmae2_jax.data.shards import CorruptRecordError
   names: dict[str, int] = {}
   for vi, video in enumerate(videos):
     try:
@@ -412,7 +411,6 @@ def main(argv: list[str] | None = None) -> int:
   args = inference.parse_args(parser(), argv)
   if isinstance(args, int):
     return args
-  from vmae2_jax.conversion.report import ConversionError
   try:
     videos = open_videos(args.videos)
     if not videos:

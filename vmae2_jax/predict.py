@@ -30,6 +30,10 @@ from typing import Any, Iterator, Sequence
 import jax
 import numpy as np
 
+from vmae2_jax.conversion.report import ConversionError
+from vmae2_jax.data.pipelines import EvalTransform
+from vmae2_jax.data.shards import CorruptRecordError
+from vmae2_jax.data.video_file import VideoFileRecord, read_video_list
 from vmae2_jax.evaluation.inference import (DTYPES, BatchRunner, Parser, UserError,
                                             class_names_for, load_classifier, parse_args,
                                             prefetch, square_size)
@@ -84,7 +88,6 @@ class Predictor:
   def __init__(self, init_from: str, *, dtype: str = "float32", sampling: str | None = None,
                sampling_rate: int | None = None, num_segment: int | None = None,
                num_crop: int | None = None):
-    from vmae2_jax.data.pipelines import EvalTransform
     self.model, self.meta = load_classifier(init_from, dtype=dtype)
     self.size = square_size(self.meta, init_from)
     self.protocol = test_protocol(self.meta, sampling=sampling, sampling_rate=sampling_rate,
@@ -104,7 +107,6 @@ class Predictor:
   def views(self, path: str) -> np.ndarray:
     """uint8 [num_views, T, S, S, 3]: the test views of one file (view k = clip k // crops,
     crop k % crops). Raises CorruptRecordError naming the file."""
-    from vmae2_jax.data.video_file import VideoFileRecord
     return self.transform.transform(VideoFileRecord(path), None)["video"]
 
   def _runner(self, videos_per_batch: int) -> BatchRunner:
@@ -115,7 +117,6 @@ class Predictor:
     return self._runners[videos_per_batch]
 
   def _decoded(self, paths: Sequence[str]) -> Iterator[tuple[int, np.ndarray | str]]:
-    from vmae2_jax.data.shards import CorruptRecordError
     for i, path in enumerate(paths):
       try:
         yield i, self.views(path)
@@ -214,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parse_args(parser(), argv)
   if isinstance(args, int):
     return args
-  from vmae2_jax.conversion.report import ConversionError
   try:
-    from vmae2_jax.data.video_file import read_video_list
     paths = list(args.video)
     if args.list:
       try:

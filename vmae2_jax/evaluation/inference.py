@@ -13,6 +13,11 @@ import jax
 import numpy as np
 from flax import nnx
 
+from vmae2_jax.checkpointing import model_io
+from vmae2_jax.conversion import labels
+from vmae2_jax.conversion.api import build_model
+from vmae2_jax.models.options import ModelOptions
+
 KINETICS = {400: "k400", 600: "k600", 700: "k700", 710: "k710"}
 DTYPES = ("float32", "bfloat16")
 
@@ -28,9 +33,6 @@ def load_classifier(init_from: str, *, dtype: str = "float32", frames: int | Non
   frames / image_size rebuild the model for another clip shape (the weights do
   not depend on it; position tables are regenerated).
   """
-  from vmae2_jax.checkpointing import model_io
-  from vmae2_jax.conversion.api import build_model
-  from vmae2_jax.models.options import ModelOptions
   if dtype not in DTYPES:
     raise UserError(f"--dtype={dtype!r} is not one of {DTYPES}")
   try:
@@ -71,7 +73,6 @@ def class_names_for(meta: dict[str, Any]) -> tuple[list[str], str | None]:
   if names and len(names) == k:
     return [str(n) for n in names], None
   if k in KINETICS:
-    from vmae2_jax.conversion import labels
     return (list(labels.class_names(KINETICS[k])),
             f"model.json has no class names; using the packaged Kinetics-{k} names")
   return [f"class_{i}" for i in range(k)], None

@@ -14,6 +14,7 @@ import numpy as np
 from absl import logging
 
 from vmae2_jax.checkpointing import Checkpointer, write_meta
+from vmae2_jax.conversion.init_from import apply_init_from
 from vmae2_jax.models import get_variant
 from vmae2_jax.training.experiment import Experiment, setup
 from vmae2_jax.training.metrics_log import MetricsLog
@@ -204,7 +205,6 @@ def _write_summary(workdir: str, summary: dict) -> dict:
 
 def _apply_init_from(exp: Experiment, state: TrainState) -> TrainState:
   """Replaces freshly initialised parameters with a converted/previous model's (surgery)."""
-  from vmae2_jax.conversion.init_from import apply_init_from
   c = exp.config
   params = apply_init_from(exp.host_params(state.params), c.init_from, exp.task.kind,
                            label_map=c.init_label_map or None, fresh_head=c.init_fresh_head)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from absl import logging
 
+from vmae2_jax.checkpointing.model_io import read_source_meta
 from vmae2_jax.data.info import read_class_names, train_info
 from vmae2_jax.training.tasks.classify import ClassifyTask
 from vmae2_jax.training.tasks.pretrain import PretrainTask
@@ -37,7 +38,6 @@ def _init_from_classes(config):
   """(classes, names) a classifier checkpoint in config.init_from declares, else (0, None)."""
   if not config.init_from:
     return 0, None
-  from vmae2_jax.checkpointing.model_io import read_source_meta
   try:
     meta = read_source_meta(config.init_from)
   except (FileNotFoundError, ValueError):

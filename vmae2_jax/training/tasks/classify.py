@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from vmae2_jax.data import make_train_iterator
+from vmae2_jax.evaluation import classification
 from vmae2_jax.models import build_classifier
 from vmae2_jax.training import mixup
 from vmae2_jax.training.config_checks import ConfigError, check_classify_config
@@ -85,12 +86,10 @@ class ClassifyTask:
     """Single-view validation on config.data.val_path: val_top1, val_top5, val_loss."""
     if not self.config.data.val_path:
       return None
-    from vmae2_jax.evaluation import classification
     return classification.validate(exp, params)
 
   def finish(self, exp, params, workdir: str, step: int) -> dict:
     """The multi-view test on config.data.val_path, written to WORKDIR/test_step<N>/."""
     if not (self.config.data.val_path and (self.config.eval.test_at_end or self.config.eval_only)):
       return {}
-    from vmae2_jax.evaluation import classification
     return classification.test(exp, params, os.path.join(workdir, f"test_step{step}"))

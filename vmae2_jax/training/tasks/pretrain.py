@@ -10,6 +10,7 @@ from absl import logging
 from flax import nnx
 
 from vmae2_jax.data import make_train_iterator
+from vmae2_jax.evaluation.reconstruction import write_reconstruction_grid
 from vmae2_jax.masking import MaskSpec, sample_masks
 from vmae2_jax.models import build_pretrain_model, get_variant
 from vmae2_jax.training.config_checks import check_pretrain_config
@@ -75,7 +76,6 @@ class PretrainTask:
     params = exp.host_params(params)  # a collective with several processes: all join
     if jax.process_index() != 0:
       return {}
-    from vmae2_jax.evaluation.reconstruction import write_reconstruction_grid
     path = os.path.join(workdir, f"reconstruction_step{step}.png")
     write_reconstruction_grid(self.config, exp.graphdef, params, path,
                               num_clips=self.config.reconstruction.num_clips)
