@@ -1,7 +1,7 @@
 """Side by side on this machine: Hugging Face VideoMAEForVideoClassification vs our classifier.
 
   python -m vmae2_jax.bench hf_finetune --config=configs/finetune_s_k400.py [--batch=2]
-      [--steps=6] [--infer_steps=4] [--rounds=3] [--parts=train,predict,features] [--json]
+      [--steps=6] [--infer_steps=3] [--rounds=3] [--parts=train,predict,features] [--json]
 
 Three comparisons, every implementation timed interleaved in rounds after
 warm-up, same threads, medians reported:
@@ -154,9 +154,10 @@ def parse_args(argv):
                  ", ".join(PARTS))
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--steps", type=int, default=6, help="timed training steps per implementation")
-  p.add_argument("--infer_steps", type=int, default=4,
+  p.add_argument("--infer_steps", type=int, default=3,
                  help="timed predict / features calls per implementation")
-  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--warmup", type=int, default=2, help="untimed training steps")
+  p.add_argument("--infer_warmup", type=int, default=1, help="untimed predict / features calls")
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--host_malloc", default="auto", choices=("auto", "keep", "default"))
   p.add_argument("--json", action="store_true")
@@ -226,8 +227,8 @@ def main(argv=None) -> int:
 
   loads = {}
   for part, pair in timed.items():  # each part's pair interleaved on its own
-    steps = a.steps if part == "train" else a.infer_steps
-    loads[part] = interleave(pair, steps, a.rounds, a.warmup)
+    steps, warmup = (a.steps, a.warmup) if part == "train" else (a.infer_steps, a.infer_warmup)
+    loads[part] = interleave(pair, steps, a.rounds, warmup)
 
   out = {"variant": config.model.variant, "frames": frames, "image_size": image,
          "num_classes": config.model.num_classes, "threads": a.threads,

@@ -54,15 +54,21 @@ class Checkpointer:
       logging.info("checkpoint: saving step %d to %s", step, self.directory)
     return saved
 
-  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
-    """Restores `step` into the shapes and shardings of `abstract_state`."""
+  def restore(self, step: int, abstract_state: Any, *, data: bool = True
+              ) -> tuple[Any, dict, dict]:
+    """Restores `step` into the shapes and shardings of `abstract_state`.
+
+    data=False skips this process's iterator state (an evaluation that reads no
+    training data may run on another number of processes than the run did).
+    """
     abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     out = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         data=ocp.args.JsonRestore(),
         meta=ocp.args.JsonRestore(),
     ))
-    return out.state, _this_process(dict(out.data or {})), dict(out.meta or {})
+    data_state = _this_process(dict(out.data or {})) if data else {}
+    return out.state, data_state, dict(out.meta or {})
 
   def wait(self) -> None:
     """Blocks until pending async saves are durable."""

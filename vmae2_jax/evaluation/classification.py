@@ -80,8 +80,8 @@ def validate(exp, params) -> dict:
   loss_sum, count = _sum_over_processes(loss_sum, count)
   summary = multiview.gather_results(merger.results().summarize())
   acc = multiview.accuracy(summary)
-  return {"val_top1": 100.0 * acc["top1"], "val_top5": 100.0 * acc["top5"],
-          "val_loss": loss_sum / max(count, 1), "val_videos": int(acc["num_videos"])}
+  return {"val_top1": float(100.0 * acc["top1"]), "val_top5": float(100.0 * acc["top5"]),
+          "val_loss": float(loss_sum / max(count, 1)), "val_videos": int(acc["num_videos"])}
 
 
 def test(exp, params, out_dir: str) -> dict:
@@ -95,7 +95,7 @@ def test(exp, params, out_dir: str) -> dict:
   summary = multiview.gather_results(merger.results().summarize())
   acc = multiview.accuracy(summary)
   views = c.data.test_num_segment * c.data.test_num_crop
-  results = {"test_top1": 100.0 * acc["top1"], "test_top5": 100.0 * acc["top5"],
+  results = {"test_top1": float(100.0 * acc["top1"]), "test_top5": float(100.0 * acc["top5"]),
              "test_videos": int(acc["num_videos"]), "test_views": views, "test_dir": out_dir}
   if jax.process_index() == 0:
     os.makedirs(out_dir, exist_ok=True)

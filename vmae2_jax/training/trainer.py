@@ -44,7 +44,7 @@ def train(config, workdir: str) -> dict:
                                                                 jax.process_count())
   latest = ckpt.latest_step()
   if latest is not None:
-    state, data_state, _ = ckpt.restore(latest, exp.abstract_state)
+    state, data_state, _ = ckpt.restore(latest, exp.abstract_state, data=not config.eval_only)
     if data_state and data_iter is not None:
       data_iter.set_state(data_state)
     logging.info("resumed from step %d in %s", latest, ckpt.directory)
