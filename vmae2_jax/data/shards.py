@@ -140,13 +140,10 @@ def encode_record(frames: Sequence[bytes], *, label: int = -1, fps: float = 0.0,
   return b"".join([MAGIC, struct.pack("<I", len(head)), head, *frames])
 
 
-@dataclasses.dataclass
-class VideoRecord:
-  """A parsed record; frames are decoded on demand by index."""
-  data: bytes
+class HeaderFields:
+  """The video record interface's fields, read from a `header` dict (shards, video files)."""
+
   header: dict
-  payload_start: int
-  where: str = ""
 
   @property
   def num_frames(self) -> int:
@@ -163,6 +160,15 @@ class VideoRecord:
   @property
   def width(self) -> int:
     return self.header["width"]
+
+
+@dataclasses.dataclass
+class VideoRecord(HeaderFields):
+  """A parsed record; frames are decoded on demand by index."""
+  data: bytes
+  header: dict
+  payload_start: int
+  where: str = ""
 
   def frame_bytes(self, i: int) -> bytes:
     off = self.header["offsets"]

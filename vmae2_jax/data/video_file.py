@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from vmae2_jax.data.shards import CorruptRecordError
+from vmae2_jax.data.shards import CorruptRecordError, HeaderFields
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp",
               ".ts", ".wmv")
@@ -70,7 +70,7 @@ def probe_num_frames(path: str) -> int:
     return int(stream.frames or 0)
 
 
-class VideoFileRecord:
+class VideoFileRecord(HeaderFields):
   """One video file with the shards.VideoRecord interface (see module doc)."""
 
   def __init__(self, path: str, label: int = -1, name: str | None = None):
@@ -91,22 +91,6 @@ class VideoFileRecord:
     self.header = {"name": name if name is not None else os.path.basename(path),
                    "source": path, "label": int(label), "fps": fps, "num_frames": count,
                    "height": height, "width": width}
-
-  @property
-  def num_frames(self) -> int:
-    return self.header["num_frames"]
-
-  @property
-  def label(self) -> int:
-    return self.header["label"]
-
-  @property
-  def height(self) -> int:
-    return self.header["height"]
-
-  @property
-  def width(self) -> int:
-    return self.header["width"]
 
   def decode_frames(self, indices: Sequence[int], min_height: int = 0,
                     min_width: int = 0) -> np.ndarray:
