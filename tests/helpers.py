@@ -1,6 +1,18 @@
 """Shared test helpers: tiny configs."""
 
 from configs import demo
+from configs.common import base_config
+
+
+def apply_overrides(c, overrides: dict):
+  """Sets dotted fields ("data.frames") of a ConfigDict; returns it."""
+  for key, value in overrides.items():
+    target = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return c
 
 
 def tiny_pretrain_config(**overrides):
@@ -19,10 +31,20 @@ def tiny_pretrain_config(**overrides):
   c.checkpoint_every = 3
   c.reconstruction.enabled = False
   c.async_checkpoint = False
-  for key, value in overrides.items():
-    target = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return c
+  return apply_overrides(c, overrides)
+
+
+def tiny_finetune_config(**overrides):
+  """Fine-tuning the same tiny ViT on the embedded demo shards (5 classes), 2x2 test views."""
+  c = base_config()
+  c.stage = "finetune"
+  c.model.variant = "mu/16"
+  c.data.update(dict(frames=4, image_size=32, train_path="demo:train", val_path="demo:val",
+                     num_sample=2, test_num_segment=2, test_num_crop=2))
+  c.batch_size, c.total_steps, c.warmup_steps = 8, 4, 1
+  c.log_every, c.checkpoint_every = 2, 2
+  c.eval.every_steps, c.eval.batch_size = 2, 4
+  c.async_checkpoint = False
+  c.mixup.mixup_alpha, c.mixup.cutmix_alpha = 0.8, 1.0
+  c.optim.layer_decay = 0.75
+  return apply_overrides(c, overrides)

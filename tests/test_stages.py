@@ -10,8 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.common import base_config
-from tests.helpers import tiny_pretrain_config
+from tests.helpers import tiny_finetune_config, tiny_pretrain_config
 from vmae2_jax.checkpointing import load_source, read_source_meta
 from vmae2_jax.conversion import mapping
 from vmae2_jax.conversion.init_from import apply_init_from
@@ -19,27 +18,6 @@ from vmae2_jax.training import trainer
 from vmae2_jax.training.experiment import setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_finetune_config(**overrides):
-  c = base_config()
-  c.stage = "finetune"
-  c.model.variant = "mu/16"
-  c.data.update(dict(frames=4, image_size=32, train_path="demo:train", val_path="demo:val",
-                     num_sample=2, test_num_segment=2, test_num_crop=2))
-  c.batch_size, c.total_steps, c.warmup_steps = 8, 4, 1
-  c.log_every, c.checkpoint_every = 2, 2
-  c.eval.every_steps, c.eval.batch_size = 2, 4
-  c.async_checkpoint = False
-  c.mixup.mixup_alpha, c.mixup.cutmix_alpha = 0.8, 1.0
-  c.optim.layer_decay = 0.75
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
 
 
 @pytest.fixture(scope="module")
