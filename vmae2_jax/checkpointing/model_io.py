@@ -119,27 +119,37 @@ def is_source(path: str) -> bool:
     return False
 
 
-def run_meta(workdir: str) -> dict[str, Any]:
-  """What a run's model is: WORKDIR/model.json, or (runs from before it existed) its config."""
+def run_meta(workdir: str, step_dir: str | None = None) -> dict[str, Any]:
+  """What a run's model is: WORKDIR/model.json; for runs from before it existed, their
+  config.json; for a bare checkpoint directory, the step's own meta item."""
   if os.path.exists(os.path.join(workdir, META_FILE)):
     return read_model_meta(workdir)
-  cfg_path = os.path.join(workdir, RUN_CONFIG)
-  if not os.path.exists(cfg_path):
-    raise FileNotFoundError(f"{workdir}: no {META_FILE} or {RUN_CONFIG} saying what the run "
-                            "trained")
-  with open(cfg_path) as f:
-    cfg = json.load(f)
-  kind = "pretrain" if cfg.get("stage", "pretrain") == "pretrain" else "classifier"
-  return {"kind": kind, "variant": cfg["model"]["variant"], "stage": cfg.get("stage", "pretrain"),
-          "num_classes": cfg["model"].get("num_classes") or None,
-          "frames": cfg["data"]["frames"], "image_size": cfg["data"]["image_size"],
-          "encoder_norm": kind == "pretrain"}
+  cfg = _read_json(os.path.join(workdir, RUN_CONFIG))
+  if cfg and "model" in cfg and "data" in cfg:
+    kind = "pretrain" if cfg.get("stage", "pretrain") == "pretrain" else "classifier"
+    return {"kind": kind, "variant": cfg["model"]["variant"],
+            "stage": cfg.get("stage", "pretrain"),
+            "num_classes": cfg["model"].get("num_classes") or None,
+            "frames": cfg["data"]["frames"], "image_size": cfg["data"]["image_size"],
+            "encoder_norm": kind == "pretrain"}
+  step_meta = _read_json(os.path.join(step_dir, "meta", "metadata")) if step_dir else None
+  if step_meta is not None:
+    return dict(step_meta)
+  raise FileNotFoundError(f"{workdir}: no {META_FILE} or {RUN_CONFIG} saying what the run "
+                          "trained")
+
+
+def _read_json(path: str) -> dict | None:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def read_source_meta(path: str) -> dict[str, Any]:
   """The meta of any model source (see module doc), without reading weights."""
   kind, step, meta_dir = resolve(path)
-  meta = read_model_meta(meta_dir) if kind == "model" else run_meta(meta_dir)
+  meta = read_model_meta(meta_dir) if kind == "model" else run_meta(meta_dir, step)
   if step is not None:
     meta = dict(meta, source=step, step=int(os.path.basename(step)))
   return meta
