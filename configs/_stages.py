@@ -41,14 +41,18 @@ def distilled(variant: str, dataset: str):
 
 
 def demo_stage(stage: str, init_from: str, *, base_lr: float, total_steps: int):
-  """A supervised stage on the embedded demo shards with the model and clips of configs/demo.py."""
+  """A supervised stage on the embedded labelled demo set (demo:motion_train / motion_val:
+  shapes drifting left, right, up or down, data_prep.generated) with the model and clip
+  shape of configs/demo.py."""
   pre = demo.get_config()
   c = finetune_recipe(pre.model.variant, "k400", per_gpu_batch=pre.batch_size, gpus=1,
                       base_lr=base_lr, layer_decay=0.75, epochs=1, warmup_epochs=0,
                       stage=stage, init_from=init_from)
-  c.model.num_classes = 5        # left, right, up, down, natural
-  c.data.update(dict(train_path="demo:train", val_path="demo:val", frames=pre.data.frames,
-                     image_size=pre.data.image_size, test_num_segment=2, test_num_crop=2,
+  c.model.num_classes = 4        # left, right, up, down
+  c.data.update(dict(train_path="demo:motion_train", val_path="demo:motion_val",
+                     frames=pre.data.frames, image_size=pre.data.image_size,
+                     sampling_rate=3,      # 8 frames x 3 = the 24-frame clips
+                     test_num_segment=2, test_num_crop=2,
                      flip=False))  # a horizontal flip turns "left" into "right"
   c.total_steps = total_steps
   c.warmup_steps = total_steps // 10

@@ -18,6 +18,7 @@ shards and manifests (same sha256).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -25,8 +26,8 @@ import tempfile
 
 import numpy as np
 
-from data_prep import build_shards
-from vmae2_jax.data import shards as shard_format
+from data_prep import build_shards, generated
+from data_prep.generated import write_frame_folder
 
 CLASSES = ("left", "right", "up", "down", "natural")
 DIRECTIONS = {0: (0.0, -1.0), 1: (0.0, 1.0), 2: (-1.0, 0.0), 3: (1.0, 0.0)}  # (dy, dx)
@@ -75,13 +76,6 @@ def moving_shapes(label: int, index: int, frames: int = 48, size: int = 128,
   return np.clip(clip, 0, 255).astype(np.uint8)
 
 
-def write_frame_folder(folder: str, clip: np.ndarray) -> None:
-  os.makedirs(folder, exist_ok=True)
-  for t, frame in enumerate(clip):
-    with open(os.path.join(folder, f"img_{t + 1:05d}.jpg"), "wb") as f:
-      f.write(shard_format.encode_jpeg(frame, quality=95))
-
-
 def build_demo(out: str = DEFAULT_OUT, *, short_side: int = 128, real_frames: int = 96,
                train_per_class: int = 6, val_per_class: int = 2, frames: int = 48,
                quality: int = 85, require_real: bool = True, log=None) -> dict:
@@ -121,6 +115,28 @@ def build_demo(out: str = DEFAULT_OUT, *, short_side: int = 128, real_frames: in
         shutil.copy(os.path.join(opts.out, s["name"]), os.path.join(out, s["name"]))
       shutil.copy(os.path.join(opts.out, opts.manifest_name), os.path.join(out, opts.manifest_name))
       manifests[split] = manifest
+  manifests.update(build_motion_demo(out, log=log))
+  return manifests
+
+
+def build_motion_demo(out: str = DEFAULT_OUT, *, train_per_class: int = 24,
+                      val_per_class: int = 8, frames: int = 24, size: int = 64,
+                      speed: tuple[float, float] = (0.5, 1.3), quality: int = 80,
+                      noise: float = 1.0, log=None) -> dict:
+  """The labelled demo set demo:motion_train / demo:motion_val (4 directions, light shapes
+  on dark; data_prep.generated), written beside the pre-training demo's shards."""
+  manifests = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    paths = generated.write_motion_dataset(
+        tmp, num_train=4 * train_per_class, num_val=4 * val_per_class, frames=frames, size=size,
+        speed=speed, quality=quality, noise=noise, prefix="motion", log=log)
+    for split, manifest_path in paths.items():
+      with open(manifest_path) as f:
+        manifest = json.load(f)
+      for s in manifest["shards"]:
+        shutil.copy(os.path.join(tmp, s["name"]), os.path.join(out, s["name"]))
+      shutil.copy(manifest_path, os.path.join(out, os.path.basename(manifest_path)))
+      manifests[f"motion_{split}"] = manifest
   return manifests
 
 
@@ -129,8 +145,13 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=DEFAULT_OUT)
   p.add_argument("--short_side", type=int, default=128)
   p.add_argument("--real_frames", type=int, default=96, help="frames kept per real video")
+  p.add_argument("--only_motion", action="store_true",
+                 help="write only demo:motion_train / demo:motion_val")
   a = p.parse_args(argv)
-  manifests = build_demo(a.out, short_side=a.short_side, real_frames=a.real_frames)
+  if a.only_motion:
+    manifests = build_motion_demo(a.out)
+  else:
+    manifests = build_demo(a.out, short_side=a.short_side, real_frames=a.real_frames)
   for split, m in manifests.items():
     size = sum(s["bytes"] for s in m["shards"])
     print(f"{split}: {m['num_written']} videos, {m['num_frames']} frames, {size / 2**20:.2f} MiB")

@@ -347,15 +347,16 @@ def test_demo_stages_chain_and_match_the_pretraining_demo():
   for c in (post, fine):
     assert (c.model.variant, c.data.frames, c.data.image_size) == (
         pre.model.variant, pre.data.frames, pre.data.image_size)
-    assert (c.data.train_path, c.data.val_path, c.model.num_classes) == ("demo:train",
-                                                                         "demo:val", 5)
+    assert (c.data.train_path, c.data.val_path, c.model.num_classes) == (
+        "demo:motion_train", "demo:motion_val", 4)
     assert c.batch_size == 8 and c.data.num_sample == 2
     assert (c.data.test_num_segment, c.data.test_num_crop) == (2, 2)
-    assert c.mixup.mixup_alpha > 0 and c.data.randaug
+    assert c.data.randaug and c.data.reprob > 0
     assert not c.data.flip  # left/right are classes: a flip would swap them
     assert 100 <= c.total_steps <= 1000 and 0 < c.warmup_steps < c.total_steps
     assert 25 <= c.eval.every_steps <= 100
-    check_classify_config(c, 1, 5)
+    check_classify_config(c, 1, 4)
+  assert fine.mixup.mixup_alpha > 0 and fine.mixup.cutmix_alpha > 0  # the recipe's mixup
   assert fine.optim.base_lr < post.optim.base_lr
 
 

