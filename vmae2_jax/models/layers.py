@@ -382,7 +382,7 @@ class BlockStack(nnx.Module):
     rates = jnp.asarray(self.drop_rates, jnp.float32)
     policy = REMAT_POLICIES[self.opts.remat]
 
-    def block_fn(n_out):
+    def block_fn(n_out, in_scan: bool):
       def body(h, xs):
         layer_state, layer_key, rate = xs
         block = nnx.merge(graphdef, layer_state)
@@ -390,7 +390,11 @@ class BlockStack(nnx.Module):
                   num_outputs=n_out)
         return constrain(h, ACTIVATION_AXES), None
       if self.opts.remat != "none":
-        body = jax.checkpoint(body, policy=policy, prevent_cse=not self.opts.scan_layers)
+        # Inside a scan the loop already keeps XLA from merging the recomputation with
+        # the forward (prevent_cse would only cost); a block called outside the loop
+        # (the trimmed last block) needs it, or its activations live until the backward.
+        body = jax.checkpoint(body, policy=policy,
+                              prevent_cse=not (self.opts.scan_layers and in_scan))
       return body
 
     xs = (state, keys, rates)
@@ -399,7 +403,7 @@ class BlockStack(nnx.Module):
     if n_scan:
       head = jax.tree.map(lambda a: a[:n_scan], xs) if n_scan < self.depth else xs
       unroll = 1 if self.opts.scan_layers else n_scan
-      x, _ = jax.lax.scan(block_fn(None), x, head, unroll=unroll)
+      x, _ = jax.lax.scan(block_fn(None, in_scan=True), x, head, unroll=unroll)
     if num_outputs:
-      x, _ = block_fn(num_outputs)(x, jax.tree.map(lambda a: a[-1], xs))
+      x, _ = block_fn(num_outputs, in_scan=False)(x, jax.tree.map(lambda a: a[-1], xs))
     return x
