@@ -1,5 +1,7 @@
-"""The train-step benchmark entry point and its analytic FLOP counter."""
+"""The benchmark entry points (step of every stage, Hugging Face side by sides, compile-only
+memory) and the analytic FLOP counter."""
 
+import importlib.util
 import json
 
 import jax
@@ -9,17 +11,43 @@ import pytest
 from flax import nnx
 
 from vmae2_jax.bench import __main__ as bench_main
-from vmae2_jax.bench.flops import count_dot_flops, pretrain_flops_per_clip
+from vmae2_jax.bench.flops import (classifier_flops_per_clip, count_dot_flops,
+                                   pretrain_flops_per_clip)
 from vmae2_jax.masking import MaskSpec, sample_masks
 from vmae2_jax.models import ModelOptions, PretrainModel, get_variant
 
 TINY = ["--config=configs/pretrain_s.py", "--variant=mu/16", "--frames=4", "--image_size=32",
         "--steps=2", "--warmup=1", "--rounds=1", "--peak_tflops=1.0", "--json"]
 
+# A supervised recipe at test size: the reference's fine-tuning defaults (mixup 0.8 / cutmix 1.0,
+# label smoothing, drop path 0.1, layer decay) on a 2-block 32-wide ViT and 4x32x32 clips.
+TINY_FINETUNE_CONFIG = """
+from configs.common import finetune_recipe
+
+
+def get_config(arg=None):
+  c = finetune_recipe("mu/16", "k400", per_gpu_batch=2, gpus=1, base_lr=1e-3, layer_decay=0.75,
+                      epochs=1)
+  c.data.frames, c.data.image_size = 4, 32
+  c.model.num_classes = 5
+  return c
+"""
+
+
+@pytest.fixture
+def tiny_finetune_config(tmp_path):
+  path = tmp_path / "finetune_tiny.py"
+  path.write_text(TINY_FINETUNE_CONFIG)
+  return str(path)
+
+
+def _last_json(capsys) -> dict:
+  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
 
 def test_bench_prints_one_json_object_last(capsys):
   assert bench_main.main(TINY) == 0
-  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  out = _last_json(capsys)
   for key in ("variant", "batch", "params_encoder", "params_decoder", "step_time_s",
               "clips_per_s", "model_tflops_per_clip", "achieved_tflops", "mfu",
               "step_time_s_encoder_only", "clips_per_s_encoder_only", "speedup_dual_masking"):
@@ -32,6 +60,78 @@ def test_bench_prints_one_json_object_last(capsys):
   assert np.isfinite(out["loss"])
   # 2 x (2x2) tokens, tube 0.9 of 4 spatial positions -> 1 visible per time slot.
   assert out["masking"]["visible"] == 2 and out["masking"]["targets"] == 4
+  assert out["task"] == "pretrain" and out["stage"] == "pretrain"
+
+
+def test_step_subcommand_times_the_fine_tuning_step(capsys, tiny_finetune_config):
+  """A supervised config: the real fine-tuning step (mixup on), batch = clips per step."""
+  argv = ["step", f"--config={tiny_finetune_config}", "--steps=2", "--warmup=1", "--rounds=1",
+          "--peak_tflops=1.0", "--json"]
+  assert bench_main.main(argv) == 0
+  out = _last_json(capsys)
+  assert out["task"] == "classifier" and out["stage"] == "finetune"
+  assert out["batch"] == 2 and out["num_classes"] == 5
+  assert out["clips_per_s"] == pytest.approx(2 / out["step_time_s"])
+  flops = classifier_flops_per_clip("mu/16", 4, 32, 5)["train"]
+  assert out["model_tflops_per_clip"] == pytest.approx(flops / 1e12)
+  assert out["achieved_tflops"] == pytest.approx(
+      out["model_tflops_per_clip"] * out["clips_per_s"])
+  assert out["mfu"] == pytest.approx(out["achieved_tflops"])
+  assert out["mixup"]["mixup_alpha"] == 0.8 and out["mixup"]["cutmix_alpha"] == 1.0
+  assert np.isfinite(out["loss"]) and "speedup_dual_masking" not in out
+
+
+_HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+_HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_hf = pytest.mark.skipif(not (_HAS_TRANSFORMERS and _HAS_TORCH),
+                              reason="transformers and torch are not installed")
+
+
+@needs_hf
+def test_hf_finetune_side_by_side_runs_at_a_tiny_size(capsys, tiny_finetune_config):
+  argv = ["hf_finetune", f"--config={tiny_finetune_config}", "--steps=2", "--infer_steps=1",
+          "--warmup=1", "--rounds=1", "--views=3", "--feature_batch=2", "--threads=1", "--json"]
+  assert bench_main.main(argv) == 0
+  out = _last_json(capsys)
+  assert out["variant"] == "mu/16" and out["num_classes"] == 5
+  train, predict, feats = out["train"], out["predict"], out["features"]
+  assert train["clips"] == 2 and predict["views"] == 3 and feats["windows"] == 2
+  for part, unit in ((train, "clips"), (predict, "views"), (feats, "windows")):
+    assert part[f"hf_{unit}_per_s"] > 0 and part[f"ours_{unit}_per_s"] > 0
+    assert part["ratio_ours_over_hf"] == pytest.approx(
+        part[f"ours_{unit}_per_s"] / part[f"hf_{unit}_per_s"])
+  assert np.isfinite(train["ours_loss"])
+
+
+@needs_hf
+def test_hf_pretrain_side_by_side_runs_at_a_tiny_size(capsys):
+  argv = ["hf", "--variant=mu/16", "--frames=4", "--image_size=32", "--batch=2", "--steps=1",
+          "--warmup=1", "--rounds=1", "--threads=1", "--json"]
+  assert bench_main.main(argv) == 0
+  out = _last_json(capsys)
+  for key in ("hf_clips_per_s", "ours_dual_clips_per_s", "ours_encoder_only_clips_per_s"):
+    assert out[key] > 0, key
+  assert out["ratio_ours_dual_over_hf"] == pytest.approx(
+      out["ours_dual_clips_per_s"] / out["hf_clips_per_s"])
+
+
+def test_memory_subcommand_compiles_any_stage(capsys, tiny_finetune_config):
+  """Compile-only on the 8 test devices: 2 views per video, accumulation, analytic FLOPs."""
+  argv = ["memory", f"--config={tiny_finetune_config}", "--devices=8", "--batch_size=8",
+          "--accum_steps=2", "--dtype=float32", "--remat=full"]
+  assert bench_main.main(argv) == 0
+  line = next(l for l in capsys.readouterr().out.splitlines()
+              if l.startswith("COMPILE_ONLY_JSON "))
+  r = json.loads(line.split(" ", 1)[1])
+  assert r["stage"] == "finetune" and r["devices"] == 8 and r["accum_steps"] == 2
+  assert r["clips_global"] == 16 and r["clips_per_device"] == 2
+  flops = classifier_flops_per_clip("mu/16", 4, 32, 5)["train"]
+  assert r["model_flops_per_device"] == pytest.approx(flops * 2)
+  assert r["memory_bytes_per_device"]["peak_estimate"] > 0
+
+
+def test_unknown_subcommand_is_refused(capsys):
+  assert bench_main.main(["nonsense"]) == 2
 
 
 @pytest.mark.parametrize("decoder", ["running_cell", "none"])

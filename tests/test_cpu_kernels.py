@@ -39,6 +39,7 @@ def test_library_builds_and_loads_here():
     ((3, 5, 1, 16), 5),       # tiny
     ((2, 20, 2, 32), 37),     # fewer queries than keys (the decoder's last block)
     ((1, 300, 2, 64), 300),   # several row blocks per head
+    ((3, 200, 5, 32), 260),   # more heads than workers, several blocks each (packing pass)
 ])
 def test_attention_and_gradients_equal_xla_path(shape_q, n_k):
   q, k, v, ct = _qkv(shape_q, n_k)
@@ -94,12 +95,20 @@ def test_dense_matmul_and_weight_gradient_equal_xla(x_shape, k_shape):
   x = jax.random.normal(keys[0], x_shape)
   w = jax.random.normal(keys[1], k_shape)
   ct = jax.random.normal(keys[2], x_shape[:-1] + k_shape[1:])
-  np.testing.assert_allclose(dense_matmul(x, w, True), dense_matmul(x, w), atol=1e-5)
-  ours = jax.grad(lambda x, w: jnp.sum(dense_matmul(x, w, True) * ct), (0, 1))(x, w)
-  ref = jax.grad(lambda x, w: jnp.sum(dense_matmul(x, w) * ct), (0, 1))(x, w)
-  for a, b in zip(ours, ref):
-    assert a.shape == b.shape
-    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+  # Independent float64 NumPy: y = x . w, dx = ct . w^T, dw = x^T . ct over all tokens.
+  x64, w64, ct64 = (np.asarray(a, np.float64) for a in (x, w, ct))
+  out = w64.ndim - 1
+  y = np.tensordot(x64, w64, axes=([x64.ndim - 1], [0]))
+  dx = np.tensordot(ct64, w64, axes=(list(range(x64.ndim - 1, ct64.ndim)),
+                                     list(range(1, w64.ndim))))
+  dw = np.tensordot(x64, ct64, axes=(list(range(x64.ndim - 1)), list(range(x64.ndim - 1))))
+  assert dw.shape == w64.shape and out >= 1
+  for cpu_grad in (True, False):  # the FFI weight-gradient kernel and the XLA backward
+    np.testing.assert_allclose(dense_matmul(x, w, cpu_grad), y, atol=2e-5, rtol=1e-5)
+    got = jax.grad(lambda x, w: jnp.sum(dense_matmul(x, w, cpu_grad) * ct), (0, 1))(x, w)
+    for a, b in zip(got, (dx, dw)):
+      assert a.shape == b.shape
+      np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 
 
 def test_model_layers_pick_the_kernels_and_match_xla():
@@ -176,7 +185,7 @@ def test_host_memory_settings(monkeypatch):
 
 
 @pytest.mark.parametrize("n,num_queries,hd", [(37, None, 16), (37, 11, 16), (50, 50, 88),
-                                              (9, 0, 8)])
+                                              (9, 0, 8), (400, 250, 32)])
 def test_qkv_attention_equals_biases_scale_and_plain_attention(n, num_queries, hd):
   keys = jax.random.split(jax.random.key(6), 4)
   b, h = 2, 3

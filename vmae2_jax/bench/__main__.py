@@ -7,6 +7,7 @@
                Hugging Face VideoMAEForVideoClassification
   memory       per-device memory of a config's step from compile-only runs on fake devices
   gpu          ViT-g/14 pre-training step on one GPU at a few batch sizes (MFU)
+  learning     pre-trained vs from-scratch fine-tuning on generated motion clips (accuracy)
 
 `python -m vmae2_jax.bench SUBCOMMAND --help` for each one's flags. Each
 module is imported only when asked for: `memory` and `gpu` set environment
@@ -23,6 +24,7 @@ SUBCOMMANDS = {
     "hf_finetune": "hf_finetune",
     "memory": "memory",
     "gpu": "gpu",
+    "learning": "learning",
 }
 
 

@@ -4,7 +4,12 @@
 Timing rules used throughout: every implementation gets an untimed warm-up,
 then the implementations take turns in rounds (noise from other processes on
 a shared machine hits all of them alike), and medians are reported next to
-the fastest steps, the process's CPU seconds and the 1-minute load average.
+the fastest steps, the process's CPU seconds, its minor page faults per call
+and the 1-minute load average. Page faults matter on VMs whose kernel
+reclaims memory behind a process's back (this project's CPU VM runs a DAMON
+"pageout" scheme): a step that has to fault its buffers back in costs seconds
+of system time, and such steps are outliers that the fastest-step figures
+leave out.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import resource
 import statistics
 import time
 from typing import Callable
@@ -91,15 +97,18 @@ class Timed:
     self.call = call
     self.times: list[float] = []
     self.cpu_times: list[float] = []
+    self.faults: list[int] = []   # minor page faults of the whole process during each call
     self.last = None
 
   def run(self, n: int, record: bool = True) -> None:
     for _ in range(n):
+      f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       t0, c0 = time.perf_counter(), time.process_time()
       self.last = self.call()
       if record:
         self.times.append(time.perf_counter() - t0)
         self.cpu_times.append(time.process_time() - c0)
+        self.faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 
   @property
   def median(self) -> float:
@@ -112,6 +121,11 @@ class Timed:
   @property
   def cpu_median(self) -> float:
     return statistics.median(self.cpu_times)
+
+  @property
+  def faulted_calls(self) -> int:
+    """Calls that faulted in more than 40 MB (10,000 pages) of memory."""
+    return sum(f > 10_000 for f in self.faults)
 
 
 class StepRunner(Timed):

@@ -246,12 +246,15 @@ def main(argv=None) -> int:
         "ratio_ours_over_hf": ours_rate / hf_rate, "best_ratio_ours_over_hf": hf.best / ours.best,
         "hf_times_s": hf.times, "ours_times_s": ours.times,
         "cpu_s": {"hf": hf.cpu_median, "ours": ours.cpu_median},
+        "minor_faults": {"hf": hf.faults, "ours": ours.faults},
     }
     lo, hi = loads[part]
     print(f"  {part:8s} ({n} {unit}): HF {hf.median * 1e3:7.0f} ms, ours {ours.median * 1e3:7.0f} "
           f"ms -> {hf_rate:.3f} vs {ours_rate:.3f} {unit}/s, ours/HF = "
           f"{ours_rate / hf_rate:.2f}x (fastest {hf.best / ours.best:.2f}x); CPU s HF "
-          f"{hf.cpu_median:.2f}, ours {ours.cpu_median:.2f}; load {lo:.1f} -> {hi:.1f}")
+          f"{hf.cpu_median:.2f}, ours {ours.cpu_median:.2f}; calls that faulted in > 40 MB: HF "
+          f"{hf.faulted_calls}/{len(hf.times)}, ours {ours.faulted_calls}/{len(ours.times)}; "
+          f"load {lo:.1f} -> {hi:.1f}")
   if "train" in timed:
     from vmae2_jax.bench.flops import train_flops_per_clip
     runner = timed["train"][1]

@@ -163,6 +163,7 @@ def main(argv=None) -> int:
                            "dual_over_hf": best["dual"] / best["hf"],
                            "dual_over_encoder_only": best["dual"] / best["encoder_only"]},
       "cpu_s_per_step": cpu,
+      "minor_faults": {t.name: t.faults for t in (hf, dual, enc)},
       "loadavg_1min_before_after": load,
   }
   print(f"ViT-{config.model.variant} {a.frames}x{a.image_size}^2 batch {b}, {a.threads} "

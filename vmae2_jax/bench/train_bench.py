@@ -118,6 +118,7 @@ def _common_fields(config, runner: StepRunner, devices, peak: float) -> dict:
       "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
       "step_time_s": step, "step_times_s": runner.times,
       "cpu_s_per_step": runner.cpu_median,
+      "minor_faults": runner.faults,
       "clips_per_s": b / step,
       "model_tflops_per_clip": flops / 1e12,
       "achieved_tflops": achieved,
@@ -226,8 +227,9 @@ def _human(out: dict) -> None:
             f"{out['achieved_tflops_encoder_only']:.3f} TFLOP/s")
       print(f"  dual-masking speed-up: {out['speedup_dual_masking']:.2f}x")
   lo, hi = out["loadavg_1min_before_after"]
-  print(f"  CPU seconds per step {out['cpu_s_per_step']:.2f}; 1-min load average "
-        f"{lo:.1f} -> {hi:.1f}")
+  faulted = sum(f > 10_000 for f in out["minor_faults"])
+  print(f"  CPU seconds per step {out['cpu_s_per_step']:.2f}; steps that faulted in > 40 MB "
+        f"{faulted}/{len(out['minor_faults'])}; 1-min load average {lo:.1f} -> {hi:.1f}")
 
 
 def main(argv=None) -> int:
