@@ -93,6 +93,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.keep_period = 0              # > 0 also keeps every N-th step forever
   c.async_checkpoint = True
+  # A non-finite loss, gradient or parameter norm. "stop": end the run naming the
+  # last checkpoint whose parameters gave a finite loss (later ones are set aside
+  # in WORKDIR/set_aside). "skip": keep the parameters and optimizer moments of
+  # that step unchanged on device (step counts and the lr schedule advance), count
+  # it in the log and go on.
+  c.nonfinite = "stop"
+  c.checkpoint_fallback = False  # latest step damaged: restore the previous committed one
+  # Resume although model, masking, batch, data order or schedule fields differ
+  # from WORKDIR/config.json (the differences are logged and kept in WORKDIR/run.json).
+  c.allow_config_change = False
   # Start from: a converted checkpoint, a run's workdir (its latest step), WORKDIR/best,
   # or a checkpoint step directory. Stage surgery as needed (see docs/checkpoints.md).
   c.init_from = ""

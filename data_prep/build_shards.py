@@ -107,6 +107,14 @@ def _is_int(s: str) -> bool:
     return False
 
 
+def _is_number(s: str) -> bool:
+  try:
+    float(s)
+    return True
+  except ValueError:
+    return False
+
+
 def read_label_names(path: str) -> list[str]:
   """Class names from a file, one a line, index = line order (trailing blank lines ok)."""
   try:
@@ -178,6 +186,8 @@ def _parse_line(cols: list[str], layout: str, n: int) -> tuple[Entry, str | None
       raise ValueError("empty label")
     if _is_int(cols[label_col]):
       label = _int_field(cols, label_col, "label", 0)
+    elif _is_number(cols[label_col]):  # "3.0" would otherwise become a class *name*
+      raise ValueError(f"label {cols[label_col]!r} is a number but not an integer")
     else:
       name = cols[label_col]
   if layout == "video":
@@ -654,9 +664,14 @@ def _read_input(a: argparse.Namespace) -> tuple[Listing, str, bytes, str]:
   try:
     with open(a.list, "rb") as f:
       raw = f.read()
+  except OSError as e:
+    raise ListError(f"--list={a.list}: cannot read it ({e})") from e
+  try:
     text = raw.decode("utf-8-sig")  # a BOM is common in spreadsheet exports
-  except (OSError, UnicodeDecodeError) as e:
-    raise ListError(f"--list={a.list}: cannot read it as UTF-8 text ({e})") from e
+  except UnicodeDecodeError as e:
+    line = raw[:e.start].count(b"\n") + 1
+    raise ListError(f"{a.list} line {line}: not UTF-8 text (byte {raw[e.start]:#04x} at offset "
+                    f"{e.start}); save the list as UTF-8") from None
   listing = read_list(text.splitlines(), a.format, source=a.list, label_names=names,
                       labels_file=a.labels)
   return listing, a.root, raw, os.path.basename(a.list)

@@ -330,6 +330,13 @@ def test_labels_file_sets_the_order(tmp_path, capsys):
     (["a.mp4,"], "csv", 1, "empty label"),
     (["a.mp4,1,2,3,4"], "auto", 1, "5 columns"),
     (['"a.mp4,1'], "csv", 1, "not a valid CSV line"),
+    (["a.mp4 3.0"], "auto", 1, "label '3.0' is a number but not an integer"),
+    (["f 10 2.5"], "frames", 1, "label '2.5' is a number but not an integer"),
+    (["a.mp4 0 -1 1e3"], "auto", 1, "label '1e3' is a number but not an integer"),
+    (["a.mp4 0 -1 -7"], "pretrain", 1, "label -7 is negative"),
+    (["# comment", "f -3 1"], "frames", 2, "total_frames -3 is negative"),
+    (["a.mp4\t"], "auto", 1, "1 column"),
+    (["a.mp4\t\t2"], "auto", 1, "start_index '' is not an integer"),
 ])
 def test_malformed_lines_name_file_and_line(lines, fmt, line, message):
   with pytest.raises(build_shards.ListError) as e:
@@ -355,6 +362,13 @@ def test_malformed_labels_file_and_cli_error(tmp_path, capsys):
   err = capsys.readouterr().err
   assert err == (f"error: {tmp_path / 'list.txt'} line 2: total_frames 'one' is not an "
                  f"integer: 'b.mp4 0 one 1'\n")
+  # Bytes that are not UTF-8: the line they are on, not just the file.
+  (tmp_path / "latin1.txt").write_bytes("a.mp4 1\nb.mp4 0\ncaf\xe9.mp4 1\n".encode("latin-1"))
+  assert _build(f"--list={tmp_path / 'latin1.txt'}", f"--out={tmp_path / 'out'}") == 2
+  err = capsys.readouterr().err
+  assert err == (f"error: {tmp_path / 'latin1.txt'} line 3: not UTF-8 text (byte 0xe9 at offset "
+                 f"19); save the list as UTF-8\n")
+  assert not (tmp_path / "out").exists()
 
 
 def test_dry_run_counts_and_missing_paths(tmp_path, capsys):

@@ -41,6 +41,7 @@ def _config(sources, **data):
   c = base_config()
   c.batch_size = 2
   c.eval.batch_size = 2
+  c.model.num_classes = 15  # set b's labels are 10..14; the first manifest alone says 6
   c.data.update(dict(
       frames=4, image_size=32, sampling_rate=2, num_sample=2, source="shards",
       sources=tuple(dict(path=p, weight=w, sampling_rate=r) for p, w, r in sources),
@@ -155,6 +156,13 @@ def _corrupt_copy(src, dst, bad):
   for r in records:
     w.write(r)
   w.close()
+  # Bad records, not a bad file: the manifest records the rewritten size.
+  mpath = shards.resolve_manifest(dst)
+  with open(mpath) as f:
+    raw = json.load(f)
+  raw["shards"][0]["bytes"] = os.path.getsize(path)
+  with open(mpath, "w") as f:
+    json.dump(raw, f)
   return name
 
 

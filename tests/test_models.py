@@ -58,14 +58,32 @@ def test_attention_has_q_and_v_bias_but_no_key_bias():
   assert attn.q_bias.shape == attn.v_bias.shape == (2, 2, 16)
 
 
-def test_key_bias_would_not_change_attention():
-  """q/v biases matter; a key bias would be softmax-invariant (why the reference omits it)."""
-  model = _tiny()
-  video = _video()
-  idx = jnp.tile(jnp.arange(8, dtype=jnp.int32), (2, 1))
-  base = model.encoder(video, idx)
-  model.encoder.blocks.layers.attn.v_bias[...] = jnp.ones_like(model.encoder.blocks.layers.attn.v_bias[...])
-  assert not np.allclose(model.encoder(video, idx), base)
+def _attention_impls():
+  from vmae2_jax.models.layers import cpu_kernels_enabled
+  fused = cpu_kernels_enabled(ModelOptions())
+  return ["xla"] + (["fused_cpu"] if fused else [])
+
+
+@pytest.mark.parametrize("attention", _attention_impls())
+@pytest.mark.parametrize("num_queries", [None, 5])
+def test_key_bias_would_not_change_attention(attention, num_queries):
+  """A key bias adds q.b_k to every logit of a row, which the softmax over keys cancels
+  (why the reference has none); query and value biases do change the output. Checked on
+  the attention code itself: the same biases added to the k, q and v slots of qkv."""
+  from vmae2_jax.models.layers import Attention
+  attn = Attention(32, 2, opts=ModelOptions(attention=attention,
+                                             cpu_kernels=attention == "fused_cpu"),
+                   rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (2, 9, 32))
+  qkv = attn.qkv(x)  # [B, N, 3, H, hd]
+  bias = 2.0 * jax.random.normal(jax.random.key(2), qkv.shape[-2:])
+  base = np.asarray(attn._attend(qkv, num_queries))
+  key_biased = np.asarray(attn._attend(qkv.at[:, :, 1].add(bias), num_queries))
+  scale = np.abs(base).max()
+  np.testing.assert_allclose(key_biased, base, atol=2e-6 * max(scale, 1.0), rtol=1e-5)
+  for slot in (0, 2):  # query and value biases
+    moved = np.asarray(attn._attend(qkv.at[:, :, slot].add(bias), num_queries))
+    assert np.abs(moved - base).max() > 1e-2 * scale, slot
 
 
 def test_visible_only_embedding_equals_embed_all_then_gather():
@@ -130,14 +148,25 @@ def test_drop_path_is_keyed_and_off_when_deterministic():
 
 
 def test_classifier_head_init_scale_and_pooling():
-  clf = Classifier(get_variant("mu/16"), 10, frames=4, image_size=32,
+  """Head init trunc_normal(0.02) x 0.001; features = LayerNorm(eps 1e-6) of the token mean
+  with no per-token norm before it; logits = features @ W + b (NumPy, float64)."""
+  clf = Classifier(get_variant("mu/16"), 400, frames=4, image_size=32,
                    opts=ModelOptions(init="finetune"), rngs=nnx.Rngs(0))
-  assert float(jnp.abs(clf.head.kernel[...]).max()) < 2 * 0.02 * 0.001 * 5
-  assert clf.encoder.norm is None
+  kernel = np.asarray(clf.head.kernel[...], np.float64)  # 32 x 400 draws
+  assert abs(kernel.std() / (0.02 * 0.001) - 1) < 0.04 and abs(kernel.mean()) < 1e-6
+  assert not np.asarray(clf.head.bias[...]).any() and clf.encoder.norm is None
+  rng = np.random.default_rng(0)
+  # A non-trivial fc_norm affine, so that a wrong scale/bias use shows.
+  gamma, beta = rng.normal(1.0, 0.5, 32), rng.normal(0.0, 0.5, 32)
+  clf.fc_norm.scale[...] = jnp.asarray(gamma, jnp.float32)
+  clf.fc_norm.bias[...] = jnp.asarray(beta, jnp.float32)
+  w, b = rng.normal(0, 0.1, (32, 400)), rng.normal(0, 0.1, 400)
+  clf.head.kernel[...] = jnp.asarray(w, jnp.float32)
+  clf.head.bias[...] = jnp.asarray(b, jnp.float32)
   video = _video()
-  feats = clf.features(video)
-  tokens = clf.encoder(video)
-  np.testing.assert_allclose(feats, clf.fc_norm(tokens.mean(axis=1)), atol=1e-6)
-  logits = clf(video)
-  np.testing.assert_allclose(logits, feats @ clf.head.kernel[...] + clf.head.bias[...],
-                             atol=1e-6)
+  tokens = np.asarray(clf.encoder(video), np.float64)  # [B, N, D], no final norm
+  pooled = tokens.mean(axis=1)
+  mu, var = pooled.mean(-1, keepdims=True), pooled.var(-1, keepdims=True)
+  want = (pooled - mu) / np.sqrt(var + 1e-6) * gamma + beta
+  np.testing.assert_allclose(clf.features(video), want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(clf(video), want @ w + b, rtol=1e-5, atol=1e-5)

@@ -61,9 +61,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
                                 **{"optim.base_lr": 1e32})
   with pytest.raises(trainer.NonFiniteLossError, match=r"at step \d+") as err:
     trainer.train(config, str(tmp_path))
-  bad_step = int(str(err.value).split("at step ")[1].split(";")[0])
-  step, params, _, _ = _final_params(str(tmp_path), config)
-  assert step == bad_step - 1
+  e = err.value
+  assert e.last_good is not None and e.last_good < e.bad_step <= e.step
+  assert f"last good checkpoint: step {e.last_good}" in str(e)
+  step, params, _, _ = _final_params(str(tmp_path), config)  # what a rerun resumes from
+  assert step == e.last_good
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
   assert not any(n.endswith("tmp") for n in os.listdir(tmp_path / "checkpoints"))
 
 

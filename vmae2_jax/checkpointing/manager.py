@@ -3,16 +3,41 @@
 Orbax writes each step into a temporary directory and renames it only when
 complete, so a half-written step is never listed or loaded; leftover
 temporary directories from a crash are removed when the manager opens.
+
+Damage after the commit (a truncated or deleted file) is found by size: once
+a step is committed, process 0 writes STEP/vmae2_file_sizes.json listing every
+file of the step with its size, and a restore compares the step with it first
+(a stat per file, no reading), so the error names the file. A step without
+that list (its process died between the commit and the list) is still
+restored; if Orbax then fails, the error names the file its message mentions.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+FILE_SIZES = "vmae2_file_sizes.json"
+SET_ASIDE = "set_aside"  # WORKDIR/set_aside/STEP_REASON: steps taken out of the resume order
+
+
+class CheckpointError(ValueError):
+  """A checkpoint step that cannot be restored; the message names the step (and the file)."""
+
+
+class CheckpointDamagedError(CheckpointError):
+  """A committed step with a missing or truncated file."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
 
 
 class Checkpointer:
@@ -21,6 +46,8 @@ class Checkpointer:
   def __init__(self, directory: str, *, save_every: int, keep: int = 3,
                keep_period: int | None = None, async_save: bool = True):
     self.directory = os.path.abspath(directory)
+    self._async = async_save
+    self._unlisted: list[int] = []  # async saves whose file list is not written yet
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         keep_period=keep_period or None,
@@ -36,11 +63,15 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
+    return sorted(self._manager.all_steps())
 
   def should_save(self, step: int) -> bool:
     """True at the save interval or when the cluster signals preemption."""
     return self._manager.should_save(step) or self._manager.reached_preemption(step)
+
+  def reached_preemption(self, step: int) -> bool:
+    """The preemption notice JAX's distributed service gives (TPU VMs); False elsewhere."""
+    return self._manager.reached_preemption(step)
 
   def save(self, step: int, state: Any, data_state: dict | None = None,
            meta: dict | None = None, *, force: bool = False) -> bool:
@@ -52,31 +83,177 @@ class Checkpointer:
     saved = self._manager.save(step, args=args, force=force)
     if saved:
       logging.info("checkpoint: saving step %d to %s", step, self.directory)
+      # Orbax waited for the previous save before starting this one: it is committed.
+      for done in self._unlisted:
+        self._list_files(done)
+      self._unlisted = []
+      if self._async:
+        self._unlisted.append(step)
+      else:
+        self._list_files(step)
     return saved
 
+  # ------------------------------------------------------------- restore
   def restore(self, step: int, abstract_state: Any, *, data: bool = True
               ) -> tuple[Any, dict, dict]:
     """Restores `step` into the shapes and shardings of `abstract_state`.
 
     data=False skips this process's iterator state (an evaluation that reads no
     training data may run on another number of processes than the run did).
+    Raises CheckpointDamagedError naming the file when the step is damaged.
     """
+    problem = self.damage(step)
+    if problem:
+      raise CheckpointDamagedError(
+          f"checkpoint step {step} in {self.directory} is damaged: {problem}", step)
     abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    out = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore(),
-        meta=ocp.args.JsonRestore(),
-    ))
-    data_state = _this_process(dict(out.data or {})) if data else {}
+    try:
+      out = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          data=ocp.args.JsonRestore(),
+          meta=ocp.args.JsonRestore(),
+      ))
+    except Exception as e:  # Orbax / TensorStore / json: find the file, else the first line
+      raise self._restore_error(step, e) from e
+    try:
+      data_state = _this_process(dict(out.data or {})) if data else {}
+    except ValueError as e:
+      raise CheckpointError(f"checkpoint step {step} in {self.directory}: {e}") from None
     return out.state, data_state, dict(out.meta or {})
+
+  def restore_latest(self, abstract_state: Any, *, data: bool = True, fallback: bool = False
+                     ) -> tuple[int, Any, dict, dict] | None:
+    """(step, state, data state, meta) of the newest committed step, or None when there is none.
+
+    A damaged step raises CheckpointDamagedError; with `fallback` the previous
+    committed steps are tried instead and the damaged ones set aside (so later
+    saves of those step numbers can happen).
+    """
+    steps = self.all_steps()
+    damaged = []
+    for i, step in reversed(list(enumerate(steps))):
+      try:
+        restored = self.restore(step, abstract_state, data=data)
+      except CheckpointDamagedError as e:
+        earlier = steps[i - 1] if i else None
+        if not fallback:
+          hint = (f"; rerun with --config.checkpoint_fallback=True to resume from step {earlier}"
+                  if earlier is not None else "; no earlier committed step to fall back to")
+          raise CheckpointDamagedError(str(e) + hint, step) from None
+        logging.warning("%s; checkpoint_fallback: trying step %s instead", e, earlier)
+        damaged.append(step)
+        continue
+      if damaged:
+        moved = self.set_aside(damaged, "damaged")
+        logging.warning("checkpoint_fallback: restored step %d instead of damaged step%s %s "
+                        "(moved to %s)", step, "s" if len(damaged) > 1 else "",
+                        ", ".join(map(str, damaged)), ", ".join(moved))
+      return (step, *restored)
+    if damaged:
+      raise CheckpointDamagedError(f"every committed step in {self.directory} is damaged "
+                                   f"(steps {', '.join(map(str, sorted(damaged)))})", damaged[0])
+    return None
+
+  def damage(self, step: int) -> str | None:
+    """What is wrong with committed `step` by its file list (None: intact or unlisted)."""
+    step_dir = os.path.join(self.directory, str(step))
+    listed = _read_file_sizes(step_dir)
+    if listed is None:
+      return None
+    for rel, size in sorted(listed.items()):
+      path = os.path.join(step_dir, rel)
+      if not os.path.exists(path):
+        return f"{path} is missing"
+      actual = os.path.getsize(path)
+      if actual != size:
+        return f"{path} has {actual} bytes; {size} were written"
+    return None
+
+  def _restore_error(self, step: int, error: Exception) -> CheckpointError:
+    text = str(error)
+    step_dir = os.path.join(self.directory, str(step))
+    named = re.search(re.escape(step_dir) + r"/[^\s\"':,\]]+", text)
+    if named or isinstance(error, (json.JSONDecodeError, FileNotFoundError)):
+      where = named.group(0) if named else "a file"
+      return CheckpointDamagedError(
+          f"checkpoint step {step} in {self.directory} is damaged: {where} cannot be read "
+          f"({type(error).__name__}: {_first_line(text)})", step)
+    return CheckpointError(f"checkpoint step {step} in {self.directory} cannot be restored into "
+                           f"this run's train state: {type(error).__name__}: {_first_line(text)}")
+
+  # ------------------------------------------------------------- housekeeping
+  def set_aside(self, steps: list[int], reason: str) -> list[str]:
+    """Moves committed steps out of the resume order to WORKDIR/set_aside/STEP_REASON."""
+    self._manager.wait_until_finished()
+    moved = []
+    root = os.path.join(os.path.dirname(self.directory), SET_ASIDE)
+    for step in sorted(steps):
+      src = os.path.join(self.directory, str(step))
+      dst = os.path.join(root, f"{step}_{reason}")
+      n = 1
+      while os.path.exists(dst):
+        n += 1
+        dst = os.path.join(root, f"{step}_{reason}.{n}")
+      moved.append(dst)
+      if jax.process_index() == 0 and os.path.isdir(src):
+        os.makedirs(root, exist_ok=True)
+        shutil.move(src, dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("vmae2_set_aside")
+    self._manager.reload()
+    return moved
 
   def wait(self) -> None:
     """Blocks until pending async saves are durable."""
     self._manager.wait_until_finished()
+    self._list_committed()
 
   def close(self) -> None:
     self._manager.wait_until_finished()
+    self._list_committed()
     self._manager.close()
+
+  def _list_committed(self) -> None:
+    if self._unlisted and not self._manager.is_saving_in_progress():
+      for step in self._unlisted:
+        self._list_files(step)
+      self._unlisted = []
+
+  def _list_files(self, step: int) -> None:
+    """STEP/vmae2_file_sizes.json: every file of the committed step and its size (process 0)."""
+    step_dir = os.path.join(self.directory, str(step))
+    if jax.process_index() != 0 or not os.path.isdir(step_dir):
+      return  # another process's job, or already removed by max_to_keep
+    try:
+      sizes = {}
+      for root, _, files in os.walk(step_dir):
+        for name in files:
+          rel = os.path.relpath(os.path.join(root, name), step_dir)
+          if not rel.startswith(FILE_SIZES):
+            sizes[rel] = os.path.getsize(os.path.join(root, name))
+      tmp = os.path.join(step_dir, FILE_SIZES + ".tmp")
+      with open(tmp, "w") as f:
+        json.dump({"step": step, "files": sizes}, f, indent=0, sort_keys=True)
+      os.replace(tmp, os.path.join(step_dir, FILE_SIZES))
+    except OSError as e:  # the step stays restorable; only the size check is lost
+      logging.warning("checkpoint step %d: could not write %s: %s", step, FILE_SIZES, e)
+
+
+def _read_file_sizes(step_dir: str) -> dict | None:
+  path = os.path.join(step_dir, FILE_SIZES)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return dict(json.load(f)["files"])
+  except (ValueError, KeyError, OSError):
+    return None  # the list itself damaged: fall back to Orbax's own errors
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+  line = text.strip().splitlines()[0] if text.strip() else ""
+  return line if len(line) <= limit else line[:limit] + " ..."
 
 
 # Orbax's JSON items are written by the primary host only, but every process

@@ -42,6 +42,25 @@ def train_info(config) -> DatasetInfo:
   return info
 
 
+def label_classes(config) -> tuple[int, str]:
+  """(K, what set it): the class count every label must fall below; K = 0 when unknown.
+
+  config.model.num_classes, or when that is 0 the training set's manifest count
+  (as the classifier's head is sized). Synthetic data or no training set: 0.
+  """
+  n = int(config.model.num_classes)
+  if n > 0:
+    return n, f"config.model.num_classes={n}"
+  d = config.data
+  if d.source == "synthetic" or not (d.train_path or d.sources or d.source == "tfds"):
+    return 0, "config.model.num_classes=0 and no training set"
+  try:
+    n = train_info(config).num_classes
+  except FileNotFoundError:
+    return 0, "config.model.num_classes=0 and no training manifest"
+  return n, f"config.model.num_classes=0, so the training set's {n} classes"
+
+
 def read_class_names(path: str) -> tuple[str, ...]:
   """config.data.class_names: one name a line, index = line order (trailing blank lines ok).
 

@@ -33,12 +33,17 @@ import cv2
 import grain
 import numpy as np
 
-from vmae2_jax.data import mixture, randaugment, sampling, shards, transforms
+from vmae2_jax.data import info, mixture, randaugment, sampling, shards, transforms
 
 log = logging.getLogger(__name__)
 
 # Corrupt records skipped in this process (config.data.skip_corrupt), by location.
 SKIPPED: collections.Counter = collections.Counter()
+
+
+class LabelError(ValueError):
+  """A record's label outside the class count: a configuration or data-build error,
+  raised even with config.data.skip_corrupt (one_hot would silently train on zeros)."""
 
 
 # --------------------------------------------------------------------------
@@ -57,13 +62,23 @@ def _as_record(element) -> Any:
 
 
 class _ClipTransform:
-  """Shared corrupt-record handling: raise naming the record, or count and skip."""
+  """Shared corrupt-record handling: raise naming the record, or count and skip.
+
+  A record without frames is corrupt; a short one is padded by the samplers
+  (repeating its last frame, as the reference). Labels are checked against
+  ``num_classes`` (0 = unknown: only the lower bound) before any decoding.
+  """
 
   skip_corrupt: bool = False
+  num_classes: int = 0
+  classes_from: str = ""
 
   def __call__(self, element, rng: np.random.Generator):
     try:
-      return self.transform(_as_record(element), rng)
+      rec = _as_record(element)
+      if rec.num_frames < 1:
+        raise shards.CorruptRecordError(f"{getattr(rec, 'where', 'record')}: no frames")
+      return self.transform(rec, rng)
     except shards.CorruptRecordError as e:
       if not self.skip_corrupt:
         raise
@@ -73,6 +88,18 @@ class _ClipTransform:
 
   def transform(self, rec, rng: np.random.Generator):
     raise NotImplementedError
+
+  def check_label(self, rec, unknown_ok: bool) -> None:
+    """LabelError naming the record unless its label is in [0, num_classes) (or -1 when
+    ``unknown_ok``: evaluation reports unlabelled videos without scoring them)."""
+    label = int(rec.label)
+    if unknown_ok and label == -1:
+      return
+    if label < 0 or (self.num_classes and label >= self.num_classes):
+      classes = (f"[0, {self.num_classes}) ({self.classes_from})" if self.num_classes
+                 else f"[0, ...) ({self.classes_from})")
+      raise LabelError(f"{getattr(rec, 'where', 'record')}: label {label} is outside the "
+                       f"classes {classes}")
 
 
 class PretrainTransform(_ClipTransform):
@@ -107,9 +134,11 @@ class FinetuneTransform(_ClipTransform):
 
   def __init__(self, *, frames: int, size: int, stride: int, num_sample: int, mode: str,
                flip: bool, randaug: str, reprob: float, scale: tuple[float, float],
-               ratio: tuple[float, float], randaug_after_crop: bool, skip_corrupt: bool):
+               ratio: tuple[float, float], randaug_after_crop: bool, skip_corrupt: bool,
+               num_classes: int = 0, classes_from: str = "num_classes"):
     self.frames, self.size, self.stride, self.num_sample = frames, size, stride, num_sample
     self.mode, self.flip, self.reprob = mode, flip, reprob
+    self.num_classes, self.classes_from = int(num_classes), classes_from
     self.randaug = randaugment.RandAugment.from_string(randaug) if randaug else None
     self.scale, self.ratio = tuple(scale), tuple(ratio)
     self.randaug_after_crop, self.skip_corrupt = randaug_after_crop, skip_corrupt
@@ -118,12 +147,15 @@ class FinetuneTransform(_ClipTransform):
   def from_config(cls, config, stride: int) -> "FinetuneTransform":
     """The transform config.data describes, at one source's frame stride."""
     d = config.data
+    num_classes, classes_from = info.label_classes(config)
     return cls(frames=d.frames, size=d.image_size, stride=stride, num_sample=d.num_sample,
                mode=d.sampling, flip=d.flip, randaug=d.randaug, reprob=d.reprob,
                scale=d.rrc_scale, ratio=d.rrc_ratio, randaug_after_crop=d.randaug_after_crop,
-               skip_corrupt=d.skip_corrupt)
+               skip_corrupt=d.skip_corrupt, num_classes=num_classes,
+               classes_from=classes_from)
 
   def transform(self, rec, rng):
+    self.check_label(rec, unknown_ok=False)
     idx = sampling.train_indices(self.mode, rec.num_frames, rng, self.frames, self.stride)
     h, w, s = rec.height, rec.width, self.size
     views = []
@@ -214,25 +246,29 @@ class EvalTransform(_ViewsTransform):
   """
 
   def __init__(self, *, frames: int, size: int, stride: int, mode: str, num_segment: int,
-               num_crop: int, skip_corrupt: bool):
+               num_crop: int, skip_corrupt: bool, num_classes: int = 0,
+               classes_from: str = "num_classes"):
     if num_segment < 1 or num_crop < 1:
       raise ValueError(f"config.data.test_num_segment={num_segment} and "
                        f"config.data.test_num_crop={num_crop} must both be >= 1")
     self.frames, self.size, self.stride, self.mode = frames, size, stride, mode
     self.num_segment, self.num_crop, self.skip_corrupt = num_segment, num_crop, skip_corrupt
+    self.num_classes, self.classes_from = int(num_classes), classes_from
 
   @classmethod
   def from_config(cls, config) -> "EvalTransform":
     d = config.data
+    num_classes, classes_from = info.label_classes(config)
     return cls(frames=d.frames, size=d.image_size, stride=d.sampling_rate, mode=d.sampling,
                num_segment=d.test_num_segment, num_crop=d.test_num_crop,
-               skip_corrupt=d.skip_corrupt)
+               skip_corrupt=d.skip_corrupt, num_classes=num_classes, classes_from=classes_from)
 
   @property
   def num_views(self) -> int:
     return self.num_segment * self.num_crop
 
   def transform(self, rec, rng):
+    self.check_label(rec, unknown_ok=True)
     per_view = [sampling.eval_indices(self.mode, rec.num_frames, t, self.num_segment,
                                       self.frames, self.stride)
                 for t in range(self.num_segment)]
@@ -249,21 +285,25 @@ class EvalTransform(_ViewsTransform):
 class ValidationTransform(_ViewsTransform):
   """One view per video (the reference's validation mode): centred clip, centre crop."""
 
-  def __init__(self, *, frames: int, size: int, stride: int, mode: str, skip_corrupt: bool):
+  def __init__(self, *, frames: int, size: int, stride: int, mode: str, skip_corrupt: bool,
+               num_classes: int = 0, classes_from: str = "num_classes"):
     self.frames, self.size, self.stride, self.mode = frames, size, stride, mode
     self.skip_corrupt = skip_corrupt
+    self.num_classes, self.classes_from = int(num_classes), classes_from
 
   @classmethod
   def from_config(cls, config) -> "ValidationTransform":
     d = config.data
+    num_classes, classes_from = info.label_classes(config)
     return cls(frames=d.frames, size=d.image_size, stride=d.sampling_rate, mode=d.sampling,
-               skip_corrupt=d.skip_corrupt)
+               skip_corrupt=d.skip_corrupt, num_classes=num_classes, classes_from=classes_from)
 
   @property
   def num_views(self) -> int:
     return 1
 
   def transform(self, rec, rng):
+    self.check_label(rec, unknown_ok=True)
     idx = sampling.val_indices(self.mode, rec.num_frames, self.frames, self.stride)
     clip = self._decode_resized(rec, idx)
     return self._tagged(rec, [transforms.center_crop(clip, self.size)])

@@ -43,6 +43,10 @@ class CorruptRecordError(ValueError):
   """A record that cannot be parsed or decoded; the message names shard and record."""
 
 
+class ShardFileError(ValueError):
+  """A shard file that is missing, truncated or not an ArrayRecord file; names the file."""
+
+
 @dataclasses.dataclass(frozen=True)
 class BrokenRecord:
   """What a source returns for a record it cannot read, so the pipeline's transform
@@ -184,18 +188,25 @@ class VideoRecord(HeaderFields):
     """uint8 [len(indices), h, w, 3]; each distinct frame is decoded once."""
     indices = [int(i) for i in indices]
     out = None
+    size = None  # the first decoded frame's stored (height, width)
     first: dict[int, int] = {}
     for k, i in enumerate(indices):
       if i in first:
         out[k] = out[first[i]]
         continue
       try:
+        data = self.frame_bytes(i)
         if out is None:
-          img = decode_jpeg(self.frame_bytes(i), min_height, min_width)
+          img = decode_jpeg(data, min_height, min_width)
           out = np.empty((len(indices),) + img.shape, np.uint8)
           out[k] = img
+          size = jpeg_size(data)
         else:
-          img = decode_jpeg(self.frame_bytes(i), min_height, min_width, out=out[k])
+          # Stored sizes first: a reduced-size decode into out[k] would fail obscurely.
+          if jpeg_size(data) != size:
+            raise CorruptRecordError(f"{self.where}: frame {i} is {jpeg_size(data)}, frame "
+                                     f"{indices[0]} is {size} (height, width)")
+          img = decode_jpeg(data, min_height, min_width, out=out[k])
           if img.shape != out.shape[1:]:
             raise CorruptRecordError(f"{self.where}: frame {i} is {img.shape[:2]}, "
                                      f"frame {indices[0]} is {out.shape[1:3]}")
@@ -214,7 +225,9 @@ def parse_record(data: bytes, where: str = "") -> VideoRecord:
       raise ValueError(f"bad magic {bytes(data[:4])!r}")
     (n,) = struct.unpack("<I", data[4:8])
     header = json.loads(bytes(data[8:8 + n]))
-    if header["num_frames"] < 1 or len(header["offsets"]) != header["num_frames"] + 1:
+    if header["num_frames"] < 1:
+      raise ValueError(f"no frames (num_frames {header['num_frames']})")
+    if len(header["offsets"]) != header["num_frames"] + 1:
       raise ValueError("inconsistent frame table")
     if 8 + n + header["offsets"][-1] != len(data):
       raise ValueError(f"payload is {len(data) - 8 - n} bytes, header says "
@@ -264,21 +277,44 @@ def load_manifest(path: str) -> dict:
   return manifest
 
 
+def check_shard_file(path: str, entry: dict, manifest_path: str) -> None:
+  """ShardFileError unless ``path`` exists with the size its manifest entry records.
+
+  A stat per shard: catches missing, truncated and rewritten files before any
+  read (ArrayRecord opens those as empty files without complaint).
+  """
+  try:
+    size = os.path.getsize(path)
+  except OSError as e:
+    raise ShardFileError(f"{path}: shard listed in {manifest_path} cannot be read "
+                         f"({e.strerror or e})") from None
+  want = entry.get("bytes")
+  if want is not None and size != int(want):
+    raise ShardFileError(f"{path}: {size} bytes, {manifest_path} records {want} (truncated or "
+                         f"overwritten since the build; rebuild this shard set)")
+
+
 class ShardSource:
   """Grain random-access source over a shard set: item i -> (record bytes, where).
 
   ``where`` names the shard file and the record number inside it, so decode
   errors further down the pipeline can say exactly which record is bad. An
   unreadable record comes back as a BrokenRecord carrying that message.
+  Construction checks every shard file against the manifest (present, same
+  size): ShardFileError naming the file otherwise.
   """
 
   def __init__(self, path: str):
     manifest = load_manifest(path)
+    mpath = resolve_manifest(path)
+    listed = [s for s in manifest["shards"] if s["num_records"] > 0]
     self.path = path
-    self.shards = [s["name"] for s in manifest["shards"] if s["num_records"] > 0]
-    self.sizes = [s["num_records"] for s in manifest["shards"] if s["num_records"] > 0]
+    self.shards = [s["name"] for s in listed]
+    self.sizes = [s["num_records"] for s in listed]
     self.starts = np.cumsum([0] + self.sizes).tolist()
     self.paths = [os.path.join(manifest["dir"], s) for s in self.shards]
+    for entry, shard_path in zip(listed, self.paths):
+      check_shard_file(shard_path, entry, mpath)
     self.num_classes = manifest.get("classes", {}).get("num_classes", 0)
     names = manifest.get("classes", {}).get("names")
     # Index = class id; None when the build was given only class indices.
@@ -298,6 +334,10 @@ class ShardSource:
         return reader
       from array_record.python import array_record_module
       reader = array_record_module.ArrayRecordReader(self.paths[k], READER_OPTIONS)
+      n = reader.num_records()
+      if n != self.sizes[k]:  # a non-ArrayRecord or damaged file opens as 0 records
+        raise ShardFileError(f"{self.paths[k]}: holds {n} records, the manifest lists "
+                             f"{self.sizes[k]} (not an ArrayRecord file, or damaged)")
       self._readers[k] = reader
       if len(self._readers) > MAX_OPEN_SHARDS:
         self._readers.popitem(last=False)  # closed when the last user drops it
@@ -323,7 +363,8 @@ class ShardSource:
     try:
       data = self._reader(k).read([r])[0]
     except Exception as e:  # noqa: BLE001 - array_record raises on damaged chunks
-      return BrokenRecord(f"{where}: cannot read ({type(e).__name__}: {e})")
+      reason = " ".join(str(e).split())  # one line
+      return BrokenRecord(f"{where}: cannot read ({type(e).__name__}: {reason})")
     return data, where
 
   def __getstate__(self):

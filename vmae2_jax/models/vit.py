@@ -67,8 +67,10 @@ class PretrainModel(nnx.Module):
                                     rngs=rngs, use_bias=False, init="torch_default")
     mt = jax.random.truncated_normal(rngs.params(), -1.0, 1.0, (dd,), opts.param_dtype) * 0.02
     self.mask_token = param(mt, ("embed",))
+    # The reference gives the decoder the same rate: linspace(0, rate, decoder_depth).
     self.decoder = BlockStack(size.decoder_depth, dd, size.decoder_heads,
-                              size.decoder_mlp_dim, opts=opts, rngs=rngs)
+                              size.decoder_mlp_dim, opts=opts, rngs=rngs,
+                              drop_path_rate=drop_path_rate)
     self.decoder_norm = LayerNorm(dd, opts=opts)
     cube = patching.TUBELET * size.patch * size.patch * 3
     self.decoder_head = Dense(dd, cube, axes=("embed", "patch"), opts=opts, rngs=rngs)

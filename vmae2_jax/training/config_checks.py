@@ -21,10 +21,44 @@ def _fail_as_config_error(fn, *args, **kwargs):
     raise ConfigError(str(e)) from None
 
 
+def _one_of(config, field: str, allowed: tuple) -> None:
+  node = config
+  for part in field.split("."):
+    node = node[part]
+  if node not in allowed:
+    raise ConfigError(f"config.{field}={node!r} is not one of {allowed}")
+
+
+def _at_least(config, field: str, low) -> None:
+  node = config
+  for part in field.split("."):
+    node = node[part]
+  if node < low:
+    raise ConfigError(f"config.{field}={node!r} must be >= {low}")
+
+
+def check_run_fields(config) -> None:
+  """The loop's own fields: lengths, log and checkpoint intervals, what a fault does."""
+  _one_of(config, "nonfinite", ("stop", "skip"))
+  _one_of(config, "data.source", ("shards", "tfds", "synthetic"))
+  _one_of(config, "host_malloc", ("auto", "keep", "default"))
+  for field in ("optim.mu_dtype", "optim.nu_dtype"):
+    _one_of(config, field, ("", "float32", "bfloat16", "float16"))
+  for field in ("log_every", "checkpoint_every", "keep_checkpoints", "data.sampling_rate"):
+    _at_least(config, field, 1)
+  for field in ("keep_period", "stop_after", "total_steps", "warmup_steps", "optim.base_lr",
+                "optim.min_lr", "optim.weight_decay"):
+    _at_least(config, field, 0)
+  _at_least(config, "eval.every_steps", -1)
+  if not config.total_steps and config.epochs < 1:
+    raise ConfigError(f"config.epochs={config.epochs} must be >= 1 (or set config.total_steps)")
+
+
 def check_common(config, batch_shards: int) -> None:
   """Fields every stage reads: stage, model, clip shape, batch split over the devices."""
   if config.stage not in STAGES:
     raise ConfigError(f"config.stage={config.stage!r} is not one of {STAGES}")
+  check_run_fields(config)
   size = _fail_as_config_error(get_variant, config.model.variant)
   _fail_as_config_error(ModelOptions.from_config, config.model)
   d = config.data

@@ -130,7 +130,8 @@ class Experiment:
     over the batch axes, metrics replicated."""
     step = make_train_step(self.task, self.graphdef, self.tx, self.schedule,
                            jax.random.key(self.config.seed),
-                           accum_steps=self.layout.accum_steps, views=self.layout.views)
+                           accum_steps=self.layout.accum_steps, views=self.layout.views,
+                           skip_nonfinite=self.config.nonfinite == "skip")
     batch_sh = {k: s.sharding for k, s in self.abstract_batch().items()}
     return jax.jit(self._constrained(step), in_shardings=(self.state_sharding, batch_sh),
                    out_shardings=(self.state_sharding, sharding.replicated(self.mesh)),

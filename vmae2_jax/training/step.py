@@ -30,12 +30,20 @@ def split_microbatches(batch: dict, accum_steps: int, views: int) -> dict:
 
 
 def make_train_step(task, graphdef, tx: optax.GradientTransformation, schedule, base_key, *,
-                    accum_steps: int = 1, views: int = 1):
+                    accum_steps: int = 1, views: int = 1, skip_nonfinite: bool = False):
   """Returns train_step(state, batch) -> (state, metrics); jit it with shardings.
 
   With accum_steps > 1 the batch is split into micro-batches whose gradients
   are averaged before one optimizer update (the reference's update_freq:
   loss / update_freq summed over micro-batches, clipped once).
+
+  skip_nonfinite (config.nonfinite="skip"): when the loss, the gradient norm
+  or the updated parameters' norm is not finite, the step keeps the parameters
+  and the optimizer's moments as they were and reports metrics["skipped"] = 1.
+  Step counts (the state's and the optimizer's) still advance, so the lr
+  follows the step number as the reference's per-iteration schedule does when
+  its loss scaler skips an update. Without it the program is unchanged: the
+  loop checks loss, grad_norm and param_norm, which it reads anyway.
   """
   grad_fn = jax.value_and_grad(
       lambda params, batch, key: task.loss(params, graphdef, batch, key), has_aux=True)
@@ -67,6 +75,21 @@ def make_train_step(task, graphdef, tx: optax.GradientTransformation, schedule, 
         "param_norm": optax.tree.norm(params),
         "lr": jnp.asarray(schedule(state.step), jnp.float32),
     }
+    if skip_nonfinite:
+      applied = (jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
+                 & jnp.isfinite(metrics["param_norm"]))
+      params = _unless(applied, params, state.params)
+      opt_state = _unless(applied, opt_state, state.opt_state)
+      metrics["skipped"] = 1.0 - applied.astype(jnp.float32)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
+
+
+def _unless(applied, new, old):
+  """new where `applied`, else old; integer leaves (step counts) always take new."""
+  def pick(n, o):
+    if jnp.issubdtype(n.dtype, jnp.integer):
+      return n
+    return jnp.where(applied, n, o)
+  return jax.tree.map(pick, new, old)

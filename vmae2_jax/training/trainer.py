@@ -1,6 +1,13 @@
 """Every stage, top to bottom: setup -> run files -> init, init_from or restore -> step ->
 loop (log, validate, keep the best, checkpoint) -> the stage's finish (reconstruction
-picture or multi-view test) -> summary."""
+picture or multi-view test) -> summary.
+
+Faults (docs/faults.md): a failed start leaves nothing it created (run_record);
+a non-finite step stops naming the last good checkpoint or is skipped
+(nonfinite); SIGTERM saves the current step and returns (preemption); a
+damaged checkpoint is named or, on request, the previous one restored
+(checkpointing.manager); a resume with another config is refused (run_record).
+"""
 
 from __future__ import annotations
 
@@ -10,49 +17,65 @@ import os
 import time
 
 import jax
-import numpy as np
 from absl import logging
 
 from vmae2_jax.checkpointing import Checkpointer, write_meta
+from vmae2_jax.checkpointing.manager import CheckpointError
 from vmae2_jax.conversion.init_from import apply_init_from
+from vmae2_jax.conversion.report import ConversionError
 from vmae2_jax.models import get_variant
+from vmae2_jax.training import preemption, run_record
 from vmae2_jax.training.experiment import Experiment, setup
 from vmae2_jax.training.metrics_log import MetricsLog
+from vmae2_jax.training.nonfinite import Guard, NonFiniteLossError
 from vmae2_jax.training.state import TrainState
 
 MODEL_META_VERSION = 1
 
-
-class NonFiniteLossError(RuntimeError):
-  """Training produced a NaN/Inf loss; the last good checkpoint is untouched."""
+__all__ = ["NonFiniteLossError", "train", "model_meta"]
 
 
 def train(config, workdir: str) -> dict:
-  """Runs, resumes or (config.eval_only) evaluates a run of any stage; returns a summary."""
+  """Runs, resumes or (config.eval_only) evaluates a run of any stage; returns a summary.
+
+  A SIGTERM ends the loop after the current step, saved: the summary then has
+  "preempted_at" (that step), and the same call later resumes from it.
+  """
   # ------------------------------------------------------------------ setup
-  exp = setup(config)
+  exp = setup(config)  # a bad config fails here, before anything is written
   task = exp.task
-  _write_run_files(exp, workdir)
   for line in exp.describe():
     logging.info("%s", line)
 
   # ------------------------------------------------- init, init_from or restore
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
-                      keep=config.keep_checkpoints, keep_period=config.keep_period,
-                      async_save=config.async_checkpoint)
-  data_iter = None if config.eval_only else task.train_iterator(jax.process_index(),
-                                                                jax.process_count())
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, data_state, _ = ckpt.restore(latest, exp.abstract_state, data=not config.eval_only)
-    if data_state and data_iter is not None:
-      data_iter.set_state(data_state)
-    logging.info("resumed from step %d in %s", latest, ckpt.directory)
-  else:
-    state = exp.init_state()
-    if config.init_from:
-      state = _apply_init_from(exp, state)
-  step = int(jax.device_get(state.step))
+  with run_record.starting(workdir):  # a failed start removes what it created
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
+                        # + 1: the newest step stays besides until the loss computed
+                        # from it is read finite (see nonfinite.py)
+                        keep=config.keep_checkpoints + 1, keep_period=config.keep_period,
+                        async_save=config.async_checkpoint)
+    data_iter = None if config.eval_only else task.train_iterator(jax.process_index(),
+                                                                  jax.process_count())
+    latest = ckpt.latest_step()
+    changes = ({} if latest is None or config.eval_only
+               else run_record.check_resume(workdir, exp, latest))
+    restored = None if latest is None else ckpt.restore_latest(
+        exp.abstract_state, data=not config.eval_only, fallback=config.checkpoint_fallback)
+    skipped = 0
+    if restored is not None:
+      step, state, data_state, meta = restored
+      skipped = int(meta.get("skipped_updates", 0))
+      if data_state and data_iter is not None:
+        data_iter.set_state(data_state)
+      logging.info("resumed from step %d in %s", step, ckpt.directory)
+    else:
+      state = exp.init_state()
+      if config.init_from:
+        state = _apply_init_from(exp, state)
+    step = int(jax.device_get(state.step))
+    if not (config.eval_only and restored is not None):  # an evaluation leaves the record be
+      run_record.record(workdir, exp, model_meta(exp), step=step, resumed=restored is not None,
+                        changes=changes)
   best = _BestKeeper(workdir, task.best_metric)
 
   if config.eval_only:  # the stage's final evaluation of this model, nothing trained
@@ -64,48 +87,54 @@ def train(config, workdir: str) -> dict:
   step_fn = exp.jit_train_step()
   total = exp.schedule.total_steps
   log = MetricsLog(workdir, total, exp.layout.clips)
+  guard = Guard(ckpt, skipped)
   eval_every = (config.eval.every_steps or exp.schedule.steps_per_epoch
                 if config.eval.every_steps >= 0 else 0)
   first_step = step
   # stop_after > 0 ends this run early (e.g. a job's time slot); it resumes later.
   last = min(total, step + config.stop_after) if config.stop_after else total
+  preempted = False
   t_start = time.perf_counter()
   pending = None  # (step, metrics on device) of the step dispatched last
 
   def check_and_log(done_step, device_metrics):
     metrics = jax.device_get(device_metrics)
-    if not np.isfinite(metrics["loss"]):
-      ckpt.close()
-      raise NonFiniteLossError(
-          f"non-finite loss {metrics['loss']} at step {done_step}; last good checkpoint: "
-          f"{ckpt.latest_step()} in {ckpt.directory}")
-    log.add(metrics)
+    if guard.accept(done_step, metrics):  # raises NonFiniteLossError (stop mode)
+      log.add({k: v for k, v in metrics.items() if k != "skipped"})
     if done_step % config.log_every == 0 or done_step == last:
-      log.flush(done_step)
+      log.flush(done_step, {"skipped_updates": guard.skipped} if guard.skipped else None)
+      if guard.skipped:
+        logging.warning("skipped %d non-finite updates so far", guard.skipped)
 
-  while step < last:
-    batch = exp.global_batch(next(data_iter))
-    state, metrics = step_fn(state, batch)
-    step += 1
-    # Read the previous step's metrics only now, so the host loads and ships
-    # the next batch while the device still runs this one.
-    if pending is not None:
-      check_and_log(*pending)
-    pending = (step, metrics)
-    validate = task.best_metric and eval_every and (step % eval_every == 0 or step == total)
-    if ckpt.should_save(step) or step == last or validate:
-      check_and_log(*pending)  # never save or validate a state whose loss was not finite
-      pending = None
-    if validate:
-      results = task.evaluate(exp, state.params)
-      if results:
-        log.report(step, results, "val")
-        best.update(step, results, state.params, exp)
-    if ckpt.should_save(step) or step == last:
-      ckpt.save(step, state, data_iter.get_state(),
-                {"step": step, "variant": config.model.variant, "stage": config.stage},
-                force=step == last)
-  ckpt.close()
+  with preemption.watch() as sigterm:
+    while step < last:
+      batch = exp.global_batch(next(data_iter))
+      state, metrics = step_fn(state, batch)
+      step += 1
+      # Read the previous step's metrics only now, so the host loads and ships
+      # the next batch while the device still runs this one.
+      if pending is not None:
+        check_and_log(*pending)
+      pending = (step, metrics)
+      if step < last and (sigterm.requested or ckpt.reached_preemption(step)):
+        logging.warning("preemption notice: saving step %d, then stopping", step)
+        last, preempted = step, True  # this step is saved (forced) below, then the loop ends
+      validate = (task.best_metric and eval_every and (step % eval_every == 0 or step == total)
+                  and not preempted)
+      if ckpt.should_save(step) or step == last or validate:
+        check_and_log(*pending)  # never save or validate a state whose loss was not finite
+        pending = None
+      if validate:
+        results = task.evaluate(exp, state.params)
+        if results:
+          log.report(step, results, "val")
+          best.update(step, results, state.params, exp)
+      if ckpt.should_save(step) or step == last:
+        ckpt.save(step, state, data_iter.get_state(),
+                  {"step": step, "variant": config.model.variant, "stage": config.stage,
+                   "skipped_updates": guard.skipped},
+                  force=step == last)
+    ckpt.close()  # waits for the last save, also when a second SIGTERM came meanwhile
   best.close()
   log.close()
 
@@ -113,7 +142,12 @@ def train(config, workdir: str) -> dict:
   summary = {"history": log.history, "evaluations": log.evaluations,
              "steps_run": step - first_step, "final_step": step,
              "seconds": time.perf_counter() - t_start, **best.summary()}
-  if step == total:  # not after a stop_after time slot: the run is not over
+  if guard.skipped:
+    summary["skipped_updates"] = guard.skipped
+  if preempted:
+    summary["preempted_at"] = step
+    logging.warning("preempted at step %d: saved in %s", step, ckpt.directory)
+  elif step == total:  # not after a stop_after time slot: the run is not over
     summary.update(task.finish(exp, state.params, workdir, step))
   return _write_summary(workdir, summary)
 
@@ -181,16 +215,6 @@ def model_meta(exp: Experiment) -> dict:
   return meta
 
 
-def _write_run_files(exp: Experiment, workdir: str) -> None:
-  """config.json (the resolved config) and model.json beside the checkpoints (process 0)."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(exp.config.to_json_best_effort(indent=2, sort_keys=True))
-  write_meta(workdir, model_meta(exp))
-
-
 def _write_summary(workdir: str, summary: dict) -> dict:
   if jax.process_index() == 0:
     history = summary.get("history", [])
@@ -206,8 +230,22 @@ def _write_summary(workdir: str, summary: dict) -> dict:
 def _apply_init_from(exp: Experiment, state: TrainState) -> TrainState:
   """Replaces freshly initialised parameters with a converted/previous model's (surgery)."""
   c = exp.config
-  params = apply_init_from(exp.host_params(state.params), c.init_from, exp.task.kind,
-                           label_map=c.init_label_map or None, fresh_head=c.init_fresh_head)
+  try:
+    params = apply_init_from(exp.host_params(state.params), c.init_from, exp.task.kind,
+                             label_map=c.init_label_map or None, fresh_head=c.init_fresh_head)
+  except (ConversionError, FileNotFoundError) as e:
+    text = str(e)
+    if c.init_from not in text and os.path.abspath(c.init_from) not in text:
+      text = f"config.init_from={c.init_from}: {text}"
+    raise type(e)(text) from None
+  except (CheckpointError, OSError, ValueError, KeyError) as e:  # Orbax / TensorStore reading
+    raise ConversionError(f"config.init_from={c.init_from}: cannot read its weights "
+                          f"({type(e).__name__}: {_first_line(str(e))})") from None
   params = jax.device_put(params, exp.state_sharding.params)
   logging.info("initialised parameters from %s", c.init_from)
   return state.replace(params=params)
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+  line = text.strip().splitlines()[0] if text.strip() else ""
+  return line if len(line) <= limit else line[:limit] + " ..."

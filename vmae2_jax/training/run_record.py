@@ -1,0 +1,241 @@
+"""WORKDIR's record of a run, the resume compatibility check, and clean failed starts.
+
+Files (process 0 writes them once a start has succeeded: setup, restore or
+init_from; a start that fails removes what it created):
+  config.json  the config the run continues with (rewritten by each accepted start).
+  model.json   what the run's model is (trainer.model_meta).
+  run.json     {"history": [{"event": "start" | "resume", "step", "time", "mesh",
+               "devices", "processes", "changes": {field: [saved, now]}}, ...]}.
+
+A resume compares the config with config.json field by field. Fields that
+change how, not what, is trained pass silently (COMPATIBLE below: logging,
+checkpointing, evaluation, execution choices, fields only a fresh start reads).
+Every other difference (model, masking, batch, data and its order, seed, stage,
+schedule and optimizer, mixup, and the number of processes, which splits the
+data) is refused with the differences listed, unless
+config.allow_config_change=True: then they are logged, with the lr the
+schedule jumps between, and kept in run.json. A changed mesh or device count
+is logged (the state is re-sharded on restore; the last bits of the losses may
+differ) but not refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import shutil
+
+import jax
+from absl import logging
+
+from configs.common import base_config, config_from_json
+from vmae2_jax.training.config_checks import ConfigError
+from vmae2_jax.training.schedules import make_schedule
+
+CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
+
+# Field names, or prefixes ending in ".", that a resume may change freely.
+COMPATIBLE = (
+    "log_every", "checkpoint_every", "keep_checkpoints", "keep_period", "async_checkpoint",
+    "stop_after", "eval_only", "compile_only", "eval.", "reconstruction.", "host_malloc",
+    "distributed.", "mesh.", "sharding_rules",
+    "init_from", "init_label_map", "init_fresh_head",        # read by a fresh start only
+    "nonfinite", "checkpoint_fallback", "allow_config_change",
+    "model.attention", "model.cpu_kernels", "model.remat", "model.scan_layers",  # same params
+    "data.val_path", "data.test_num_segment", "data.test_num_crop",               # evaluation
+    "data.tfds_validation_split",
+    "data.read_threads", "data.num_workers", "data.tune_malloc", "data.skip_corrupt",
+)
+# Fields whose change moves the lr schedule: the message shows the lr before and after.
+_SCHEDULE = ("batch_size", "epochs", "total_steps", "warmup_steps", "optim.base_lr",
+             "optim.min_lr", "optim.warmup_epochs", "data.num_videos")
+
+
+class WorkdirError(ValueError):
+  """--workdir cannot be created or written."""
+
+
+class ConfigChangeError(ConfigError):
+  """A resume with a config that would make a different run than the one in WORKDIR."""
+
+
+def compatible(field: str) -> bool:
+  return any(field == c or (c.endswith(".") and field.startswith(c)) for c in COMPATIBLE)
+
+
+# ---------------------------------------------------------------- a clean start
+@contextlib.contextmanager
+def starting(workdir: str):
+  """Creates WORKDIR if needed and checks it can be written; if the body fails,
+  removes what this start created (never what was there before)."""
+  workdir = os.path.abspath(workdir)
+  if jax.process_index() != 0:
+    yield
+    return
+  created = _topmost_missing(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    if created and os.path.isdir(created):
+      shutil.rmtree(created, ignore_errors=True)
+    raise WorkdirError(f"--workdir={workdir}: cannot create or write it "
+                       f"({e.strerror or e})") from None
+  before = None if created else set(os.listdir(workdir))
+  try:
+    yield
+  except BaseException:
+    if created:
+      shutil.rmtree(created, ignore_errors=True)
+    else:
+      for name in set(os.listdir(workdir)) - before:
+        path = os.path.join(workdir, name)
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+    raise
+
+
+def _topmost_missing(path: str) -> str | None:
+  """The highest directory on `path` that does not exist yet (None: path exists)."""
+  missing = None
+  while not os.path.lexists(path):
+    missing, parent = path, os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
+# ---------------------------------------------------------------- the resume check
+def check_resume(workdir: str, exp, step: int) -> dict:
+  """{field: [saved, now]} of accepted incompatible changes; raises ConfigChangeError."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  config = exp.config
+  if not os.path.exists(path):
+    logging.warning("%s: no %s to compare this config with; resuming step %d", workdir,
+                    CONFIG_FILE, step)
+    return {}
+  try:
+    with open(path) as f:
+      saved = _flat(json.load(f))
+  except (OSError, ValueError) as e:
+    if config.allow_config_change:
+      logging.warning("%s unreadable (%s); resuming anyway (allow_config_change)", path, e)
+      return {}
+    raise ConfigChangeError(f"{path}: unreadable ({e}); cannot check the resume of step {step} "
+                            "(rerun with --config.allow_config_change=True to resume anyway)")
+  now = _flat(json.loads(config.to_json_best_effort()))
+  defaults = _flat(json.loads(base_config().to_json_best_effort()))
+  changes = {}
+  for field, value in now.items():
+    before = saved.get(field, defaults.get(field, value))  # a field added since: its default
+    if before != value and not compatible(field):
+      changes[field] = [before, value]
+  processes = _last_entry(workdir).get("processes")
+  if processes is not None and processes != jax.process_count():
+    changes["processes"] = [processes, jax.process_count()]
+  _note_mesh_change(workdir, exp)
+  if not changes:
+    return {}
+  lines = [f"  {field}: {_show(a)} -> {_show(b)}" for field, (a, b) in changes.items()]
+  lr = _lr_jump(path, exp, step) if any(f in _SCHEDULE for f in changes) else None
+  if lr:
+    lines.append(f"  lr at step {step}: {lr[0]:.4g} -> {lr[1]:.4g}")
+  if not config.allow_config_change:
+    raise ConfigChangeError(
+        f"{workdir} holds a run at step {step} with another config (rerun with "
+        "--config.allow_config_change=True to resume with it anyway, or use another "
+        "--workdir):\n" + "\n".join(lines))
+  logging.warning("resuming step %d with a changed config (allow_config_change):\n%s", step,
+                  "\n".join(lines))
+  return changes
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def _show(value) -> str:
+  return json.dumps(value)
+
+
+def _lr_jump(saved_path: str, exp, step: int) -> tuple[float, float] | None:
+  """(lr the saved config's schedule gives at `step`, lr this config's gives)."""
+  try:
+    saved = config_from_json(saved_path)
+    per_epoch = exp.schedule.steps_per_epoch
+    num_videos = saved.data.num_videos or per_epoch * exp.config.batch_size
+    old = float(make_schedule(saved, num_videos)(step))
+  except (ValueError, KeyError, TypeError):
+    return None
+  new = float(exp.schedule(step))
+  return (old, new) if old != new else None
+
+
+def _last_entry(workdir: str) -> dict:
+  history = _read_run(workdir).get("history") or [{}]
+  return history[-1]
+
+
+def _note_mesh_change(workdir: str, exp) -> None:
+  last = _last_entry(workdir)
+  now = _where(exp)
+  if last.get("devices") not in (None, now["devices"]) or last.get("mesh") not in (None,
+                                                                                   now["mesh"]):
+    logging.warning("resuming on mesh %s (%d devices); the run was on %s (%s devices): the state "
+                    "is re-sharded and losses may differ in the last bits", now["mesh"],
+                    now["devices"], last.get("mesh"), last.get("devices"))
+
+
+# ---------------------------------------------------------------- the files
+def _where(exp) -> dict:
+  return {"mesh": {k: int(v) for k, v in exp.mesh.shape.items()}, "devices": jax.device_count(),
+          "processes": jax.process_count(), "platform": jax.devices()[0].platform}
+
+
+def _read_run(workdir: str) -> dict:
+  path = os.path.join(workdir, RUN_FILE)
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    logging.warning("%s unreadable: starting its history afresh", path)
+    return {}
+
+
+def record(workdir: str, exp, model_meta: dict, *, step: int, resumed: bool,
+           changes: dict) -> None:
+  """config.json, model.json and a run.json entry for this start (process 0)."""
+  if jax.process_index() != 0:
+    return
+  from vmae2_jax.checkpointing import write_meta
+  _write_atomic(os.path.join(workdir, CONFIG_FILE),
+                exp.config.to_json_best_effort(indent=2, sort_keys=True))
+  write_meta(workdir, model_meta)
+  run = _read_run(workdir)
+  entry = {"event": "resume" if resumed else "start", "step": step,
+           "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           **_where(exp)}
+  if changes:
+    entry["changes"] = changes
+  run["history"] = (run.get("history") or []) + [entry]
+  _write_atomic(os.path.join(workdir, RUN_FILE), json.dumps(run, indent=2))
+
+
+def _write_atomic(path: str, text: str) -> None:
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
