@@ -62,6 +62,13 @@ def test_run_files_best_checkpoint_and_test_report(runs):
       os.listdir(report))
   summary = json.load(open(os.path.join(ft, "summary.json")))
   assert summary["test_top1"] == s["test_top1"] and summary["evaluations"]
+  # The run's picture: loss, lr and validation accuracy panels, from every logged row.
+  from PIL import Image
+  from vmae2_jax.evaluation.curves import read_metrics
+  train_rows, val_rows = read_metrics(ft)
+  assert [r["step"] for r in val_rows] == [2, 4] and train_rows[-1]["step"] == 4
+  assert Image.open(os.path.join(ft, "curves.png")).size == (640, 3 * 260)
+  assert Image.open(os.path.join(runs["pretrain"], "curves.png")).size == (640, 2 * 260)
 
 
 def test_init_from_a_classifier_with_other_classes_keeps_fc_norm(runs):

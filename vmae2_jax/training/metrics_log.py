@@ -1,7 +1,10 @@
-"""Metrics a person can follow: a log line every N steps and TensorBoard events."""
+"""Metrics a person can follow: a log line every N steps, TensorBoard events,
+WORKDIR/metrics.jsonl (every logged row of every segment of the run) and, at
+the end of each segment, WORKDIR/curves.png drawn from it."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -19,9 +22,13 @@ class MetricsLog:
     self._count = 0
     self._t0 = time.perf_counter()
     self._writer = None
+    self._jsonl = None
     self.history: list[dict] = []       # training averages, one per log step
     self.evaluations: list[dict] = []   # validation results
     if jax.process_index() == 0:
+      from vmae2_jax.evaluation.curves import open_metrics
+      self.workdir = workdir
+      self._jsonl = open_metrics(workdir)  # a kill loses at most the line being written
       try:
         from tensorboardX import SummaryWriter
         self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -54,6 +61,7 @@ class MetricsLog:
         self._writer.add_scalar(f"train/{k}", v, step)
       self._writer.flush()
     self.history.append({"step": step, **out})
+    self._append({"step": step, "kind": "train", **out})
     self._sums, self._count, self._t0 = {}, 0, time.perf_counter()
     return out
 
@@ -68,10 +76,27 @@ class MetricsLog:
           self._writer.add_scalar(f"{group}/{k.removeprefix(group + '_')}", v, step)
       self._writer.flush()
     self.evaluations.append({"step": step, **metrics})
+    self._append({"step": step, "kind": group, **metrics})
+
+  def _append(self, row: dict) -> None:
+    if self._jsonl is not None:
+      self._jsonl.write(json.dumps({k: v for k, v in row.items()
+                                    if isinstance(v, (int, float, str))}) + "\n")
 
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+    if self._jsonl is not None:
+      from vmae2_jax.evaluation.curves import write_curves
+      self._jsonl.close()
+      self._jsonl = None
+      try:
+        path = write_curves(self.workdir)
+      except (OSError, ValueError) as e:  # a picture is never worth failing a run
+        logging.warning("curves.png not written: %s", e)
+      else:
+        if path:
+          logging.info("loss curves: %s", path)
 
 
 def _hms(seconds: float) -> str:
