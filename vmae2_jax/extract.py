@@ -54,6 +54,7 @@ from vmae2_jax.data.shards import CorruptRecordError
 from vmae2_jax.evaluation import inference
 from vmae2_jax.evaluation.inference import UserError
 from vmae2_jax.models.patching import MEAN, STD
+from vmae2_jax.progress import Progress
 
 FAILURES = "failures.tsv"
 DECODE_CHUNK = 32  # shard frames decoded per call
@@ -172,51 +173,6 @@ def save_atomic(path: str, array: np.ndarray) -> None:
   os.replace(tmp, path)
 
 
-class Progress:
-  """One status line on stderr: videos, windows, windows/s and an ETA.
-
-  Redrawn in place on a terminal (at most every 0.5 s), else a line every 30 s.
-  """
-
-  def __init__(self, num_videos: int, stream=None):
-    self.stream = stream or sys.stderr
-    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-    self.interval = 0.5 if self.tty else 30.0
-    self.num_videos = num_videos
-    self.start = time.monotonic()
-    self.last = self.start  # nothing to show before the first interval
-
-  def update(self, videos_done: int, windows_done: int, windows_left: float,
-             force: bool = False) -> None:
-    now = time.monotonic()
-    if not force and now - self.last < self.interval:
-      return
-    self.last = now
-    elapsed = now - self.start
-    rate = windows_done / elapsed if elapsed > 0 else 0.0
-    if force:
-      eta = f"done in {_duration(elapsed)}"
-    else:
-      eta = "ETA " + (_duration(windows_left / rate) if rate > 0 and windows_left > 0 else "?")
-    line = (f"extract: {videos_done}/{self.num_videos} videos, {windows_done} windows, "
-            f"{rate:.1f} windows/s, {eta}")
-    if self.tty:
-      self.stream.write("\r" + line.ljust(78))
-    else:
-      self.stream.write(line + "\n")
-    self.stream.flush()
-
-  def close(self) -> None:
-    if self.tty:
-      self.stream.write("\n")
-      self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-  s = int(seconds + 0.5)
-  return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 # ---------------------------------------------------------------- extraction
 @dataclasses.dataclass
 class ExtractSummary:
@@ -289,7 +245,7 @@ def extract_features(init_from: str, videos: Sequence, out: str, *, window: int 
     raise UserError(f"--out={out}: cannot create the output folder ({e})") from e
   runner = inference.BatchRunner(model, feature_fn(reference_normalization), batch)
   summary = ExtractSummary()
-  bar = Progress(len(videos)) if progress else None
+  bar = Progress("extract", "windows") if progress else None
   t0 = time.monotonic()
   rows: dict[int, list] = {}  # features so far, by video
   target: dict[int, str] = {}  # output path
@@ -333,7 +289,7 @@ def extract_features(init_from: str, videos: Sequence, out: str, *, window: int 
     left = sum(max(estimate.get(vi, 0) - len(rows[vi]), 0) for vi in started)
     avg = summary.windows / summary.written if summary.written else 0.0
     left += avg * max(len(videos) - state["done"] - len(started), 0)
-    bar.update(state["done"], done_w, left, force=force)
+    bar.update(done_w, done_w + left, f"{state['done']}/{len(videos)} videos", force=force)
 
   events = inference.prefetch(_events(videos, out, window, stride, size), size=2 * batch)
   for ev in events:

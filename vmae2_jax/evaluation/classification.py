@@ -19,14 +19,16 @@ from absl import logging
 
 from vmae2_jax.data import pipelines
 from vmae2_jax.evaluation import multiview, report
+from vmae2_jax.progress import Progress
 
 
 def _predict_pass(exp, params, batches: Iterator[dict], num_batches: int,
-                  merger: multiview.ViewMerger) -> tuple[float, int]:
+                  merger: multiview.ViewMerger, label: str) -> tuple[float, int]:
   """Feeds `num_batches` batches through the model into `merger`; returns (sum of
-  -log p(label) over labelled views, their count)."""
+  -log p(label) over labelled views, their count). Process 0 shows progress."""
   predict = exp.predict_fn
   loss_sum, count = 0.0, 0
+  bar = Progress(label, "batches") if jax.process_index() == 0 else None
 
   def consume(local, out):
     nonlocal loss_sum, count
@@ -39,15 +41,19 @@ def _predict_pass(exp, params, batches: Iterator[dict], num_batches: int,
   # Rows are padded to a whole number per device, so any evaluation batch size works.
   multiple = max(1, exp.layout.batch_shards // jax.process_count())
   pending = None
-  for _ in range(num_batches):
+  for i in range(num_batches):
     local = _pad_rows(next(batches), multiple)
     video = jax.make_array_from_process_local_data(exp.batch_sharding(5), local["video"])
     out = predict(params, video)  # dispatched; the host reads the next batch meanwhile
     if pending is not None:
       consume(*pending)
     pending = (local, out)
+    if bar is not None:
+      bar.update(i + 1, num_batches)
   if pending is not None:
     consume(*pending)
+  if bar is not None:
+    bar.close()
   return loss_sum, count
 
 
@@ -76,7 +82,8 @@ def validate(exp, params) -> dict:
   batches = pipelines.make_validation_iterator(c, process_index=pi, process_count=pc)
   merger = multiview.ViewMerger()
   loss_sum, count = _predict_pass(exp, params, batches,
-                                  pipelines.num_validation_batches(c, process_count=pc), merger)
+                                  pipelines.num_validation_batches(c, process_count=pc), merger,
+                                  "validation")
   loss_sum, count = _sum_over_processes(loss_sum, count)
   summary = multiview.gather_results(merger.results().summarize())
   acc = multiview.accuracy(summary)
@@ -91,7 +98,8 @@ def test(exp, params, out_dir: str) -> dict:
   pi, pc = jax.process_index(), jax.process_count()
   batches = pipelines.make_eval_iterator(c, process_index=pi, process_count=pc)
   merger = multiview.ViewMerger()
-  _predict_pass(exp, params, batches, pipelines.num_eval_batches(c, process_count=pc), merger)
+  _predict_pass(exp, params, batches, pipelines.num_eval_batches(c, process_count=pc), merger,
+                "multi-view test")
   summary = multiview.gather_results(merger.results().summarize())
   acc = multiview.accuracy(summary)
   views = c.data.test_num_segment * c.data.test_num_crop
