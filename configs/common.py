@@ -108,7 +108,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ""
   c.init_label_map = ""          # re-index a classifier head ("710to400", a JSON file, "" = auto)
   c.init_fresh_head = False      # keep the fresh head even when init_from has one that fits
-  c.reconstruction = ml_collections.ConfigDict(dict(enabled=False, num_clips=3))
+  # The picture at the end of pre-training: the first num_clips videos of the training set
+  # (file order, centre view); first_classes (names) are shown before the others.
+  c.reconstruction = ml_collections.ConfigDict(dict(enabled=False, num_clips=3,
+                                                    first_classes=()))
   return c
 
 

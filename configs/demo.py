@@ -26,4 +26,5 @@ def get_config(arg=None):
   c.log_every = 100
   c.checkpoint_every = 500
   c.reconstruction.enabled = True
+  c.reconstruction.first_classes = ("natural",)  # the real footage before the generated clips
   return c

@@ -22,10 +22,15 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A pre-training run's workdir.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 3, "Clips (rows of three) to draw.")
 _OUT = flags.DEFINE_string("out", None, "PNG path (default: in the workdir).")
+_FIRST = flags.DEFINE_list("first_classes", None, "Class names shown first (default: the "
+                           "run's config.reconstruction.first_classes).")
 
 
-def draw(workdir: str, step: int | None = None, num_clips: int = 3, out: str | None = None) -> str:
+def draw(workdir: str, step: int | None = None, num_clips: int = 3, out: str | None = None,
+         first_classes=None) -> str:
   config = config_from_json(os.path.join(workdir, "config.json"))
+  if first_classes is not None:
+    config.reconstruction.first_classes = tuple(first_classes)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
   step = step if step is not None else ckpt.latest_step()
   if step is None:
@@ -41,7 +46,7 @@ def draw(workdir: str, step: int | None = None, num_clips: int = 3, out: str | N
 
 def main(argv):
   del argv
-  print(draw(_WORKDIR.value, _STEP.value, _NUM_CLIPS.value, _OUT.value))
+  print(draw(_WORKDIR.value, _STEP.value, _NUM_CLIPS.value, _OUT.value, _FIRST.value))
 
 
 if __name__ == "__main__":

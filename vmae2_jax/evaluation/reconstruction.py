@@ -11,6 +11,8 @@ from flax import nnx
 from PIL import Image
 
 from vmae2_jax.data import make_train_iterator
+from vmae2_jax.data.info import train_info
+from vmae2_jax.data.pipelines import make_validation_iterator
 from vmae2_jax.masking import MaskSpec, sample_masks
 from vmae2_jax.models import get_variant, patching
 from vmae2_jax.training import losses
@@ -44,6 +46,38 @@ def reconstruct(graphdef, params, video, spec: MaskSpec, patch: int, key):
   return to_clip(masked_in), to_clip(recon)
 
 
+def showcase_clips(config, num_clips: int) -> tuple[np.ndarray, np.ndarray]:
+  """(clips [n, T, H, W, 3] uint8, labels [n]): the training set's first videos in file
+  order, centre view (the validation transform), those of
+  config.reconstruction.first_classes first.
+
+  Sources that are not one shard set (mixtures, TFDS, synthetic): the first clips of
+  the training stream instead (labels -1).
+  """
+  d = config.data
+  paths = [d.train_path] if d.train_path else [s["path"] for s in d.get("sources", ()) or ()]
+  if d.source != "shards" or len(paths) != 1:
+    batch = next(make_train_iterator(config, process_index=0, process_count=1,
+                                     seed=config.seed))["video"]
+    video = batch[::d.num_sample][:num_clips]
+    return video, np.full(len(video), -1)
+  first = tuple(config.reconstruction.get("first_classes", ()) or ())
+  names = list(train_info(config).class_names or ()) if first else []
+  wanted = {names.index(n) for n in first if n in names}
+  c = config.copy_and_resolve_references()
+  c.data.val_path = paths[0]
+  c.eval.batch_size = max(num_clips, 1)
+  preferred, others = [], []
+  for batch in make_validation_iterator(c, process_index=0, process_count=1):
+    for clip, label, vid in zip(batch["video"], batch["label"], batch["video_id"]):
+      if vid >= 0:
+        (preferred if int(label) in wanted else others).append((clip, int(label)))
+    if len(preferred) >= num_clips or (not wanted and len(others) >= num_clips):
+      break
+  chosen = (preferred + others)[:num_clips]
+  return np.stack([c for c, _ in chosen]), np.asarray([l for _, l in chosen])
+
+
 def write_reconstruction_grid(config, graphdef, params, path: str, num_clips: int = 3,
                               frames_shown: int = 4, seed: int = 1234, video=None) -> str:
   """Rows: per clip, original / masked input / reconstruction; columns: frames."""
@@ -53,11 +87,8 @@ def write_reconstruction_grid(config, graphdef, params, path: str, num_clips: in
   spec = MaskSpec.from_config(config.masking, patching.grid_shape(d.frames, d.image_size,
                                                                   size.patch))
   spec = MaskSpec(spec.grid, spec.encoder, spec.encoder_ratio, decoder="none")
-  if video is None:  # The first clips of the training stream, one view each.
-    views = d.num_sample
-    batch = next(make_train_iterator(config, process_index=0, process_count=1,
-                                     seed=config.seed))["video"]
-    video = batch[::views][:num_clips]
+  if video is None:
+    video, _ = showcase_clips(config, num_clips)
   num_clips = len(video)
   masked, recon = map(np.asarray, reconstruct(graphdef, params, jnp.asarray(video), spec,
                                               size.patch, jax.random.key(seed)))
