@@ -39,8 +39,12 @@ setup(
         "tpu": ["jax[tpu]>=0.10.2,<0.12"],
         # Reading PyTorch .pth checkpoints; safetensors files need no torch.
         "convert": ["torch>=2.1", "safetensors>=0.4"],
+        # config.data.source="tfds": reads array_record TFDS sets without TensorFlow.
+        # tfds 4.9 imports importlib_resources but declares it only for Python < 3.9.
+        "tfds": ["tensorflow-datasets>=4.9.10,<5", "importlib_resources>=5"],
         "test": ["pytest>=8", "pytest-xdist>=3", "safetensors>=0.4", "torch>=2.1",
-                 "transformers>=4.40"],
+                 "transformers>=4.40",
+                 "tensorflow-datasets>=4.9.10,<5", "importlib_resources>=5"],
     },
     entry_points={"console_scripts": ["vmae2-train=vmae2_jax.main:run"]},
 )

@@ -15,12 +15,29 @@ spaces). A file whose first line holds a comma is a CSV (``--format=csv``):
 the same layouts, comma-separated. Any list may start with a header line
 (first field ``path``, ``video``, ``file``, ..., no integer field).
 
+The field's other formats (auto-detected, or forced with --format):
+  kinetics    Kinetics' official CSV (header ``label,youtube_id,time_start,
+              time_end,split[,is_cc]``; test: no label): the clip file is found
+              under --root as <label>/<youtube_id>_<start:06d>_<end:06d>.mp4 or
+              <youtube_id>.mp4, per class folder or flat, any video extension
+  frame_list  PySlowFast frame lists (header ``original_vido_id video_id
+              frame_id path labels``, a line per frame): a video per folder
+  ucf101      UCF101's trainlist0N/testlist0N.txt (``Class/v_....avi [1-based
+              index]``), class = folder (only with --format=ucf101)
+  JSON        Something-Something V2's something-something-v2-*.json: class =
+              template without brackets, video <id>.webm or frame folder <id>
+mmaction2's lists are the reference layouts (``path label``; rawframes
+``frame_dir total_frames label``, with an offset ``frame_dir offset total label``),
+and PySlowFast's video CSVs are ``path label`` lines.
+
 Labels are class indices or class names (not both in one list). Names get
 indices in sorted order, or in the order of ``--labels=FILE`` (one name a
-line, index = line order). ``--folder=DIR`` reads DIR/<class>/<video file or
-frame folder> instead of a list: classes are the sorted class folders (or the
-``--labels`` order). Known class names go into the manifest. ``--dry_run``
-checks the input and the paths without writing anything.
+line, index = line order; also ``index name`` lines as UCF101's classInd.txt,
+or a JSON object name -> index as Something-Something's labels.json).
+``--folder=DIR`` reads DIR/<class>/<video file or frame folder> instead of a
+list: classes are the sorted class folders (or the ``--labels`` order). Known
+class names go into the manifest. ``--dry_run`` checks the input and the paths
+without writing anything and reports what a build would do.
 
 Shard k holds list lines [k*V, (k+1)*V) in list order, so a rerun maps every
 line to the same shard. A shard is finished when its status file in _status/
@@ -76,6 +93,8 @@ HEADER_PATH_NAMES = {"path", "video", "video_path", "videos", "file", "filename"
                     "filepath", "folder", "frame_folder", "clip", "name", "video_name", "video_id"}
 LAYOUTS = {"video": "path label", "frames": "frame_folder total_frames label",
            "pretrain": "path start total [label]"}
+# --format values: auto, csv, a layout, or one of the field's formats read whole.
+FORMATS = ("auto", "csv", *LAYOUTS, "kinetics", "frame_list", "ucf101")
 
 
 class ListError(ValueError):
@@ -89,6 +108,9 @@ class Listing:
   names: list[str] | None = None  # index = class id; None when only indices are known
   format: str = ""  # what was detected, for --dry_run
   notes: list[str] = dataclasses.field(default_factory=list)  # things skipped on purpose
+  # Entry.line -> paths to try, in order, when the input names a video but not its file
+  # (Kinetics CSVs, Something-Something JSON); resolve_candidates picks the one present.
+  candidates: dict[int, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def _is_video_path(path: str) -> bool:
@@ -116,14 +138,24 @@ def _is_number(s: str) -> bool:
 
 
 def read_label_names(path: str) -> list[str]:
-  """Class names from a file, one a line, index = line order (trailing blank lines ok)."""
+  """Class names from a file, index = line order (trailing blank lines ok): one name a
+  line; or ``index name`` lines numbered 0.. or 1.. in order (UCF101's classInd.txt);
+  or a JSON object {name: index} (Something-Something's labels.json)."""
   try:
     with open(path, encoding="utf-8-sig") as f:
-      lines = [l.strip() for l in f.read().splitlines()]
+      text = f.read()
   except (OSError, UnicodeDecodeError) as e:
     raise ListError(f"--labels={path}: cannot read it ({e})") from e
+  if text.lstrip().startswith("{"):
+    return _json_label_names(path, text)
+  lines = [l.strip() for l in text.splitlines()]
   while lines and not lines[-1]:
     lines.pop()
+  numbered = [l.split(None, 1) for l in lines]
+  if lines and all(len(p) == 2 and _is_int(p[0]) for p in numbered):
+    first = int(numbered[0][0])
+    if first in (0, 1) and [int(p[0]) for p in numbered] == list(range(first, first + len(lines))):
+      lines = [p[1].strip() for p in numbered]  # "1 ApplyEyeMakeup": index = number - first
   seen: dict[str, int] = {}
   for n, name in enumerate(lines, 1):
     if not name:
@@ -135,6 +167,17 @@ def read_label_names(path: str) -> list[str]:
   if not lines:
     raise ListError(f"{path}: no class names")
   return lines
+
+
+def _json_label_names(path: str, text: str) -> list[str]:
+  try:
+    index = {str(k): int(v) for k, v in json.loads(text).items()}
+  except (ValueError, TypeError, AttributeError) as e:
+    raise ListError(f"--labels={path}: not a JSON object of class name -> index ({e})") from None
+  names = sorted(index, key=index.get)
+  if sorted(index.values()) != list(range(len(names))):
+    raise ListError(f"--labels={path}: indices are not 0..{len(names) - 1}, each once")
+  return names
 
 
 def _split(line: str, csv_mode: bool) -> list[str]:
@@ -221,9 +264,17 @@ def read_list(lines: Sequence[str], fmt: str = "auto", *, source: str = "list",
   Labels are class indices or class names (not both); names get indices in the
   order of ``label_names`` when given, else in sorted order.
   """
-  if fmt not in ("auto", "csv", *LAYOUTS):
+  if fmt not in FORMATS:
     raise ValueError(f"unknown list format {fmt!r}")
-  csv_mode = fmt == "csv" or (fmt == "auto" and _is_csv(lines))
+  kw = dict(source=source, label_names=label_names, labels_file=labels_file)
+  if fmt == "ucf101":
+    return read_ucf101_list(lines, **kw)
+  csv_mode = fmt in ("csv", "kinetics") or (fmt == "auto" and _is_csv(lines))
+  special = fmt if fmt in ("kinetics", "frame_list") else _special_header(lines, csv_mode)
+  if special == "kinetics":
+    return read_kinetics_csv(lines, **kw)
+  if special == "frame_list":
+    return read_frame_list(lines, **kw)
   entries, named, used = [], [], {}
   header = first = None
   for n, raw in enumerate(lines, 1):
@@ -257,7 +308,250 @@ def read_list(lines: Sequence[str], fmt: str = "auto", *, source: str = "list",
             "class indices" if any(e.label >= 0 for e in entries) else "none")
   desc = (f"{sep}{f', header on line {header}' if header else ''}; "
           f"{kinds or 'no entries'}; labels: {labels}")
-  return Listing(entries, names, desc)
+  notes = []
+  indices = [e.label for e in entries if e.label >= 0]
+  if indices and not named and min(indices) >= 1:
+    notes.append(f"{source}: no line has label 0 (labels {min(indices)}..{max(indices)}); "
+                 f"if the indices start at 1 (UCF101's trainlist0N.txt), use --format=ucf101")
+  return Listing(entries, names, desc, notes)
+
+
+# ---- the field's other formats -----------------------------------------------------
+
+KINETICS_COLUMNS = ("youtube_id", "time_start", "time_end")
+FRAME_LIST_COLUMNS = ("frame_id", "path")
+
+
+def _special_header(lines: Sequence[str], csv_mode: bool) -> str:
+  """"kinetics" or "frame_list" when the first line is such a header, else ""."""
+  for raw in lines:
+    line = raw.strip()
+    if not line or line.startswith("#"):
+      continue
+    try:
+      cols = {c.lower() for c in _split(line, csv_mode)}
+    except csv.Error:
+      return ""
+    if csv_mode and set(KINETICS_COLUMNS) <= cols:
+      return "kinetics"
+    if set(FRAME_LIST_COLUMNS) <= cols and cols & {"original_vido_id", "original_video_id",
+                                                   "video_id"}:
+      return "frame_list"
+    return ""
+  return ""
+
+
+def _data_lines(lines: Sequence[str]):
+  """(line number, stripped line) of the non-blank, non-comment lines."""
+  for n, raw in enumerate(lines, 1):
+    line = raw.strip()
+    if line and not line.startswith("#"):
+      yield n, line
+
+
+def _finish(entries, named, source, label_names, labels_file, desc, notes=(),
+            candidates=None) -> Listing:
+  names = _assign_names(entries, named, source, label_names, labels_file)
+  labels = ("class names" if named else "none" if all(e.label < 0 for e in entries)
+            else "class indices")
+  return Listing(entries, names, f"{desc}; labels: {labels}", list(notes), candidates or {})
+
+
+def _kinetics_dirs(label: str) -> list[str]:
+  """Where downloaders put a clip: a folder per class (as named, or with '_' for spaces)."""
+  dirs = [label, label.replace(" ", "_")] if label else []
+  return list(dict.fromkeys(dirs)) + [""]
+
+
+def read_kinetics_csv(lines: Sequence[str], *, source: str = "list",
+                      label_names: Sequence[str] | None = None,
+                      labels_file: str = "") -> Listing:
+  """Kinetics' official CSV: ``label,youtube_id,time_start,time_end,split[,is_cc]``
+  (the test split has no label column). A row's clip is
+  ``<label>/<youtube_id>_<start:06d>_<end:06d>.mp4`` (the official downloader's name),
+  else ``<youtube_id>.mp4``, in a folder per class or flat under --root; the
+  first present one is used (resolve_candidates), any video extension."""
+  rows = _data_lines(lines)
+  n0, head = next(rows, (0, ""))
+  cols = [c.lower() for c in _split(head, True)]
+  col = {c: i for i, c in enumerate(cols)}
+  if not set(KINETICS_COLUMNS) <= set(col):
+    raise ListError(f"{source} line {n0}: a Kinetics CSV starts with a header naming "
+                    f"{', '.join(KINETICS_COLUMNS)} (and label, split): {head!r}")
+  entries, named, splits, candidates = [], [], {}, {}
+  for n, line in rows:
+    try:
+      f = _split(line, True)
+    except csv.Error as e:
+      raise ListError(f"{source} line {n}: not a valid CSV line ({e}): {line!r}") from None
+    if len(f) != len(cols):
+      raise ListError(f"{source} line {n}: {_plural(len(f), 'field')}, the header on line "
+                      f"{n0} has {len(cols)}: {line!r}")
+    yid = f[col["youtube_id"]]
+    try:
+      start, end = (int(float(f[col[k]])) for k in ("time_start", "time_end"))
+    except ValueError:
+      raise ListError(f"{source} line {n}: time_start / time_end are not numbers: "
+                      f"{line!r}") from None
+    if not yid:
+      raise ListError(f"{source} line {n}: empty youtube_id: {line!r}")
+    label = f[col["label"]] if "label" in col else ""
+    stems = [f"{yid}_{start:06d}_{end:06d}", yid]
+    paths = [os.path.join(d, stem + ".mp4") for stem in stems for d in _kinetics_dirs(label)]
+    e = Entry(n, paths[0], 0, -1, -1, "video")
+    entries.append(e)
+    candidates[n] = paths
+    if label:
+      named.append((e, label))
+    if "split" in col:
+      splits[f[col["split"]]] = splits.get(f[col["split"]], 0) + 1
+  split_desc = ", ".join(f"{k} {v}" for k, v in sorted(splits.items()))
+  desc = (f"Kinetics csv ({','.join(cols)}), header on line {n0}; {len(entries)} clips"
+          + (f" (split: {split_desc})" if split_desc else ""))
+  notes = [f"{source}: rows of more than one split ({split_desc}); build each split "
+           f"from its own CSV"] if len(splits) > 1 else []
+  return _finish(entries, named, source, label_names, labels_file, desc, notes, candidates)
+
+
+def read_frame_list(lines: Sequence[str], *, source: str = "list",
+                    label_names: Sequence[str] | None = None,
+                    labels_file: str = "") -> Listing:
+  """PySlowFast's frame lists (Charades, Something-Something, AVA):
+  ``original_vido_id video_id frame_id path labels``, a header, then one line per
+  frame, space separated. A video is the folder of its frames' paths, its
+  length their count; its label the ``labels`` field when it is one class index
+  on every frame, none when empty ("" -- Something-Something's lists; give the
+  labels through its JSON instead). Multi-label videos (Charades) are refused."""
+  rows = _data_lines(lines)
+  n0, head = next(rows, (0, ""))
+  cols = [c.lower() for c in _split(head, False)]
+  col = {c: i for i, c in enumerate(cols)}
+  vid_col = col.get("original_vido_id", col.get("original_video_id", col.get("video_id")))
+  if vid_col is None or "path" not in col:
+    raise ListError(f"{source} line {n0}: a PySlowFast frame list starts with the header "
+                    f"'original_vido_id video_id frame_id path labels': {head!r}")
+  videos: dict[str, list] = {}  # id -> [first line, folder, frames, labels]
+  for n, line in rows:
+    f = _split(line, False)
+    if len(f) < len(cols) - ("labels" in col):  # an empty labels field may be missing
+      raise ListError(f"{source} line {n}: {_plural(len(f), 'column')}, the header on line "
+                      f"{n0} has {len(cols)}: {line!r}")
+    vid, path = f[vid_col], f[col["path"]]
+    labels = f[col["labels"]].strip('"') if "labels" in col and col["labels"] < len(f) else ""
+    folder = os.path.dirname(path)
+    v = videos.setdefault(vid, [n, folder, 0, set()])
+    if folder != v[1]:
+      raise ListError(f"{source} line {n}: video {vid}'s frames are in {v[1]!r} and "
+                      f"{folder!r}; a video must be one folder")
+    v[2] += 1
+    v[3].add(labels)
+  entries = []
+  for vid, (n, folder, count, labels) in videos.items():
+    labels.discard("")
+    if len(labels) > 1 or any(not _is_int(l) for l in labels):
+      raise ListError(f"{source} line {n}: video {vid} has labels {sorted(labels)}: "
+                      f"multi-label lists (Charades) are not supported, one class a video")
+    label = int(next(iter(labels))) if labels else -1
+    entries.append(Entry(n, folder or vid, 0, count, label, "frames"))
+  desc = (f"PySlowFast frame list ({' '.join(cols)}), header on line {n0}; "
+          f"{len(entries)} videos of {sum(v[2] for v in videos.values())} frames")
+  return _finish(entries, [], source, label_names, labels_file, desc)
+
+
+def read_ucf101_list(lines: Sequence[str], *, source: str = "list",
+                     label_names: Sequence[str] | None = None,
+                     labels_file: str = "") -> Listing:
+  """UCF101's split files: ``Class/v_Class_gXX_cYY.avi [index]`` (trainlist0N.txt with
+  a 1-based class index, testlist0N.txt without). The class is the path's folder;
+  with --labels=classInd.txt a given index must be that class's (1-based)."""
+  entries, named = [], []
+  for n, line in _data_lines(lines):
+    f = line.split()
+    if len(f) > 2 or "/" not in f[0].replace("\\", "/"):
+      raise ListError(f"{source} line {n}: expected 'Class/video.avi [index]' "
+                      f"(--format=ucf101): {line!r}")
+    name = f[0].replace("\\", "/").split("/")[0]
+    e = Entry(n, f[0], 0, -1, -1, "video")
+    if len(f) == 2:
+      if not _is_int(f[1]) or int(f[1]) < 1:
+        raise ListError(f"{source} line {n}: index {f[1]!r} is not a 1-based class index: "
+                        f"{line!r}")
+      if label_names and (int(f[1]) > len(label_names) or label_names[int(f[1]) - 1] != name):
+        got = label_names[int(f[1]) - 1] if int(f[1]) <= len(label_names) else "none"
+        raise ListError(f"{source} line {n}: index {f[1]} is {got!r} in "
+                        f"--labels={labels_file or '...'}, the folder says {name!r}")
+    entries.append(e)
+    named.append((e, name))
+  return _finish(entries, named, source, label_names, labels_file,
+                 f"UCF101 split list; {len(entries)} videos, class = folder")
+
+
+def read_ssv2_json(items, *, source: str = "list",
+                   label_names: Sequence[str] | None = None,
+                   labels_file: str = "") -> Listing:
+  """Something-Something V2's JSON: [{"id", "label", "template", "placeholders"}, ...]
+  (the test set: [{"id"}]). The class is the template without brackets (the keys
+  of something-something-v2-labels.json, which --labels takes); the video is
+  ``<id>.webm``, or a frame folder ``<id>`` (first present one)."""
+  if not isinstance(items, list) or not all(isinstance(x, dict) and "id" in x for x in items):
+    raise ListError(f"{source}: a JSON list file must be Something-Something's: a list of "
+                    f"objects with an \"id\"")
+  entries, named, candidates = [], [], {}
+  for n, x in enumerate(items, 1):
+    vid = str(x["id"])
+    e = Entry(n, f"{vid}.webm", 0, -1, -1, "auto")
+    candidates[n] = [f"{vid}.webm", vid, f"{vid}.mp4"]
+    entries.append(e)
+    if x.get("template"):
+      named.append((e, str(x["template"]).replace("[", "").replace("]", "")))
+  notes = [] if label_names or not named else [
+      f"{source}: class indices in sorted name order; pass "
+      f"--labels=something-something-v2-labels.json for the official ones"]
+  return _finish(entries, named, source, label_names, labels_file,
+                 f"Something-Something JSON; {len(entries)} videos, class = template",
+                 notes, candidates)
+
+
+def resolve_candidates(listing: Listing, root: str) -> Listing:
+  """Points each entry with candidate paths at the first that exists under ``root``
+  (any video extension for a candidate video file); unresolved entries keep their
+  first candidate, so they fail as ``missing``. Adds a note on what was found."""
+  if not listing.candidates:
+    return listing
+  dirs: dict[str, dict[str, str]] = {}  # dir -> {name without extension: name}
+
+  def names_in(d: str) -> dict[str, str]:
+    if d not in dirs:
+      full = os.path.join(root, d) if root else (d or ".")
+      try:
+        items = sorted(os.listdir(full))
+      except OSError:
+        items = []
+      found: dict[str, str] = {}
+      for item in items:
+        stem, ext = os.path.splitext(item)
+        if ext.lower() in VIDEO_EXTS:
+          found.setdefault(stem, item)
+        elif os.path.isdir(os.path.join(full, item)):
+          found.setdefault(item, item)
+      dirs[d] = found
+    return dirs[d]
+
+  resolved = 0
+  for e in listing.entries:
+    for cand in listing.candidates.get(e.line, ()):
+      d, name = os.path.split(cand)
+      stem = os.path.splitext(name)[0] if _is_video_path(name) else name
+      hit = names_in(d).get(stem)
+      if hit is not None:
+        e.path = os.path.join(d, hit)
+        resolved += 1
+        break
+  line, first = next(iter(listing.candidates.items()))
+  listing.notes.append(f"{resolved} of {len(listing.candidates)} videos found under "
+                       f"{os.path.abspath(root) if root else 'the current directory'}, trying "
+                       f"in order (line {line}): {', '.join(first)} (any video extension)")
+  return listing
 
 
 def _assign_names(entries: list[Entry], named: list[tuple[Entry, str]], source: str,
@@ -672,9 +966,16 @@ def _read_input(a: argparse.Namespace) -> tuple[Listing, str, bytes, str]:
     line = raw[:e.start].count(b"\n") + 1
     raise ListError(f"{a.list} line {line}: not UTF-8 text (byte {raw[e.start]:#04x} at offset "
                     f"{e.start}); save the list as UTF-8") from None
-  listing = read_list(text.splitlines(), a.format, source=a.list, label_names=names,
-                      labels_file=a.labels)
-  return listing, a.root, raw, os.path.basename(a.list)
+  if text.lstrip()[:1] in ("[", "{") and a.format == "auto":
+    try:
+      items = json.loads(text)
+    except ValueError as e:
+      raise ListError(f"{a.list}: starts like JSON but is not ({e})") from None
+    listing = read_ssv2_json(items, source=a.list, label_names=names, labels_file=a.labels)
+  else:
+    listing = read_list(text.splitlines(), a.format, source=a.list, label_names=names,
+                        labels_file=a.labels)
+  return resolve_candidates(listing, a.root), a.root, raw, os.path.basename(a.list)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -691,7 +992,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--videos_per_shard", type=int, default=128)
   p.add_argument("--quality", type=int, default=90, help="JPEG quality")
   p.add_argument("--min_frames", type=int, default=4, help="fewer decoded frames = too_short")
-  p.add_argument("--format", default="auto", choices=["auto", "csv", "pretrain", "video", "frames"])
+  p.add_argument("--format", default="auto", choices=list(FORMATS),
+                 help="list format (auto detects all but ucf101; see the top of this file)")
   p.add_argument("--name", default="shard", help="shard file name prefix")
   p.add_argument("--source", default="",
                  help="source tag stored in records (default: list or folder name)")

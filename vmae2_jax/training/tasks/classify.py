@@ -82,14 +82,20 @@ class ClassifyTask:
             f"drop path {self.config.model.drop_path_rate:g}, head dropout "
             f"{self.config.model.head_dropout:g}")
 
+  @property
+  def has_eval_set(self) -> bool:
+    """config.data.val_path, or with TFDS its data.tfds_validation_split."""
+    d = self.config.data
+    return bool(d.val_path or d.source == "tfds")
+
   def evaluate(self, exp, params) -> dict | None:
-    """Single-view validation on config.data.val_path: val_top1, val_top5, val_loss."""
-    if not self.config.data.val_path:
+    """Single-view validation on the evaluation set: val_top1, val_top5, val_loss."""
+    if not self.has_eval_set:
       return None
     return classification.validate(exp, params)
 
   def finish(self, exp, params, workdir: str, step: int) -> dict:
-    """The multi-view test on config.data.val_path, written to WORKDIR/test_step<N>/."""
-    if not (self.config.data.val_path and (self.config.eval.test_at_end or self.config.eval_only)):
+    """The multi-view test on the evaluation set, written to WORKDIR/test_step<N>/."""
+    if not (self.has_eval_set and (self.config.eval.test_at_end or self.config.eval_only)):
       return {}
     return classification.test(exp, params, os.path.join(workdir, f"test_step{step}"))
