@@ -147,6 +147,24 @@ def test_drop_path_is_keyed_and_off_when_deterministic():
   np.testing.assert_array_equal(det, model(video, vis, tgt, key=jax.random.key(1)))
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_decoder_drop_path_follows_the_encoder_rate(rate):
+  """The reference builds its decoder with the same drop_path_rate as the encoder:
+  linspace(0, rate, decoder_depth) per block (modeling_pretrain.py)."""
+  size = get_variant("Ti/16")  # 2 decoder blocks: rates (0, rate)
+  model = PretrainModel(size, frames=4, image_size=32, opts=ModelOptions(), rngs=nnx.Rngs(0),
+                        drop_path_rate=rate)
+  np.testing.assert_allclose(model.decoder.drop_rates, np.linspace(0, rate, size.decoder_depth))
+  np.testing.assert_allclose(model.encoder.blocks.drop_rates, np.linspace(0, rate, size.depth))
+  # The decoder alone, training mode: blocks are dropped per sample when rate > 0.
+  h = jax.random.normal(jax.random.key(0), (8, 6, size.decoder_width))
+  det = model.decoder(h, deterministic=True, num_outputs=6)
+  runs = [model.decoder(h, key=jax.random.key(s), deterministic=False, num_outputs=6)
+          for s in range(3)]
+  same = [bool(np.allclose(r, det, atol=1e-6)) for r in runs]
+  assert all(same) if rate == 0 else not all(same)
+
+
 def test_classifier_head_init_scale_and_pooling():
   """Head init trunc_normal(0.02) x 0.001; features = LayerNorm(eps 1e-6) of the token mean
   with no per-token norm before it; logits = features @ W + b (NumPy, float64)."""

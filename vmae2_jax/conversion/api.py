@@ -63,6 +63,7 @@ def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto
     raise ValueError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)}")
   path, hf_config = torch_io.resolve_source(src)
   state, read_notes = torch_io.read_state_dict(path, trust_pickle=trust_pickle)
+  mapping.refuse_unsupported_options(state, path)  # before detection guesses a layout
   flavour = detect_lib.detect(state)
   name, spec, size_notes = detect_lib.infer_spec(flavour, variant=variant, hf_config=hf_config)
   params, rep = mapping.import_state_dict(

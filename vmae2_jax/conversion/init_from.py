@@ -49,21 +49,25 @@ def _take(target: dict, source: dict, prefixes: list[tuple[str, ...]],
       continue
     name = ".".join(path)
     if path not in src_leaves:
-      problems.append(f"  missing in checkpoint: {name} (model has {list(np.shape(leaf))})")
+      problems.append(f"missing in checkpoint: {name} (model has {list(np.shape(leaf))})")
       continue
     src = src_leaves[path]
     if tuple(np.shape(src)) != tuple(np.shape(leaf)):
-      problems.append(f"  mis-shaped: {name} checkpoint {list(np.shape(src))}, model "
+      problems.append(f"mis-shaped: {name} checkpoint {list(np.shape(src))}, model "
                       f"{list(np.shape(leaf))}")
       continue
     mapping.set_path(out, path, np.asarray(src).astype(leaf.dtype))
     taken.append(name)
   for path in src_leaves:
     if selected(path) and path not in tgt_leaves:
-      problems.append(f"  unexpected in checkpoint: {'.'.join(path)} "
+      problems.append(f"unexpected in checkpoint: {'.'.join(path)} "
                       f"{list(np.shape(src_leaves[path]))}")
   if problems:
-    raise ConversionError("init_from does not fit the model:\n" + "\n".join(problems))
+    counts = ", ".join(f"{sum(p.startswith(k) for p in problems)} {k}" for k in
+                       ("mis-shaped", "missing", "unexpected") if any(
+                           p.startswith(k) for p in problems))
+    raise ConversionError(f"init_from does not fit the model ({counts}): "
+                          + "; ".join(problems))
   return out, taken
 
 

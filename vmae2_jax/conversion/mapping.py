@@ -64,6 +64,24 @@ def check_qv_biases(rules: list[Rule], state: dict[str, np.ndarray]) -> str | No
   return None
 
 
+def refuse_unsupported_options(state: dict[str, np.ndarray], source: str = "") -> None:
+  """ConversionError for the reference's options these models lack (docs/checkpoints.md):
+  layer scale (init_values > 0: blocks.N.gamma_1 / gamma_2) and cosine attention
+  (cos_attn=True: a learned attn.scale per head). Every published checkpoint has neither."""
+  found = {
+      "layer scale (the reference's init_values > 0)":
+          [k for k in state if k.endswith((".gamma_1", ".gamma_2", ".lambda_1", ".lambda_2"))],
+      "cosine attention (the reference's cos_attn=True)":
+          [k for k in state if k.endswith(".attn.scale")],
+  }
+  for what, keys in found.items():
+    if keys:
+      raise ConversionError(
+          f"{source or 'checkpoint'}: uses {what}, {len(keys)} tensors such as {keys[0]}; "
+          "these models do not implement it (no published VideoMAE V2 checkpoint uses it; "
+          "see docs/checkpoints.md)")
+
+
 def import_state_dict(state: dict[str, np.ndarray], layout: str, spec: Spec, *,
                       hf_prefix: str = "videomae.", source: str = "", dtype=np.float32,
                       zero_bias: str = "warn") -> tuple[dict, ConversionReport]:
@@ -71,6 +89,7 @@ def import_state_dict(state: dict[str, np.ndarray], layout: str, spec: Spec, *,
 
   Returns (nested params in our layout, report). dtype=None keeps source dtypes.
   """
+  refuse_unsupported_options(state, source)
   rules = rules_for(layout, spec, hf_prefix)
   rep = ConversionReport(source=source, layout=layout, kind=spec.kind, target_kind=spec.kind)
   used: set[str] = set()

@@ -118,13 +118,38 @@ def retarget(params: dict, spec: Spec, target_kind: str, *, num_classes: int | N
   raise ValueError(f"target kind {target_kind!r}")
 
 
+def _resize_matrix(n_in: int, n_out: int, mode: str) -> np.ndarray:
+  """[n_out, n_in] weights of torch.nn.functional.interpolate(align_corners=False) in 1-D:
+  "bicubic" (Keys A=-0.75, taps clamped to the edge) or "linear" (source clamped at 0)."""
+  m = np.zeros((n_out, n_in), np.float64)
+  scale = n_in / n_out
+  for j in range(n_out):
+    x = scale * (j + 0.5) - 0.5
+    if mode == "linear":
+      x = max(x, 0.0)
+      i0 = int(np.floor(x))
+      i1 = min(i0 + 1, n_in - 1)
+      frac = x - i0
+      m[j, i0] += 1.0 - frac
+      m[j, i1] += frac
+      continue
+    i = int(np.floor(x))
+    t = x - i
+    a = -0.75
+    near = lambda d: ((a + 2) * d - (a + 3)) * d * d + 1          # |d| <= 1
+    far = lambda d: ((a * d - 5 * a) * d + 8 * a) * d - 4 * a     # 1 < |d| < 2
+    for k, w in zip(range(i - 1, i + 3), (far(t + 1), near(t), near(1 - t), far(2 - t))):
+      m[j, min(max(k, 0), n_in - 1)] += w
+  return m
+
+
 def interpolate_pos_table(table, src_grid: tuple[int, int, int],
                           dst_grid: tuple[int, int, int]) -> np.ndarray:
   """Resizes a learned [N, D] (or [1, N, D]) table over its (t, h, w) token grid.
 
-  Bicubic over (h, w) as the reference's fine-tuning script does for learned
-  tables, then linear over t. A fixed sinusoid table should be regenerated, not
-  interpolated.
+  As the reference's fine-tuning script: bicubic over (h, w) per temporal slice
+  (torch interpolate, align_corners=False), then linear over t. A fixed
+  sinusoid table should be regenerated, not interpolated.
   """
   table = np.asarray(table, np.float32)
   lead = table.shape[:-2]
@@ -132,10 +157,11 @@ def interpolate_pos_table(table, src_grid: tuple[int, int, int],
   t, h, w = src_grid
   if table.shape[-2] != t * h * w:
     raise ValueError(f"table has {table.shape[-2]} rows, grid {src_grid} has {t * h * w}")
-  x = jnp.asarray(table.reshape(t, h, w, d))
+  x = table.reshape((-1, t, h, w, d)).astype(np.float64)
   t2, h2, w2 = dst_grid
   if (h, w) != (h2, w2):
-    x = jax.image.resize(x, (t, h2, w2, d), method="cubic")
+    x = np.einsum("Hh,bthwd->btHwd", _resize_matrix(h, h2, "bicubic"), x)
+    x = np.einsum("Ww,btHwd->btHWd", _resize_matrix(w, w2, "bicubic"), x)
   if t != t2:
-    x = jax.image.resize(x, (t2, h2, w2, d), method="linear")
-  return np.asarray(x).reshape(lead + (t2 * h2 * w2, d))
+    x = np.einsum("Tt,bthwd->bThwd", _resize_matrix(t, t2, "linear"), x)
+  return x.astype(np.float32).reshape(lead + (t2 * h2 * w2, d))

@@ -41,6 +41,7 @@ def check_run_fields(config) -> None:
   """The loop's own fields: lengths, log and checkpoint intervals, what a fault does."""
   _one_of(config, "nonfinite", ("stop", "skip"))
   _one_of(config, "data.source", ("shards", "tfds", "synthetic"))
+  _one_of(config, "data.sampling", ("dense", "segment"))
   _one_of(config, "host_malloc", ("auto", "keep", "default"))
   for field in ("optim.mu_dtype", "optim.nu_dtype"):
     _one_of(config, field, ("", "float32", "bfloat16", "float16"))
