@@ -139,14 +139,33 @@ def _quiet_closed_loop_callbacks() -> None:
 
 
 def _quiet_library_info_logs() -> None:
-  """Orbax logs every file it writes at INFO; keep its warnings, drop the chatter."""
+  """Orbax logs every file it writes at INFO, and JAX tells at INFO that a host without
+  TPUs has no TPU backend; keep their warnings, drop the chatter."""
   import logging as pylogging
 
   class _Filter(pylogging.Filter):
     def filter(self, record):
-      return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+      if record.levelno >= pylogging.WARNING:
+        return True
+      if "/orbax/" in record.pathname:
+        return False
+      return not (record.pathname.endswith("xla_bridge.py")
+                  and "Unable to initialize backend" in record.getMessage())
 
   logging.get_absl_handler().addFilter(_Filter())
+
+
+def _config_line(argv: list[str]) -> str:
+  """The config file and the command line's overrides, one line (the resolved config is
+  WORKDIR/config.json, and the log's with --v=1)."""
+  path, overrides = "", []
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      path = arg.split("=", 1)[1]
+    elif arg.startswith("--config."):
+      overrides.append(arg[len("--config."):])
+  text = f"config {path}" + (f" with {', '.join(overrides)}" if overrides else "")
+  return text + "; resolved in WORKDIR/config.json"
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -182,7 +201,8 @@ def main(argv):
   user_errors = _user_errors()
   logging.info("JAX %s on %d %s devices (%d processes)", jax.__version__, jax.device_count(),
                jax.default_backend(), jax.process_count())
-  logging.info("config:\n%s", config)
+  logging.info("%s", _config_line(sys.argv))
+  logging.vlog(1, "config:\n%s", config)
   try:
     if config.compile_only:
       from vmae2_jax.training import compile_only
