@@ -43,7 +43,7 @@ class CheckpointDamagedError(CheckpointError):
 class Checkpointer:
   """Async saves every `save_every` steps, keeps the latest `keep` (+ milestones)."""
 
-  def __init__(self, directory: str, *, save_every: int, keep: int = 3,
+  def __init__(self, directory: str, *, save_every: int, keep: int | None = 3,
                keep_period: int | None = None, async_save: bool = True):
     self.directory = os.path.abspath(directory)
     self._async = async_save
@@ -143,6 +143,8 @@ class Checkpointer:
         logging.warning("%s; checkpoint_fallback: trying step %s instead", e, earlier)
         damaged.append(step)
         continue
+      if _read_file_sizes(os.path.join(self.directory, str(step))) is None:
+        self._list_files(step)  # unlisted (its process died first), read whole just now
       if damaged:
         moved = self.set_aside(damaged, "damaged")
         logging.warning("checkpoint_fallback: restored step %d instead of damaged step%s %s "
@@ -170,9 +172,16 @@ class Checkpointer:
     return None
 
   def _restore_error(self, step: int, error: Exception) -> CheckpointError:
-    text = str(error)
     step_dir = os.path.join(self.directory, str(step))
-    named = re.search(re.escape(step_dir) + r"/[^\s\"':,\]]+", text)
+    path = re.escape(step_dir) + r"/[^\s\"':,\]]*"
+    # The innermost error of the chain that names a path of the step says most (TensorStore:
+    # which array, which byte range); Orbax's own wrappers only say that reading failed.
+    for inner in reversed(_chain(error)):
+      if re.search(path, str(inner)):
+        error = inner
+        break
+    text = str(error)
+    named = re.search(path, text)
     if named or isinstance(error, (json.JSONDecodeError, FileNotFoundError)):
       where = named.group(0) if named else "a file"
       return CheckpointDamagedError(
@@ -249,6 +258,15 @@ def _read_file_sizes(step_dir: str) -> dict | None:
       return dict(json.load(f)["files"])
   except (ValueError, KeyError, OSError):
     return None  # the list itself damaged: fall back to Orbax's own errors
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+  """error, its cause, the cause's cause, ... (outermost first)."""
+  out: list[BaseException] = []
+  while error is not None and all(error is not e for e in out):
+    out.append(error)
+    error = error.__cause__ or error.__context__
+  return out
 
 
 def _first_line(text: str, limit: int = 300) -> str:

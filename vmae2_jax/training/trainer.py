@@ -52,7 +52,8 @@ def train(config, workdir: str) -> dict:
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
                         # + 1: the newest step stays besides until the loss computed
                         # from it is read finite (see nonfinite.py)
-                        keep=config.keep_checkpoints + 1, keep_period=config.keep_period,
+                        keep=config.keep_checkpoints + 1 if config.keep_checkpoints else None,
+                        keep_period=config.keep_period,
                         async_save=config.async_checkpoint)
     data_iter = None if config.eval_only else task.train_iterator(jax.process_index(),
                                                                   jax.process_count())
@@ -61,7 +62,7 @@ def train(config, workdir: str) -> dict:
                else run_record.check_resume(workdir, exp, latest))
     restored = None if latest is None else ckpt.restore_latest(
         exp.abstract_state, data=not config.eval_only, fallback=config.checkpoint_fallback)
-    skipped = 0
+    skipped, meta = 0, {}
     if restored is not None:
       step, state, data_state, meta = restored
       skipped = int(meta.get("skipped_updates", 0))
@@ -106,6 +107,15 @@ def train(config, workdir: str) -> dict:
       if guard.skipped:
         logging.warning("skipped %d non-finite updates so far", guard.skipped)
 
+  def validate(at_step):
+    results = task.evaluate(exp, state.params)
+    if results:
+      log.report(at_step, results, "val")
+      best.update(at_step, results, state.params, exp)
+
+  if meta.get("validate_pending"):  # preempted at a validation step: validate it now
+    validate(step)
+
   with preemption.watch() as sigterm:
     while step < last:
       batch = exp.global_batch(next(data_iter))
@@ -119,20 +129,17 @@ def train(config, workdir: str) -> dict:
       if step < last and (sigterm.requested or ckpt.reached_preemption(step)):
         logging.warning("preemption notice: saving step %d, then stopping", step)
         last, preempted = step, True  # this step is saved (forced) below, then the loop ends
-      validate = (task.best_metric and eval_every and (step % eval_every == 0 or step == total)
-                  and not preempted)
-      if ckpt.should_save(step) or step == last or validate:
+      # A preempted run saves first; the resumed one validates this step (meta).
+      due = bool(task.best_metric and eval_every and (step % eval_every == 0 or step == total))
+      if ckpt.should_save(step) or step == last or due:
         check_and_log(*pending)  # never save or validate a state whose loss was not finite
         pending = None
-      if validate:
-        results = task.evaluate(exp, state.params)
-        if results:
-          log.report(step, results, "val")
-          best.update(step, results, state.params, exp)
+      if due and not preempted:
+        validate(step)
       if ckpt.should_save(step) or step == last:
         ckpt.save(step, state, data_iter.get_state(),
                   {"step": step, "variant": config.model.variant, "stage": config.stage,
-                   "skipped_updates": guard.skipped},
+                   "skipped_updates": guard.skipped, "validate_pending": due and preempted},
                   force=step == last)
     ckpt.close()  # waits for the last save, also when a second SIGTERM came meanwhile
   best.close()
@@ -146,7 +153,11 @@ def train(config, workdir: str) -> dict:
     summary["skipped_updates"] = guard.skipped
   if preempted:
     summary["preempted_at"] = step
-    logging.warning("preempted at step %d: saved in %s", step, ckpt.directory)
+    logging.warning("preempted: step %d saved in %s; the same command resumes from step %d",
+                    step, ckpt.directory, step)
+    if sigterm.signals > 1:
+      logging.warning("%d SIGTERMs arrived while stopping: the save was completed regardless",
+                      sigterm.signals)
   elif step == total:  # not after a stop_after time slot: the run is not over
     summary.update(task.finish(exp, state.params, workdir, step))
   return _write_summary(workdir, summary)
@@ -228,22 +239,58 @@ def _write_summary(workdir: str, summary: dict) -> dict:
 
 
 def _apply_init_from(exp: Experiment, state: TrainState) -> TrainState:
-  """Replaces freshly initialised parameters with a converted/previous model's (surgery)."""
+  """Replaces freshly initialised parameters with a converted/previous model's (surgery).
+
+  Every failure is one line naming config.init_from: a missing or incomplete
+  source, a file inside it that cannot be read (named), or weights that do not
+  fit the model (the mismatched keys with both shapes, and the source's variant).
+  """
   c = exp.config
   try:
     params = apply_init_from(exp.host_params(state.params), c.init_from, exp.task.kind,
                              label_map=c.init_label_map or None, fresh_head=c.init_fresh_head)
   except (ConversionError, FileNotFoundError) as e:
-    text = str(e)
+    text = " ".join(str(e).split())
+    if "does not fit the model" in text:
+      text += _variant_note(c)
     if c.init_from not in text and os.path.abspath(c.init_from) not in text:
       text = f"config.init_from={c.init_from}: {text}"
     raise type(e)(text) from None
   except (CheckpointError, OSError, ValueError, KeyError) as e:  # Orbax / TensorStore reading
     raise ConversionError(f"config.init_from={c.init_from}: cannot read its weights "
-                          f"({type(e).__name__}: {_first_line(str(e))})") from None
+                          f"({_read_error(e)})") from None
   params = jax.device_put(params, exp.state_sharding.params)
   logging.info("initialised parameters from %s", c.init_from)
   return state.replace(params=params)
+
+
+def _variant_note(config) -> str:
+  """' (it holds a Ti/16 pretrain model; config.model.variant='mu/16')' when known."""
+  from vmae2_jax.checkpointing import model_io
+  try:
+    meta = model_io.read_source_meta(config.init_from)
+  except (OSError, ValueError):
+    return ""
+  held = " ".join(str(meta[k]) for k in ("variant", "kind") if meta.get(k))
+  return (f" (it holds a {held} model; config.model.variant={config.model.variant!r})"
+          if held else "")
+
+
+def _read_error(e: BaseException) -> str:
+  """One line for an Orbax / TensorStore read error: the file it names last (the one that
+  is damaged or missing) and TensorStore's reason, without its JSON spec."""
+  import re
+  text = " ".join(str(e).split())
+  text = re.sub(r"\s*\[tensorstore_spec=.*$", "", text)
+  files = re.findall(r'local file "([^"]+)"', text)
+  status = re.match(r"([A-Z_]+): ", text)
+  if files:
+    reason = text[text.rindex(files[-1]) + len(files[-1]) + 1:].lstrip('": ')
+    if not reason:
+      reason = "missing" if status and status.group(1) == "NOT_FOUND" else "unreadable"
+    return (f"{files[-1]}: {reason}"
+            + (f" [{status.group(1)}]" if status else ""))
+  return f"{type(e).__name__}: {_first_line(text)}"
 
 
 def _first_line(text: str, limit: int = 300) -> str:
