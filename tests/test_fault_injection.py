@@ -30,7 +30,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from vmae2_jax.evaluation.curves import read_metrics
 

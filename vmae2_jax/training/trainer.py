@@ -19,7 +19,7 @@ import time
 import jax
 from absl import logging
 
-from vmae2_jax.checkpointing import Checkpointer, write_meta
+from vmae2_jax.checkpointing import Checkpointer
 from vmae2_jax.checkpointing.manager import CheckpointError
 from vmae2_jax.conversion.init_from import apply_init_from
 from vmae2_jax.conversion.report import ConversionError
