@@ -224,3 +224,47 @@ def test_qkv_attention_under_vmap():
   np.testing.assert_allclose(jax.grad(lambda t: jnp.sum(jax.vmap(ours)(t) ** 2))(qkv),
                              jax.grad(lambda t: jnp.sum(jax.vmap(reference)(t) ** 2))(qkv),
                              atol=1e-5)
+
+
+def test_attention_with_wide_logit_range_is_as_exact_as_xla():
+  """Logits spanning ~[-200, 200]: the exp of the far tail underflows, and float32 logits
+  that large carry ~1e-5 of rounding. Against float64 NumPy the kernel must stay within
+  twice the XLA path's own error plus one float32 rounding of the largest logit (the
+  backward recomputes probabilities from the stored log-sum-exp, which carries it)."""
+  keys = jax.random.split(jax.random.key(8), 4)
+  b, n, h, d = 1, 70, 2, 32
+  q = jax.random.normal(keys[0], (b, n, h, d)) * 3.0
+  k = jax.random.normal(keys[1], (b, n, h, d)) * 3.0
+  v = jax.random.normal(keys[2], (b, n, h, d))
+  ct = jax.random.normal(keys[3], (b, n, h, d))
+  q64, k64, v64, ct64 = (np.asarray(x, np.float64) for x in (q, k, v, ct))
+  s = np.einsum("bqhd,bkhd->bhqk", q64, k64)
+  assert s.max() - s.min() > 300
+  p = np.exp(s - s.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  dp = np.einsum("bqhd,bkhd->bhqk", ct64, v64)
+  ds = p * (dp - np.sum(dp * p, -1, keepdims=True))
+  exact = (np.einsum("bhqk,bkhd->bqhd", p, v64), np.einsum("bhqk,bkhd->bqhd", ds, k64),
+           np.einsum("bhqk,bqhd->bkhd", ds, q64), np.einsum("bhqk,bqhd->bkhd", p, ct64))
+
+  def results(fn):
+    grads = jax.grad(lambda *a: jnp.sum(fn(*a) * ct), (0, 1, 2))(q, k, v)
+    return (jax.jit(fn)(q, k, v),) + tuple(grads)
+
+  for ours, xla, ref in zip(results(cpu.attention), results(softmax_attention), exact):
+    err_ours = np.abs(np.asarray(ours, np.float64) - ref).max()
+    err_xla = np.abs(np.asarray(xla, np.float64) - ref).max()
+    bound = 2 * err_xla + np.finfo(np.float32).eps * np.abs(s).max() * np.abs(ref).max()
+    assert err_ours <= bound, (err_ours, err_xla, bound)
+
+
+@pytest.mark.parametrize("tokens,m,n", [(600, 101, 70), (1030, 40, 96), (257, 7, 5)])
+def test_weight_gradient_over_many_tokens_equals_float64(tokens, m, n):
+  """Contractions longer than the kernel's 256-token chunks (accumulation across chunks),
+  rows not a multiple of the micro-kernel's 6 and widths not a multiple of a vector."""
+  keys = jax.random.split(jax.random.key(9), 2)
+  x = jax.random.normal(keys[0], (tokens, m))
+  dy = jax.random.normal(keys[1], (tokens, n))
+  ref = np.asarray(x, np.float64).T @ np.asarray(dy, np.float64)
+  np.testing.assert_allclose(jax.jit(cpu.weight_gradient)(x, dy), ref,
+                             atol=2e-5 * np.sqrt(tokens), rtol=1e-5)
