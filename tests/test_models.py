@@ -188,3 +188,16 @@ def test_classifier_head_init_scale_and_pooling():
   want = (pooled - mu) / np.sqrt(var + 1e-6) * gamma + beta
   np.testing.assert_allclose(clf.features(video), want, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(clf(video), want @ w + b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("capability, dtype, expected", [
+    ("9.0", "bfloat16", "cudnn"), ("8.0", "float16", "cudnn"),
+    ("7.5", "bfloat16", "xla"),   # a T4: no flash attention in cuDNN
+    ("9.0", "float32", "xla")])   # cuDNN flash attention rejects float32
+def test_auto_attention_on_gpus(monkeypatch, capability, dtype, expected):
+  from types import SimpleNamespace
+  from vmae2_jax.models import layers
+  monkeypatch.setattr(layers.jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(layers.jax, "devices",
+                      lambda *a: [SimpleNamespace(compute_capability=capability)])
+  assert layers.attention_implementation("auto", jnp.dtype(dtype)) == expected

@@ -169,8 +169,10 @@ def resolved_numerics(opts: ModelOptions) -> dict:
 def attention_implementation(name: str, dtype=jnp.bfloat16, cpu_kernels: bool = True) -> str | None:
   """Resolves "auto" for this backend and compute dtype.
 
-  GPU: cuDNN flash attention for bf16/fp16 (it rejects float32, so float32
-  models such as a converted checkpoint loaded for parity checks use XLA).
+  GPU: cuDNN flash attention for bf16/fp16 on compute capability 8.0 or newer
+  (it rejects float32, so float32 models such as a converted checkpoint loaded
+  for parity checks use XLA; older GPUs such as Colab's T4 have no flash
+  attention in cuDNN and use XLA too).
   CPU: the fused kernel of vmae2_jax.kernels for float32 when it builds on
   this machine, else XLA. Elsewhere (TPU): XLA.
   """
@@ -180,11 +182,19 @@ def attention_implementation(name: str, dtype=jnp.bfloat16, cpu_kernels: bool = 
   if name != "auto":
     return name
   low_precision = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-  if backend == "gpu" and low_precision:
+  if backend == "gpu" and low_precision and _cuda_capability() >= (8, 0):
     return "cudnn"
   if cpu_kernels and cpu_kernels_enabled(ModelOptions(dtype=dtype)):
     return "fused_cpu"
   return "xla"
+
+
+def _cuda_capability() -> tuple[int, int]:
+  """The first GPU's compute capability, (0, 0) when unknown."""
+  try:
+    return tuple(int(x) for x in str(jax.devices()[0].compute_capability).split(".")[:2])
+  except (AttributeError, ValueError):
+    return (0, 0)
 
 
 def _attention_fwd(q, k, v):
