@@ -55,10 +55,14 @@ def read_metrics(workdir: str) -> tuple[list[dict], list[dict]]:
   return ([train[k] for k in sorted(train)], [evals[k] for k in sorted(evals)])
 
 
-def _nice(x: float) -> str:
+def _nice(x: float, span: float) -> str:
+  """x with enough digits to tell grid lines `span` apart."""
   if x == 0 or not math.isfinite(x):
     return f"{x:g}"
-  return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.1e}"
+  if not 1e-3 <= abs(x) < 1e5:
+    return f"{x:.2e}"
+  digits = max(3, 2 + int(math.ceil(math.log10(abs(x) / max(span, 1e-30)))))
+  return f"{x:.{min(digits, 8)}g}"
 
 
 def _panel(title: str, series: Sequence[tuple[str, list[tuple[int, float]]]],
@@ -83,7 +87,8 @@ def _panel(title: str, series: Sequence[tuple[str, list[tuple[int, float]]]],
   if vmax == vmin:
     vmin, vmax = vmin - 0.5, vmax + 0.5
   pad = 0.05 * (vmax - vmin)
-  vmin, vmax = vmin - pad, vmax + pad
+  nonneg = not log_y and vmin >= 0  # rates and accuracies: no axis below zero
+  vmin, vmax = (max(vmin - pad, 0.0) if nonneg else vmin - pad), vmax + pad
 
   def xy(s, v):
     return (x0 + (s - smin) / (smax - smin) * (x1 - x0),
@@ -93,7 +98,8 @@ def _panel(title: str, series: Sequence[tuple[str, list[tuple[int, float]]]],
     yv = vmin + (vmax - vmin) * i / 4
     y = y0 - (y0 - y1) * i / 4
     draw.line((x0, y, x1, y), fill=(232, 232, 232))
-    draw.text((4, y - 6), _nice(10 ** yv if log_y else yv), fill="black", font=font)
+    span = abs((10 ** vmax - 10 ** vmin) if log_y else (vmax - vmin)) / 4
+    draw.text((4, y - 6), _nice(10 ** yv if log_y else yv, span), fill="black", font=font)
     xs = smin + (smax - smin) * i / 4
     x = x0 + (x1 - x0) * i / 4
     draw.text((x - 10, y0 + 6), f"{int(round(xs))}", fill="black", font=font)
@@ -119,7 +125,7 @@ def draw_curves(train: list[dict], evals: list[dict]) -> Image.Image:
             _panel("learning rate", [("lr", [(r["step"], r["lr"]) for r in train
                                             if "lr" in r])])]
   acc = [(name, [(r["step"], r[key]) for r in evals if key in r])  # already in %
-         for name, key in (("top-1 %", "val_top1"), ("top-5 %", "val_top5"))]
+         for name, key in (("top-5 %", "val_top5"), ("top-1 %", "val_top1"))]  # top-1 on top
   if any(pts for _, pts in acc):
     panels.append(_panel("validation accuracy (single view)", acc))
   out = Image.new("RGB", (_W, _H * len(panels)), "white")
