@@ -26,7 +26,7 @@ import tempfile
 
 import numpy as np
 
-from data_prep import build_shards, generated
+from data_prep import build_shards, generated, lists
 from data_prep.generated import write_frame_folder
 
 CLASSES = ("left", "right", "up", "down", "natural")
@@ -102,7 +102,7 @@ def build_demo(out: str = DEFAULT_OUT, *, short_side: int = 128, real_frames: in
           # pretrain format with a label column: path start total label
           lines["train"].append(f"{name} 0 {real_frames} {len(CLASSES) - 1}")
     for split in ("train", "val"):
-      entries = build_shards.parse_list(lines[split], "auto")
+      entries = lists.parse_list(lines[split], "auto")
       opts = build_shards.BuildOptions(root=tmp, out=os.path.join(tmp, "out_" + split),
                                        short_side=short_side, quality=quality, min_frames=16,
                                        videos_per_shard=len(entries), name=f"demo_{split}",

