@@ -8,7 +8,6 @@ in NumPy on the reference's own parameter names, which the checkpoint
 converter's key tables give for each of our parameters.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +16,7 @@ import pytest
 from flax import nnx
 
 from configs.common import base_config
+from tests.test_reference_restatements import reference_cosine_scheduler, reference_decays
 from vmae2_jax.conversion import mapping
 from vmae2_jax.conversion.layouts import Spec
 from vmae2_jax.models import Classifier, ModelOptions, PretrainModel, get_variant
@@ -36,26 +36,6 @@ def ref_layer_id(var_name: str, num_max_layer: int) -> int:
   if var_name.startswith("blocks"):
     return int(var_name.split(".")[1]) + 1
   return num_max_layer - 1
-
-
-def ref_decays(name: str, shape, skip_list) -> bool:
-  no_decay = (len(shape) == 1 or name.endswith(".bias") or name.endswith(".scale")
-              or name in skip_list)
-  return not no_decay
-
-
-def ref_cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0,
-                         start_warmup_value=0, warmup_steps=-1):
-  warmup_schedule = np.array([])
-  warmup_iters = warmup_epochs * niter_per_ep
-  if warmup_steps > 0:
-    warmup_iters = warmup_steps
-  if warmup_epochs > 0:
-    warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
-  iters = np.arange(epochs * niter_per_ep - warmup_iters)
-  schedule = np.array([final_value + 0.5 * (base_value - final_value) *
-                       (1 + math.cos(math.pi * i / (len(iters)))) for i in iters])
-  return np.concatenate((warmup_schedule, schedule))
 
 
 def ref_rand_bbox(img_h, img_w, lam, cy, cx):
@@ -154,8 +134,8 @@ def test_weight_decay_groups_match_the_reference(kind):
   n_decay = 0
   for path, entries in _official_names(params, spec).items():
     for key, shape in entries:
-      assert bool(mask[path]) == ref_decays(key, shape, skip), (key, shape)
-      n_decay += ref_decays(key, shape, skip)
+      assert bool(mask[path]) == reference_decays(key, shape, skip), (key, shape)
+      n_decay += reference_decays(key, shape, skip)
   assert n_decay > 0
 
 
@@ -172,7 +152,7 @@ def test_schedule_matches_the_reference_cosine_scheduler(epochs, videos, batch, 
   lr, min_lr = 1e-3 * batch / 256, 1e-6 * batch / 256  # args.lr * total_batch_size / 256
   if warmup_steps and not warmup_epochs:
     pytest.skip("the reference builds no warmup table without warmup_epochs")
-  want = ref_cosine_scheduler(lr, min_lr, epochs, per_epoch, warmup_epochs,
+  want = reference_cosine_scheduler(lr, min_lr, epochs, per_epoch, warmup_epochs,
                               warmup_steps=warmup_steps or -1)
   assert s.total_steps == len(want) and s.steps_per_epoch == per_epoch
   got = np.asarray(jax.vmap(s)(jnp.arange(s.total_steps)))
