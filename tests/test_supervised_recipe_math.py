@@ -8,7 +8,6 @@ in NumPy on the reference's own parameter names, which the checkpoint
 converter's key tables give for each of our parameters.
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
