@@ -75,7 +75,7 @@ else:
 WORKDIR = "vmae2_quickstart"  # runs, videos and features (relative to the current folder)
 VARIANT = "Ti/16"             # the demo model: ViT 96 wide, 4 blocks, 8 frames of 64x64
 PRETRAIN_STEPS = 1500         # configs/demo.py
-POSTPRETRAIN_STEPS = 300      # configs/postpretrain_demo.py
+POSTPRETRAIN_STEPS = 600      # configs/postpretrain_demo.py
 FINETUNE_STEPS = 200          # configs/finetune_demo.py
 BATCH_SIZE = None             # videos per update; None: 8 on CPU, 16 on GPU/TPU
 PLOT_EVERY = None             # steps between redraws of the live loss plot; None: a sixth
