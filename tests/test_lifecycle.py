@@ -263,6 +263,21 @@ def test_sigterm_saves_the_step_exits_0_and_the_rerun_continues_bit_identically(
   assert _losses(str(work)) == want  # bit-identical, every step
 
 
+def test_sigterm_during_start_up_saves_the_first_step_and_exits_0(tmp_path):
+  # The SIGTERM lands while the run is still starting (the describe lines are out, the step
+  # is not compiled yet): the request waits for the loop, which saves step 1 and stops.
+  config = _config_file(tmp_path / "c.py", total_steps=40, warmup_steps=2, log_every=1,
+                        checkpoint_every=1000)
+  log = tmp_path / "run.log"
+  proc = _main(config, tmp_path / "run", log)
+  _wait_for_line(proc, log, r"stage pretrain:")
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=240) == 0, open(log).read()[-3000:]
+  text = open(log).read()
+  assert "resumes from step 1" in text and "step 2/40" not in text, text[-3000:]
+  assert Checkpointer(str(tmp_path / "run" / "checkpoints"), save_every=1).all_steps() == [1]
+
+
 def test_sigterm_at_a_validation_step_saves_first_and_the_resume_validates_it(tmp_path,
                                                                               monkeypatch):
   # In-process: the batch of step 2 is fetched, then a SIGTERM arrives (the process sends it to

@@ -38,9 +38,19 @@ __all__ = ["NonFiniteLossError", "train", "model_meta"]
 def train(config, workdir: str) -> dict:
   """Runs, resumes or (config.eval_only) evaluates a run of any stage; returns a summary.
 
-  A SIGTERM ends the loop after the current step, saved: the summary then has
-  "preempted_at" (that step), and the same call later resumes from it.
+  A SIGTERM, from start-up on, ends the loop after the current step, saved: the
+  summary then has "preempted_at" (that step), and the same call later resumes
+  from it. An evaluation under way when it comes finishes first.
   """
+  # SIGTERM is a request from the very start (compilation, restore) to the end: the loop
+  # saves at its next step and stops; an evaluation under way (the final or eval_only
+  # multi-view test) finishes first.
+  with preemption.watch() as sigterm:
+    return _run(config, workdir, sigterm)
+
+
+def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
+  """train() inside the SIGTERM watch."""
   # ------------------------------------------------------------------ setup
   exp = setup(config)  # a bad config fails here, before anything is written
   task = exp.task
@@ -116,32 +126,31 @@ def train(config, workdir: str) -> dict:
   if meta.get("validate_pending"):  # preempted at a validation step: validate it now
     validate(step)
 
-  with preemption.watch() as sigterm:
-    while step < last:
-      batch = exp.global_batch(next(data_iter))
-      state, metrics = step_fn(state, batch)
-      step += 1
-      # Read the previous step's metrics only now, so the host loads and ships
-      # the next batch while the device still runs this one.
-      if pending is not None:
-        check_and_log(*pending)
-      pending = (step, metrics)
-      if step < last and (sigterm.requested or ckpt.reached_preemption(step)):
-        logging.warning("preemption notice: saving step %d, then stopping", step)
-        last, preempted = step, True  # this step is saved (forced) below, then the loop ends
-      # A preempted run saves first; the resumed one validates this step (meta).
-      due = bool(task.best_metric and eval_every and (step % eval_every == 0 or step == total))
-      if ckpt.should_save(step) or step == last or due:
-        check_and_log(*pending)  # never save or validate a state whose loss was not finite
-        pending = None
-      if due and not preempted:
-        validate(step)
-      if ckpt.should_save(step) or step == last:
-        ckpt.save(step, state, data_iter.get_state(),
-                  {"step": step, "variant": config.model.variant, "stage": config.stage,
-                   "skipped_updates": guard.skipped, "validate_pending": due and preempted},
-                  force=step == last)
-    ckpt.close()  # waits for the last save, also when a second SIGTERM came meanwhile
+  while step < last:
+    batch = exp.global_batch(next(data_iter))
+    state, metrics = step_fn(state, batch)
+    step += 1
+    # Read the previous step's metrics only now, so the host loads and ships
+    # the next batch while the device still runs this one.
+    if pending is not None:
+      check_and_log(*pending)
+    pending = (step, metrics)
+    if step < last and (sigterm.requested or ckpt.reached_preemption(step)):
+      logging.warning("preemption notice: saving step %d, then stopping", step)
+      last, preempted = step, True  # this step is saved (forced) below, then the loop ends
+    # A preempted run saves first; the resumed one validates this step (meta).
+    due = bool(task.best_metric and eval_every and (step % eval_every == 0 or step == total))
+    if ckpt.should_save(step) or step == last or due:
+      check_and_log(*pending)  # never save or validate a state whose loss was not finite
+      pending = None
+    if due and not preempted:
+      validate(step)
+    if ckpt.should_save(step) or step == last:
+      ckpt.save(step, state, data_iter.get_state(),
+                {"step": step, "variant": config.model.variant, "stage": config.stage,
+                 "skipped_updates": guard.skipped, "validate_pending": due and preempted},
+                force=step == last)
+  ckpt.close()  # waits for the last save, also when a second SIGTERM came meanwhile
   best.close()
   log.close()
 
