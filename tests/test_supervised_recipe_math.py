@@ -15,7 +15,8 @@ import pytest
 from flax import nnx
 
 from configs.common import base_config
-from tests.test_reference_restatements import reference_cosine_scheduler, reference_decays
+from tests.test_reference_restatements import (reference_cosine_scheduler, reference_decays,
+                                               reference_num_layer)
 from vmae2_jax.conversion import mapping
 from vmae2_jax.conversion.layouts import Spec
 from vmae2_jax.models import Classifier, ModelOptions, PretrainModel, get_variant
@@ -25,18 +26,6 @@ from vmae2_jax.training.step import make_train_step, split_microbatches
 
 
 # ----------------------------------------------------------- reference restatements
-def ref_layer_id(var_name: str, num_max_layer: int) -> int:
-  if var_name in ("cls_token", "mask_token", "pos_embed"):
-    return 0
-  if var_name.startswith("patch_embed"):
-    return 0
-  if var_name.startswith("rel_pos_bias"):
-    return num_max_layer - 1
-  if var_name.startswith("blocks"):
-    return int(var_name.split(".")[1]) + 1
-  return num_max_layer - 1
-
-
 def ref_rand_bbox(img_h, img_w, lam, cy, cx):
   ratio = np.sqrt(1 - lam)
   cut_h, cut_w = int(img_h * ratio), int(img_w * ratio)
@@ -106,7 +95,7 @@ def test_layer_decay_scales_match_the_reference_assigner(variant, decay):
   for path, entries in keys.items():
     ours = np.asarray(scales[path])
     for key, _ in entries:
-      want = values[ref_layer_id(key, depth + 2)]
+      want = values[reference_num_layer(key, depth + 2)]
       if key.startswith("blocks."):
         got = ours.reshape(-1)[int(key.split(".")[1])]  # stacked: row i is block i
       else:
