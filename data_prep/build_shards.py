@@ -61,13 +61,12 @@ import sys
 import time
 from typing import Callable, Sequence
 
-import numpy as np
-
 from data_prep.decode import VideoFailure, decode_video, read_frame_folder
 from data_prep.lists import (FORMATS, Entry, ListError, Listing, dry_run, listing_text,
                              read_label_names, read_list, read_ssv2_json, resolve_candidates,
                              scan_folder)
 from vmae2_jax.data import shards as shard_format
+from vmae2_jax.progress import duration
 
 STATUS_DIR = "_status"
 BUILD_VERSION = 1
@@ -214,14 +213,6 @@ def build_shard(args: tuple[BuildOptions, str, list[Entry]]) -> dict:
   return status
 
 
-def _fmt_eta(seconds: float) -> str:
-  if not np.isfinite(seconds):
-    return "?"
-  seconds = int(seconds)
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-      f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def build(entries: list[Entry], opts: BuildOptions, *, workers: int = 1,
           list_sha256: str = "", label_names: Sequence[str] | None = None,
           log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
@@ -263,7 +254,7 @@ def build(entries: list[Entry], opts: BuildOptions, *, workers: int = 1,
     failed = sum(len(s["failures"]) for s in statuses.values())
     msg = (f"\r[build_shards] {skipped_videos + done}/{len(entries)} videos "
            f"({100 * (skipped_videos + done) / max(len(entries), 1):5.1f}%)  {rate:6.1f} videos/s  "
-           f"ETA {_fmt_eta(eta)}  shards {len(statuses)}/{n}  failed {failed}")
+           f"ETA {duration(eta)}  shards {len(statuses)}/{n}  failed {failed}")
     print(msg, end="\n" if final else "", file=sys.stderr, flush=True)
 
   if todo:

@@ -26,3 +26,4 @@ def test_throttled_off_a_terminal_and_eta_unknown_without_total():
   bar.update(3)
   assert out.getvalue().rstrip().endswith("ETA ?")
   assert duration(3725) == "1h02m" and duration(59.6) == "1m00s"
+  assert duration(float("inf")) == "?"  # the shard builder's ETA before any rate

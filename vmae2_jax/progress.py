@@ -6,11 +6,15 @@ line every 30 s, so a long job's log shows it is alive without flooding it.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
 
 def duration(seconds: float) -> str:
+  """1h02m / 3m05s; "?" when unknown (not finite)."""
+  if not math.isfinite(seconds):
+    return "?"
   s = int(seconds + 0.5)
   return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
