@@ -20,6 +20,7 @@ CORE = [
     "av>=14",
     "opencv-python-headless>=4.9",
     "simplejpeg>=1.7",           # fast JPEG decoding of frame shards (OpenCV otherwise)
+    "safetensors>=0.4",          # Hugging Face checkpoints (.pth files need no extra package)
 ]
 
 setup(
@@ -37,13 +38,15 @@ setup(
         "cpu": ["jax[cpu]>=0.10.2,<0.12"],
         "cuda": ["jax[cuda12]>=0.10.2,<0.12"],
         "tpu": ["jax[tpu]>=0.10.2,<0.12"],
-        # Reading PyTorch .pth checkpoints; safetensors files need no torch.
-        "convert": ["torch>=2.1", "safetensors>=0.4"],
+        # `python -m vmae2_jax.bench hf|hf_finetune`: side by side with Hugging Face's torch
+        # models. Nothing else needs torch (.pth files are read and written without it).
+        "bench": ["torch>=2.1", "transformers>=4.40"],
         # config.data.source="tfds": reads array_record TFDS sets without TensorFlow.
         # tfds 4.9 imports importlib_resources but declares it only for Python < 3.9.
         "tfds": ["tensorflow-datasets>=4.9.10,<5", "importlib_resources>=5"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "safetensors>=0.4", "torch>=2.1",
-                 "transformers>=4.40",
+        # No torch: comparisons with the reference's torch code use the outputs stored
+        # in tests/data/torch_reference (tests/make_torch_reference.py regenerates them).
+        "test": ["pytest>=8", "pytest-xdist>=3",
                  "tensorflow-datasets>=4.9.10,<5", "importlib_resources>=5",
                  # tests/test_notebooks.py: runs notebooks/*.ipynb headless, checks the pairs
                  "nbclient>=0.9,<1", "nbformat>=5.9,<6", "ipykernel>=6.25,<8",

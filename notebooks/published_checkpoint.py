@@ -35,7 +35,7 @@
 # %% [markdown]
 # ## Install
 # As in the quick start: from the repository when vmae2_jax is not importable yet, with the
-# runtime's JAX build, and torch for reading `.pth` files (Colab already has it).
+# runtime's JAX build (`.pth` files are read without torch).
 
 # %%
 import importlib.util
@@ -53,9 +53,9 @@ if importlib.util.find_spec("vmae2_jax") is None:
     extra = "tpu"
   else:
     extra = "cpu"
-  print(f"installing vmae2_jax[{extra},convert] from {REPO_URL} ...")
+  print(f"installing vmae2_jax[{extra}] from {REPO_URL} ...")
   subprocess.check_call([sys.executable, "-m", "pip", "install", "-q",
-                         f"vmae2_jax[{extra},convert] @ git+{REPO_URL}"])
+                         f"vmae2_jax[{extra}] @ git+{REPO_URL}"])
   importlib.invalidate_caches()
 else:
   print("vmae2_jax is already installed:", importlib.util.find_spec("vmae2_jax").origin)

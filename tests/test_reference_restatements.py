@@ -2,7 +2,8 @@
 resizing against independent NumPy restatements of the reference's own functions
 (OpenGVLab/VideoMAEv2: utils.cosine_scheduler, run_*.py lr scaling,
 optim_factory.get_parameter_groups / get_num_layer_for_vit, models/*._init_weights,
-torch.nn.functional.interpolate as run_class_finetuning.py calls it).
+torch.nn.functional.interpolate as run_class_finetuning.py calls it; restated in
+tests/torch_reference.py).
 
 The restatements work on the reference's parameter names and PyTorch shapes
 (our parameters exported with the conversion rules), so a rule that holds only
@@ -20,6 +21,8 @@ import pytest
 from flax import nnx
 
 from configs.common import base_config
+from tests import torch_reference
+from tests.torch_reference import reference_resize
 from vmae2_jax.conversion.layouts import Spec, rules_for
 from vmae2_jax.conversion.mapping import export_state_dict
 from vmae2_jax.conversion.surgery import interpolate_pos_table
@@ -234,64 +237,6 @@ def test_low_precision_attention_keeps_an_fp32_softmax():
 
 
 # ------------------------------------------------------ position-table resizing
-def _torch_bicubic_2d(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-  """upsample_bicubic2d (align_corners=False) pixel by pixel, as ATen computes it:
-  source x = (dst + 0.5) * in/out - 0.5, Keys cubic with A = -0.75, taps clamped."""
-  a = -0.75
-
-  def cc1(t):
-    return ((a + 2) * t - (a + 3)) * t * t + 1
-
-  def cc2(t):
-    return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
-
-  def coeffs(t):
-    return [cc2(t + 1.0), cc1(t), cc1(1.0 - t), cc2(2.0 - t)]
-
-  in_h, in_w = x.shape[:2]
-  out = np.zeros((out_h, out_w) + x.shape[2:])
-  for oy in range(out_h):
-    ry = (oy + 0.5) * in_h / out_h - 0.5
-    iy = math.floor(ry)
-    wy = coeffs(ry - iy)
-    for ox in range(out_w):
-      rx = (ox + 0.5) * in_w / out_w - 0.5
-      ix = math.floor(rx)
-      wx = coeffs(rx - ix)
-      acc = 0.0
-      for m in range(4):
-        yy = min(max(iy - 1 + m, 0), in_h - 1)
-        row = sum(wx[n] * x[yy, min(max(ix - 1 + n, 0), in_w - 1)] for n in range(4))
-        acc = acc + wy[m] * row
-      out[oy, ox] = acc
-  return out
-
-
-def _torch_linear_1d(x: np.ndarray, out_n: int) -> np.ndarray:
-  """upsample_linear1d (align_corners=False) over axis 0: source clamped at 0."""
-  in_n = x.shape[0]
-  out = np.zeros((out_n,) + x.shape[1:])
-  for o in range(out_n):
-    src = max((o + 0.5) * in_n / out_n - 0.5, 0.0)
-    i0 = int(src)
-    i1 = i0 + (1 if i0 < in_n - 1 else 0)
-    lam = src - i0
-    out[o] = (1 - lam) * x[i0] + lam * x[i1]
-  return out
-
-
-def reference_resize(table: np.ndarray, src, dst) -> np.ndarray:
-  """run_class_finetuning.py: bicubic over (h, w) per temporal slice, then linear over t."""
-  t, h, w = src
-  t2, h2, w2 = dst
-  x = np.asarray(table, np.float64).reshape(t, h, w, -1)
-  if (h, w) != (h2, w2):
-    x = np.stack([_torch_bicubic_2d(x[i], h2, w2) for i in range(t)])
-  if t != t2:
-    x = _torch_linear_1d(x, t2)
-  return x.reshape(t2 * h2 * w2, -1)
-
-
 def _nearest(table, src, dst):
   t, h, w = src
   x = np.asarray(table).reshape(t, h, w, -1)
@@ -319,14 +264,10 @@ def test_position_table_resize_equals_reference_interpolate(src, dst):
 
 
 def test_reference_resize_restatement_equals_torch():
-  """The restatement above, checked once against PyTorch itself where it is installed."""
-  torch = pytest.importorskip("torch")
-  rng = np.random.default_rng(1)
-  src, dst = (3, 5, 6), (2, 8, 4)
-  table = rng.normal(size=(90, 7))
-  x = torch.tensor(table).reshape(3, 5, 6, 7).permute(0, 3, 1, 2)
-  x = torch.nn.functional.interpolate(x, size=dst[1:], mode="bicubic", align_corners=False)
-  x = x.permute(2, 3, 1, 0).reshape(-1, 7, 3)
-  x = torch.nn.functional.interpolate(x, size=dst[0], mode="linear")
-  x = x.reshape(dst[1], dst[2], 7, dst[0]).permute(3, 0, 1, 2).reshape(-1, 7)
-  np.testing.assert_allclose(reference_resize(table, src, dst), x.numpy(), atol=1e-10)
+  """The restatement above against PyTorch's own output (stored, tests/torch_reference.py)."""
+  r = torch_reference.RESIZE_TABLE
+  got = reference_resize(torch_reference.resize_table_input(), r["src"], r["dst"])
+  want = torch_reference.stored("interpolate.npz")["pos_table"]
+  np.testing.assert_allclose(got, want, atol=1e-10)
+  assert np.abs(_nearest(torch_reference.resize_table_input(), r["src"], r["dst"])
+                - want).max() > 0.1

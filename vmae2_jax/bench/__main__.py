@@ -15,6 +15,7 @@ variables that must precede JAX's start.
 """
 
 import importlib
+import importlib.util
 import sys
 
 SUBCOMMANDS = {
@@ -26,6 +27,20 @@ SUBCOMMANDS = {
     "gpu": "gpu",
     "learning": "learning",
 }
+# Side-by-side benchmarks run Hugging Face's torch models (the `bench` extra).
+NEEDS = {"hf": ("torch", "transformers"), "hf_finetune": ("torch", "transformers")}
+
+
+def _missing(modules) -> list[str]:
+  out = []
+  for m in modules:
+    try:
+      found = importlib.util.find_spec(m) is not None
+    except ValueError:  # sys.modules[m] is None: import blocked
+      found = False
+    if not found:
+      out.append(m)
+  return out
 
 
 def main(argv=None) -> int:
@@ -39,6 +54,11 @@ def main(argv=None) -> int:
       return 2
   elif argv and argv[0] in ("-h", "--help") and len(argv) == 1:
     print(__doc__)
+  missing = _missing(NEEDS.get(name, ()))
+  if missing:
+    print(f"error: `bench {name}` runs Hugging Face's torch model beside ours and needs "
+          f"{' and '.join(missing)}: pip install -e '.[bench]'", file=sys.stderr)
+    return 2
   module = importlib.import_module(f"vmae2_jax.bench.{SUBCOMMANDS[name]}")
   return module.main(argv)
 

@@ -49,8 +49,7 @@ def meta_for(spec: Spec, variant: str, *, frames: int, image_size: int, source: 
 def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto",
                       num_classes: int | None = None, label_map: str | None = None,
                       frames: int | None = None, image_size: int | None = None,
-                      dtype: str = "float32", zero_bias: str = "warn",
-                      trust_pickle: bool = False, seed: int = 0
+                      dtype: str = "float32", zero_bias: str = "warn", seed: int = 0
                       ) -> tuple[dict, dict[str, Any], ConversionReport]:
   """A PyTorch checkpoint -> (our nested params, model.json meta, report).
 
@@ -62,7 +61,7 @@ def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto
   if dtype not in _DTYPES:
     raise ValueError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)}")
   path, hf_config = torch_io.resolve_source(src)
-  state, read_notes = torch_io.read_state_dict(path, trust_pickle=trust_pickle)
+  state, read_notes = torch_io.read_state_dict(path)
   mapping.refuse_unsupported_options(state, path)  # before detection guesses a layout
   flavour = detect_lib.detect(state)
   name, spec, size_notes = detect_lib.infer_spec(flavour, variant=variant, hf_config=hf_config)
@@ -160,7 +159,7 @@ def export_params(params: dict, meta: dict[str, Any], to: str = "official", *,
 def export_checkpoint(src_dir: str, dst: str, to: str = "official", *,
                       hf_bias_layout: str = "current", hf_config: bool = True) -> dict[str, Any]:
   """A converted DIR or a training run of any stage (WORKDIR, WORKDIR/best, a step)
-  -> a PyTorch file (.pth/.bin via torch, .safetensors without).
+  -> a PyTorch file (.pth/.bin in torch.save's zip layout, or .safetensors).
 
   For to="hf" a config.json is written beside the file, so the folder loads with
   VideoMAE*.from_pretrained. Returns the meta of the exported model.

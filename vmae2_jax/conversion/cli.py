@@ -37,8 +37,6 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--dtype", default="float32", choices=("float32", "float16", "keep"))
   p.add_argument("--zero_bias", default="warn", choices=("warn", "error"),
                  help="what to do when every q/v bias is zero (a dropped-bias converter bug)")
-  p.add_argument("--trust_pickle", action="store_true",
-                 help="allow full unpickling of .pth files holding non-tensor objects")
   p.add_argument("--seed", type=int, default=0, help="seed of a fresh classifier head")
   p.add_argument("--hf_bias_layout", default="current", choices=("current", "legacy"),
                  help="HF export: query.bias/value.bias (transformers >= 5) or q_bias/v_bias")
@@ -60,13 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     rep = api.convert_file(
         args.src, args.dst, variant=args.variant, kind=args.kind, num_classes=args.num_classes,
         label_map=args.label_map, frames=args.frames, image_size=args.image_size, dtype=args.dtype,
-        zero_bias=args.zero_bias, trust_pickle=args.trust_pickle, seed=args.seed)
+        zero_bias=args.zero_bias, seed=args.seed)
     print(rep.full_text() if args.verbose else rep.summary())
     print(f"wrote {os.path.abspath(args.dst)} (report: {api.REPORT_FILE})")
     return 0
-  except ImportError as e:  # torch absent for a .pth file: one clear line
-    print(f"error: {e}", file=sys.stderr)
-    return 2
   except (ConversionError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
