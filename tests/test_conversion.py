@@ -391,6 +391,28 @@ def test_cli_import_and_export(hf_files, work):
   assert main(["--src", str(work / "nope.pth"), "--dst", dst]) == 1
 
 
+def test_cli_shows_progress_with_an_eta(hf_files, work, monkeypatch, capsys):
+  """Reading and mapping each draw a status line with an ETA (here every update), then the
+  write is announced; small files under the default interval print none."""
+  from vmae2_jax.conversion import api
+  from vmae2_jax.conversion.cli import main
+  src = str(work / "progress.pth")
+  torch_pickle.save({"model": hf_to_official(_hf_state(), True)}, src)
+  monkeypatch.setattr(api, "PROGRESS_INTERVAL", 0.0)
+  assert main(["--src", src, "--dst", str(work / "progress_dir")]) == 0
+  err = capsys.readouterr().err.splitlines()
+  reading = [l for l in err if l.startswith("convert: reading progress.pth,")]
+  mapping = [l for l in err if l.startswith("convert: mapping to Ti/16,")]
+  assert reading and mapping and any("ETA" in l for l in reading + mapping), err
+  assert "done in" in reading[-1] and "done in" in mapping[-1]
+  total = sum(v.nbytes for v in _hf_state().values()) / 2**20
+  assert f"/{total:.0f} MB" in mapping[-1]
+  assert any(l.startswith("convert: writing ") for l in err)
+  monkeypatch.setattr(api, "PROGRESS_INTERVAL", None)
+  assert main(["--src", src, "--dst", str(work / "progress_dir2")]) == 0
+  assert not any("reading" in l for l in capsys.readouterr().err.splitlines())
+
+
 def test_python_dash_m_entry_point_without_torch(hf_files, work):
   """The module's __main__ path, as `python -m vmae2_jax.convert` runs it, on a .pth file
   in a process where torch cannot be imported."""

@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
@@ -21,10 +22,12 @@ from vmae2_jax.conversion.report import ConversionError, ConversionReport
 from vmae2_jax.models.options import ModelOptions
 from vmae2_jax.models.variants import VARIANTS, ViTSize
 from vmae2_jax.models.vit import Classifier, Encoder, PretrainModel
+from vmae2_jax.progress import Progress
 
 FORMAT_VERSION = 1
 REPORT_FILE = "conversion_report.txt"
 _DTYPES = {"float32": np.float32, "float16": np.float16, "keep": None}
+PROGRESS_INTERVAL = None  # seconds between status lines; None: the progress module's default
 
 
 # -------------------------------------------------------------------- meta
@@ -49,25 +52,29 @@ def meta_for(spec: Spec, variant: str, *, frames: int, image_size: int, source: 
 def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto",
                       num_classes: int | None = None, label_map: str | None = None,
                       frames: int | None = None, image_size: int | None = None,
-                      dtype: str = "float32", zero_bias: str = "warn", seed: int = 0
+                      dtype: str = "float32", zero_bias: str = "warn", seed: int = 0,
+                      progress: bool = False
                       ) -> tuple[dict, dict[str, Any], ConversionReport]:
   """A PyTorch checkpoint -> (our nested params, model.json meta, report).
 
   kind "auto" keeps the source's kind; "classifier" on a pre-training file is
   the fine-tuning surgery (needs num_classes), "encoder" keeps the backbone.
+  progress: a status line with an ETA on stderr while reading and mapping.
   """
   if kind != "auto" and kind not in KINDS:
     raise ValueError(f"kind={kind!r} is not auto or one of {KINDS}")
   if dtype not in _DTYPES:
     raise ValueError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)}")
   path, hf_config = torch_io.resolve_source(src)
-  state, read_notes = torch_io.read_state_dict(path)
+  state, read_notes = torch_io.read_state_dict(
+      path, on_bytes=_phase(f"reading {os.path.basename(path)}") if progress else None)
   mapping.refuse_unsupported_options(state, path)  # before detection guesses a layout
   flavour = detect_lib.detect(state)
   name, spec, size_notes = detect_lib.infer_spec(flavour, variant=variant, hf_config=hf_config)
   params, rep = mapping.import_state_dict(
       flavour.state, flavour.layout, spec, hf_prefix=flavour.hf_prefix, source=path,
-      dtype=_DTYPES[dtype], zero_bias=zero_bias)
+      dtype=_DTYPES[dtype], zero_bias=zero_bias,
+      on_bytes=_phase(f"mapping to {name}") if progress else None)
   rep.variant = name
   rep.notes[:0] = read_notes + flavour.notes + size_notes
   if kind == "auto" and num_classes and spec.kind != "classifier":
@@ -101,9 +108,23 @@ def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto
   return params, meta, rep
 
 
+def _phase(note: str):
+  """An on_bytes(done, total) callback drawing one phase's progress line (in MB)."""
+  line = Progress("convert", "MB", interval=PROGRESS_INTERVAL)
+
+  def on_bytes(done: int, total: int) -> None:
+    line.update(done / 2**20, total / 2**20, note=note, force=done >= total and line.shown)
+    if done >= total:
+      line.close()
+  return on_bytes
+
+
 def convert_file(src: str, dst: str, **kwargs) -> ConversionReport:
   """import_checkpoint, then writes DIR (params, model.json, conversion_report.txt)."""
   params, meta, rep = import_checkpoint(src, **kwargs)
+  if kwargs.get("progress"):
+    size = sum(np.asarray(a).nbytes for a in jax.tree.leaves(params))
+    print(f"convert: writing {dst} ({size / 2**20:.0f} MB)", file=sys.stderr, flush=True)
   model_io.save_model_params(dst, params, meta)
   with open(os.path.join(dst, REPORT_FILE), "w") as f:
     f.write(rep.full_text())

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     rep = api.convert_file(
         args.src, args.dst, variant=args.variant, kind=args.kind, num_classes=args.num_classes,
         label_map=args.label_map, frames=args.frames, image_size=args.image_size, dtype=args.dtype,
-        zero_bias=args.zero_bias, seed=args.seed)
+        zero_bias=args.zero_bias, seed=args.seed, progress=True)
     print(rep.full_text() if args.verbose else rep.summary())
     print(f"wrote {os.path.abspath(args.dst)} (report: {api.REPORT_FILE})")
     return 0

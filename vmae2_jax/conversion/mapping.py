@@ -84,10 +84,11 @@ def refuse_unsupported_options(state: dict[str, np.ndarray], source: str = "") -
 
 def import_state_dict(state: dict[str, np.ndarray], layout: str, spec: Spec, *,
                       hf_prefix: str = "videomae.", source: str = "", dtype=np.float32,
-                      zero_bias: str = "warn") -> tuple[dict, ConversionReport]:
+                      zero_bias: str = "warn", on_bytes=None) -> tuple[dict, ConversionReport]:
   """Maps every tensor of `state` onto a `spec` model's params, or raises naming keys.
 
   Returns (nested params in our layout, report). dtype=None keeps source dtypes.
+  `on_bytes(done, total)` reports progress in source bytes mapped.
   """
   refuse_unsupported_options(state, source)
   rules = rules_for(layout, spec, hf_prefix)
@@ -95,6 +96,7 @@ def import_state_dict(state: dict[str, np.ndarray], layout: str, spec: Spec, *,
   used: set[str] = set()
   slices: dict[tuple[str, ...], dict[int | None, np.ndarray]] = {}
   missing_seen = set()
+  done, total = 0, sum(a.nbytes for a in state.values())
   for r in rules:
     arrays, ok = [], True
     for key, shape in zip(r.srcs, r.src_shapes):
@@ -116,6 +118,9 @@ def import_state_dict(state: dict[str, np.ndarray], layout: str, spec: Spec, *,
     if dtype is not None and np.issubdtype(out.dtype, np.floating):
       out = out.astype(dtype)
     slices.setdefault(r.path, {})[r.layer] = out
+    done += sum(a.nbytes for a in arrays)
+    if on_bytes:
+      on_bytes(done, total)
     for key, shape in zip(r.srcs, r.src_shapes):
       rep.mapped.append((key, r.dst_name, shape))
 

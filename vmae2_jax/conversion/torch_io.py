@@ -63,22 +63,29 @@ def _is_tensor_dict(d) -> bool:
   return all(hasattr(v, "shape") for v in d.values())
 
 
-def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
+def read_state_dict(path: str, on_bytes=None) -> tuple[dict[str, np.ndarray], list[str]]:
   """Returns (flat {key: array}, notes) from a .safetensors or torch pickle file.
 
   A pickle holding {'model': sd} / {'module': sd} / ... is unwrapped (the
   first container key present wins, as in the reference's 'model|module').
   Pickles are read without running any code from them (torch_pickle).
+  `on_bytes(done, total)` reports reading progress.
   """
   notes: list[str] = []
   if path.endswith(SAFETENSORS_SUFFIXES):
     from safetensors import safe_open  # noqa: PLC0415
     # bfloat16 files read too: importing ml_dtypes (above) makes it a numpy dtype.
+    state, done, total = {}, 0, os.path.getsize(path)
     with safe_open(path, framework="numpy") as f:
-      return _widen({k: f.get_tensor(k) for k in f.keys()}, notes), notes
+      for k in f.keys():
+        state[k] = f.get_tensor(k)
+        done += state[k].nbytes
+        if on_bytes:
+          on_bytes(done, total)
+    return _widen(state, notes), notes
 
   try:
-    obj = torch_pickle.load(path)
+    obj = torch_pickle.load(path, on_bytes)
   except torch_pickle.UnreadableCheckpoint as e:
     raise ValueError(str(e) if str(e).startswith(path) else f"{path}: {e}") from e
   container = None

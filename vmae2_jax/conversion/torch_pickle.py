@@ -169,7 +169,10 @@ def _materialise(obj):
   return obj
 
 
-def _load_zip(path: str) -> Any:
+_CHUNK = 64 << 20  # bytes read between progress reports
+
+
+def _load_zip(path: str, on_bytes=None) -> Any:
   with zipfile.ZipFile(path) as zf:
     names = zf.namelist()
     pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
@@ -181,18 +184,28 @@ def _load_zip(path: str) -> Any:
       order = zf.read(prefix + "byteorder").decode().strip()
     storages: dict[str, _Storage] = {}
     obj = _Unpickler(io.BytesIO(zf.read(pkl[0])), storages).load()
-    for key, s in storages.items():
+    infos = {}
+    for key in storages:
       record = prefix + "data/" + key
       if record not in names:
         raise UnreadableCheckpoint(f"{path}: storage record {record!r} is missing")
-      info = zf.getinfo(record)
+      infos[key] = zf.getinfo(record)
+    total, done = sum(i.file_size for i in infos.values()), 0
+    for key, s in storages.items():
+      info = infos[key]
       if info.file_size % s.dtype.itemsize:
-        raise UnreadableCheckpoint(f"{path}: storage record {record!r} is truncated")
+        raise UnreadableCheckpoint(f"{path}: storage record {info.filename!r} is truncated")
       # Read straight into a writable array: one copy of each storage, never two.
       s.array = np.empty(info.file_size // s.dtype.itemsize,
                          s.dtype.newbyteorder("<" if order == "little" else ">"))
+      raw = s.array.view(np.uint8)
       with zf.open(info) as r:
-        r.readinto(s.array.view(np.uint8))
+        for lo in range(0, raw.size, _CHUNK):
+          if r.readinto(raw[lo:lo + _CHUNK]) != min(_CHUNK, raw.size - lo):
+            raise UnreadableCheckpoint(f"{path}: storage record {info.filename!r} is short")
+          done += min(_CHUNK, raw.size - lo)
+          if on_bytes:
+            on_bytes(done, total)
   return obj
 
 
@@ -221,18 +234,19 @@ def _load_legacy(path: str) -> Any:
   return obj
 
 
-def load(path: str) -> Any:
+def load(path: str, on_bytes=None) -> Any:
   """The object `torch.save` wrote, with tensors as numpy arrays (bfloat16 via ml_dtypes).
 
   Non-tensor objects other than dicts, lists, tuples and plain values come
   back as inert placeholders. Raises UnreadableCheckpoint for other files.
+  `on_bytes(done, total)` is called as tensor bytes are read (zip files).
   """
   with open(path, "rb") as f:
     is_zip = f.read(4) == b"PK\x03\x04"
   try:
     if is_zip and not zipfile.is_zipfile(path):
       raise UnreadableCheckpoint(f"{path}: a damaged zip archive (cut short while written?)")
-    return _materialise(_load_zip(path) if is_zip else _load_legacy(path))
+    return _materialise(_load_zip(path, on_bytes) if is_zip else _load_legacy(path))
   except UnreadableCheckpoint:
     raise
   except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError, struct.error,
