@@ -30,7 +30,7 @@
 # what the converter reads): `vit_s_k710_dl_from_giant.pth` (ViT-S/16, 710 Kinetics
 # classes, ~90 MB: fits a free CPU runtime) or `vit_b_k710_dl_from_giant.pth`; a
 # pre-trained file such as `vit_b_hybrid_pt_800e.pth` for the reconstruction. The giant
-# (ViT-g) needs about 14 GB of host memory to convert: use a high-memory runtime.
+# (ViT-g) needs about 12 GB of host memory to convert: use a high-memory runtime.
 
 # %% [markdown]
 # ## Install

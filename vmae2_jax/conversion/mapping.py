@@ -116,7 +116,7 @@ def import_state_dict(state: dict[str, np.ndarray], layout: str, spec: Spec, *,
       continue
     out = np.asarray(r.to_ours(*arrays))
     if dtype is not None and np.issubdtype(out.dtype, np.floating):
-      out = out.astype(dtype)
+      out = out.astype(dtype, copy=False)  # often a view of the source: stacking copies once
     slices.setdefault(r.path, {})[r.layer] = out
     done += sum(a.nbytes for a in arrays)
     if on_bytes:
@@ -147,11 +147,12 @@ def import_state_dict(state: dict[str, np.ndarray], layout: str, spec: Spec, *,
   rep.raise_if_bad()
 
   params: dict = {}
-  for path, by_layer in slices.items():
+  for path in list(slices):
+    by_layer = slices.pop(path)  # each layer's arrays freed once stacked
     if None in by_layer:
-      set_path(params, path, by_layer[None])
+      set_path(params, path, np.ascontiguousarray(by_layer[None]))
     else:
-      set_path(params, path, np.stack([by_layer[i] for i in range(len(by_layer))]))
+      set_path(params, path, np.stack([by_layer.pop(i) for i in range(len(by_layer))]))
   return params, rep
 
 
