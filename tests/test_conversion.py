@@ -392,8 +392,9 @@ def test_cli_import_and_export(hf_files, work):
 
 
 def test_cli_shows_progress_with_an_eta(hf_files, work, monkeypatch, capsys):
-  """Reading and mapping each draw a status line with an ETA (here every update), then the
-  write is announced; small files under the default interval print none."""
+  """Import: reading and mapping each draw a status line with an ETA (here every update),
+  then the write is announced; export: writing the .pth; under the default interval small
+  files print none."""
   from vmae2_jax.conversion import api
   from vmae2_jax.conversion.cli import main
   src = str(work / "progress.pth")
@@ -408,6 +409,11 @@ def test_cli_shows_progress_with_an_eta(hf_files, work, monkeypatch, capsys):
   total = sum(v.nbytes for v in _hf_state().values()) / 2**20
   assert f"/{total:.0f} MB" in mapping[-1]
   assert any(l.startswith("convert: writing ") for l in err)
+  out = str(work / "progress_export.pth")  # export: the .pth's tensors as they are written
+  assert main(["--to", "official", "--src", str(work / "progress_dir"), "--dst", out]) == 0
+  writing = [l for l in capsys.readouterr().err.splitlines()
+             if l.startswith("convert: writing progress_export.pth,")]
+  assert writing and "done in" in writing[-1] and f"/{total:.0f} MB" in writing[-1]
   monkeypatch.setattr(api, "PROGRESS_INTERVAL", None)
   assert main(["--src", src, "--dst", str(work / "progress_dir2")]) == 0
   assert not any("reading" in l for l in capsys.readouterr().err.splitlines())

@@ -178,18 +178,26 @@ def export_params(params: dict, meta: dict[str, Any], to: str = "official", *,
 
 
 def export_checkpoint(src_dir: str, dst: str, to: str = "official", *,
-                      hf_bias_layout: str = "current", hf_config: bool = True) -> dict[str, Any]:
+                      hf_bias_layout: str = "current", hf_config: bool = True,
+                      progress: bool = False) -> dict[str, Any]:
   """A converted DIR or a training run of any stage (WORKDIR, WORKDIR/best, a step)
   -> a PyTorch file (.pth/.bin in torch.save's zip layout, or .safetensors).
 
   For to="hf" a config.json is written beside the file, so the folder loads with
   VideoMAE*.from_pretrained. Returns the meta of the exported model.
+  progress: a status line with an ETA on stderr while a .pth is written.
   """
   params, meta = model_io.load_source(src_dir)
   state, container = export_params(params, meta, to, hf_bias_layout=hf_bias_layout)
+  on_bytes = None
   if dst.endswith(torch_io.SAFETENSORS_SUFFIXES):
-    container = None  # safetensors holds a bare state dict
-  torch_io.write_state_dict(dst, state, container)
+    container = None  # safetensors holds a bare state dict, written in one call
+    if progress:
+      size = sum(np.asarray(a).nbytes for a in state.values())
+      print(f"convert: writing {dst} ({size / 2**20:.0f} MB)", file=sys.stderr, flush=True)
+  elif progress:
+    on_bytes = _phase(f"writing {os.path.basename(dst)}")
+  torch_io.write_state_dict(dst, state, container, on_bytes=on_bytes)
   if to == "hf" and hf_config:
     cfg_path = os.path.join(os.path.dirname(os.path.abspath(dst)), "config.json")
     with open(cfg_path, "w") as f:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.to:
       meta = api.export_checkpoint(args.src, args.dst, args.to,
                                    hf_bias_layout=args.hf_bias_layout,
-                                   hf_config=not args.no_hf_config)
+                                   hf_config=not args.no_hf_config, progress=True)
       print(f"wrote {args.dst} ({args.to} layout, {meta['kind']} {meta['variant']})")
       return 0
     rep = api.convert_file(

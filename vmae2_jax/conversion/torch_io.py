@@ -110,8 +110,11 @@ def read_state_dict(path: str, on_bytes=None) -> tuple[dict[str, np.ndarray], li
   return _widen(out, notes), notes
 
 
-def write_state_dict(path: str, state: dict[str, np.ndarray], container: str | None) -> None:
-  """Writes `state` as .safetensors (bare, no container) or a torch pickle {container: sd}."""
+def write_state_dict(path: str, state: dict[str, np.ndarray], container: str | None,
+                     on_bytes=None) -> None:
+  """Writes `state` as .safetensors (bare, no container) or a torch pickle {container: sd}.
+
+  `on_bytes(done, total)` reports progress while a pickle's tensors are written."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   state = {k: v if v.flags.c_contiguous else np.array(v, order="C") for k, v in state.items()}
   if path.endswith(SAFETENSORS_SUFFIXES):
@@ -120,4 +123,4 @@ def write_state_dict(path: str, state: dict[str, np.ndarray], container: str | N
     return
   if not path.endswith(PICKLE_SUFFIXES):
     raise ValueError(f"{path}: unknown file type; use .safetensors, .pth or .bin")
-  torch_pickle.save({container: state} if container else state, path)
+  torch_pickle.save({container: state} if container else state, path, on_bytes=on_bytes)

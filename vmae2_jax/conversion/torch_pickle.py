@@ -288,11 +288,12 @@ class _Out:
     self.b += b"t"
 
 
-def save(obj: dict, path: str, archive: str = "archive") -> None:
+def save(obj: dict, path: str, archive: str = "archive", on_bytes=None) -> None:
   """Writes a (nested) dict of str -> array | int | str | dict as torch.save would.
 
   Arrays become tensors (float32, bfloat16, int64, ...); dicts of arrays are
-  written as OrderedDicts, as `state_dict()` returns them.
+  written as OrderedDicts, as `state_dict()` returns them. `on_bytes(done,
+  total)` is called after each tensor's bytes are written.
   """
   out, records = _Out(), []
 
@@ -347,6 +348,7 @@ def save(obj: dict, path: str, archive: str = "archive") -> None:
              (".storage_alignment", str(_ALIGN).encode()), ("byteorder", b"little")]
   entries += [(f"data/{i}", a) for i, a in enumerate(records)]
   entries += [("version", b"3\n")]
+  total, done = sum(a.nbytes for a in records), 0
   with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
     for name, data in entries:
       info = zipfile.ZipInfo(f"{archive}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
@@ -359,3 +361,6 @@ def save(obj: dict, path: str, archive: str = "archive") -> None:
       info.extra = struct.pack("<HH", 0x5346, pad) + b"\0" * pad  # a private id, as torch's
       with zf.open(info, "w", force_zip64=big) as w:
         w.write(data)
+      if on_bytes and name.startswith("data/"):
+        done += len(data)
+        on_bytes(done, total)
