@@ -250,7 +250,8 @@ def load(path: str, on_bytes=None) -> Any:
   except UnreadableCheckpoint:
     raise
   except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError, struct.error,
-          ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+          ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError,
+          MemoryError) as e:
     detail = " ".join(str(e).split())[:200]
     raise UnreadableCheckpoint(f"{path}: unreadable torch checkpoint "
                                f"({type(e).__name__}: {detail})") from e
