@@ -103,12 +103,19 @@ def test_missing_shard_file_fails_at_construction(tmp_path):
   assert "manifest.json cannot be read" in text and "\n" not in text
 
 
-def test_truncated_shard_file_fails_at_construction(tmp_path):
-  out = _write_set(tmp_path / "s", [_record(4), _record(5)])
+def truncated_shard_set(out) -> tuple[str, str, int]:
+  """A two-record set whose shard file lost its last 100 bytes: (set, shard path, size the
+  manifest records)."""
+  out = _write_set(out, [_record(4), _record(5)])
   path = os.path.join(out, SHARD)
   size = os.path.getsize(path)
   with open(path, "r+b") as f:
     f.truncate(size - 100)
+  return out, path, size
+
+
+def test_truncated_shard_file_fails_at_construction(tmp_path):
+  out, path, size = truncated_shard_set(tmp_path / "s")
   with pytest.raises(shards.ShardFileError,
                      match=rf"^{path}: {size - 100} bytes, .*manifest.json records {size} "
                            r"\(truncated or overwritten"):

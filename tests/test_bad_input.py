@@ -189,12 +189,8 @@ def test_conversion_refuses_layer_scale_and_cosine_attention(tmp_path, extra, wh
 # --------------------------------------------------------------------- data
 def test_truncated_shard_file_stops_the_start_in_one_line(tmp_path):
   """A shard file shorter than its manifest says: named before any step, nothing left."""
-  from tests.test_bad_data import SHARD, _record, _write_set
-  out = _write_set(tmp_path / "shards", [_record(4), _record(5)])
-  path = os.path.join(out, SHARD)
-  size = os.path.getsize(path)
-  with open(path, "r+b") as f:
-    f.truncate(size - 100)
+  from tests.test_bad_data import truncated_shard_set
+  out, path, size = truncated_shard_set(tmp_path / "shards")
   line, _ = _main(["--config.data.source=shards", f"--config.data.train_path={out}",
                    "--config.data.num_sample=1", "--config.data.sampling_rate=1"],
                   tmp_path / "run")

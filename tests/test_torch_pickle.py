@@ -3,6 +3,7 @@ tests/torch_reference.py) are read value for value, ours have torch's layout, an
 reading never runs code from the file."""
 
 import io
+import json
 import os
 import pickle
 import pickletools
@@ -146,7 +147,6 @@ def test_bfloat16_safetensors_read_without_torch(tmp_path):
   header = {"w": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, 12]},
             "b": {"dtype": "F32", "shape": [3], "data_offsets": [12, 24]},
             "__metadata__": {"format": "pt"}}
-  import json
   h = json.dumps(header).encode()
   with open(path, "wb") as f:
     f.write(struct.pack("<Q", len(h)) + h + w.astype(ml_dtypes.bfloat16).tobytes()
