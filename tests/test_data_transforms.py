@@ -177,6 +177,10 @@ def test_randaugment_same_params_for_every_frame():
       assert all(np.array_equal(out[0], o) for o in out[1:]), op
 
 
+# rand_augment.py's _FILL: the reference's video path passes no img_mean, so this grey fills.
+REFERENCE_FILL = (128, 128, 128)
+
+
 @pytest.mark.parametrize("op,arg,pil", [
     ("AutoContrast", None, lambda im, a: ImageOps.autocontrast(im)),
     ("Equalize", None, lambda im, a: ImageOps.equalize(im)),
@@ -187,14 +191,14 @@ def test_randaugment_same_params_for_every_frame():
     ("BrightnessIncreasing", 1.5, lambda im, a: ImageEnhance.Brightness(im).enhance(a)),
     ("SharpnessIncreasing", 1.63, lambda im, a: ImageEnhance.Sharpness(im).enhance(a)),
     ("Rotate", 21.0, lambda im, a: im.rotate(a, resample=Image.BICUBIC,
-                                             fillcolor=randaugment.FILL)),
+                                             fillcolor=REFERENCE_FILL)),
     ("ShearX", 0.21, lambda im, a: im.transform(im.size, Image.AFFINE, (1, a, 0, 0, 1, 0),
                                                  resample=Image.BICUBIC,
-                                                 fillcolor=randaugment.FILL)),
+                                                 fillcolor=REFERENCE_FILL)),
     ("TranslateYRel", -0.3, lambda im, a: im.transform(im.size, Image.AFFINE,
                                                         (1, 0, 0, 0, 1, a * im.size[1]),
                                                         resample=Image.BICUBIC,
-                                                        fillcolor=randaugment.FILL)),
+                                                        fillcolor=REFERENCE_FILL)),
 ])
 def test_randaugment_ops_match_pil(op, arg, pil):
   clip = _smooth_clip(1, 48, 64, seed=2)
@@ -202,3 +206,10 @@ def test_randaugment_ops_match_pil(op, arg, pil):
   ref = np.asarray(pil(Image.fromarray(clip[0]), arg)).astype(int)
   assert np.abs(ours - ref).mean() < 1.0
   assert np.percentile(np.abs(ours - ref), 99) <= 6
+
+
+def test_randaugment_fills_uncovered_pixels_with_reference_grey():
+  clip = np.zeros((2, 32, 32, 3), np.uint8)
+  out = randaugment.apply_op(clip, "TranslateYRel", 0.5)  # top or bottom half uncovered
+  uncovered = out[:, :8] if out[0, 0, 0, 0] else out[:, -8:]
+  assert (uncovered == np.array(REFERENCE_FILL, np.uint8)).all()

@@ -19,7 +19,9 @@ import cv2
 import numpy as np
 
 LEVEL_DENOM = 10.0
-FILL = (124, 116, 104)  # ImageNet mean in pixels: the reference's fill colour
+# The reference's video path builds RandAugment without img_mean
+# (video_transforms.create_random_augment), so rand_augment.py's _FILL grey applies.
+FILL = (128, 128, 128)
 
 INCREASING_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing",
                   "SolarizeIncreasing", "SolarizeAdd", "ColorIncreasing", "ContrastIncreasing",
