@@ -39,20 +39,28 @@ def ref_rand_bbox(img_h, img_w, lam, cy, cx):
 def ref_mixup(x_bcthw, target, num_classes, smoothing, lam, use_cutmix, cy, cx):
   """timm Mixup(mode='batch')(x, target) for a given draw; x is [B, C, T, H, W] as the
   reference passes it (viewed as [B, C*T, H, W])."""
+  h, w = x_bcthw.shape[3:]
+  box = ref_rand_bbox(h, w, lam, cy, cx) if use_cutmix else None
+  if use_cutmix:
+    yl, yh, xl, xh = box
+    lam = 1.0 - (yh - yl) * (xh - xl) / float(h * w)  # correct_lam
+  return ref_mixup_box(x_bcthw, target, num_classes, smoothing, lam, use_cutmix, box)
+
+
+def ref_mixup_box(x_bcthw, target, num_classes, smoothing, lam, use_cutmix, box):
+  """timm's batch mixing of x with x.flip(0) for a drawn lam and box (lam already
+  corrected to the box's area when use_cutmix)."""
   b, c, t, h, w = x_bcthw.shape
   x = x_bcthw.reshape(b, c * t, h, w).copy()
   if use_cutmix:
-    yl, yh, xl, xh = ref_rand_bbox(h, w, lam, cy, cx)
-    lam = 1.0 - (yh - yl) * (xh - xl) / float(h * w)  # correct_lam
+    yl, yh, xl, xh = box
     x[:, :, yl:yh, xl:xh] = x[::-1][:, :, yl:yh, xl:xh]
   elif lam != 1.0:
     x = x * lam + x[::-1] * (1.0 - lam)
   off = smoothing / num_classes
-  on = 1.0 - smoothing + off
   y1 = np.full((b, num_classes), off)
-  y1[np.arange(b), target] = on
-  y2 = y1[::-1]
-  return x.reshape(b, c, t, h, w), y1 * lam + y2 * (1.0 - lam)
+  y1[np.arange(b), target] = 1.0 - smoothing + off
+  return x.reshape(b, c, t, h, w), y1 * lam + y1[::-1] * (1.0 - lam)
 
 
 def ref_soft_target_ce(logits, target):
@@ -168,7 +176,7 @@ def test_mixup_and_cutmix_match_timm_batch_mode(use_cutmix, lam):
   params = mixup.MixParams(jnp.float32(lam_box if use_cutmix else lam), jnp.asarray(use_cutmix),
                            box if use_cutmix else jnp.zeros(4, jnp.int32))
   targets = losses.smoothed_one_hot(jnp.asarray(labels), k, 0.1)
-  got_v, got_t = mixup.apply(jnp.asarray(video), targets, params, shards=1)
+  got_v, got_t = mixup.apply_block(jnp.asarray(video), targets, params)
   # The reference mixes normalised [B, C, T, H, W] floats; normalisation is
   # affine with weights summing to 1, so mixing pixels then normalising is the same.
   x = video.astype(np.float64).transpose(0, 4, 1, 2, 3)
@@ -177,10 +185,34 @@ def test_mixup_and_cutmix_match_timm_batch_mode(use_cutmix, lam):
   np.testing.assert_allclose(np.asarray(got_t), want_t, atol=1e-6)
 
 
-def test_mixup_mirrors_inside_each_device_block():
-  x = jnp.arange(8.0)[:, None]
-  np.testing.assert_array_equal(np.asarray(mixup.mirror(x, 2))[:, 0], [3, 2, 1, 0, 7, 6, 5, 4])
-  np.testing.assert_array_equal(np.asarray(mixup.mirror(x, 1))[:, 0], np.arange(8)[::-1])
+def test_mixup_draws_and_mixes_per_gpu_as_the_reference():
+  # The reference runs timm's Mixup on each GPU's own rows with that GPU's own
+  # draw. Restated here: split the global batch into per-device blocks, give
+  # block i the draw sample(fold_in(key, i)) and mix it alone with ref_mixup.
+  # Shard i's draw thus never depends on how many devices share the batch.
+  rng = np.random.default_rng(4)
+  shards, rows, t, h, w, k = 4, 3, 2, 16, 16, 7
+  video = rng.integers(0, 256, (shards * rows, t, h, w, 3)).astype(np.uint8)
+  labels = rng.integers(0, k, shards * rows)
+  key = jax.random.key(11)
+  spec = mixup.MixupSpec(0.8, 1.0)
+  draws = jax.jit(mixup.sample_per_shard, static_argnums=(1, 2, 3, 4))(key, spec, h, w, shards)
+  targets = losses.smoothed_one_hot(jnp.asarray(labels), k, 0.1)
+  got_v, got_t = jax.jit(mixup.apply)(jnp.asarray(video), targets, draws)
+  modes = set()  # both mixup and cutmix among the shards for this key
+  for i in range(shards):
+    one = mixup.sample(jax.random.fold_in(key, i), spec, h, w)  # this GPU's own draw
+    use_cutmix, lam = bool(one.use_cutmix), float(one.lam)
+    modes.add(use_cutmix)
+    box = tuple(int(v) for v in one.box)  # rand_bbox's box: checked in the tests above
+    sl = slice(i * rows, (i + 1) * rows)
+    x = video[sl].astype(np.float64).transpose(0, 4, 1, 2, 3)
+    want_v, want_t = ref_mixup_box(x, labels[sl], k, 0.1, lam, use_cutmix, box)
+    np.testing.assert_allclose(np.asarray(got_v[sl]), want_v.transpose(0, 2, 3, 4, 1),
+                               atol=1e-3, err_msg=f"shard {i}")
+    np.testing.assert_allclose(np.asarray(got_t[sl]), want_t, atol=1e-6, err_msg=f"shard {i}")
+  lams = np.asarray(draws.lam)
+  assert len(set(lams.round(6))) == shards and modes == {False, True}, (lams, modes)
 
 
 def test_mixup_draws():

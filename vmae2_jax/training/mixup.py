@@ -1,17 +1,21 @@
 """Mixup / cutmix on device, as timm's Mixup(mode="batch") that the reference uses.
 
-One draw per micro-batch: with probability `prob` the batch is mixed, by
-cutmix with probability `switch_prob` (when both alphas are set) and mixup
-otherwise, with lam ~ Beta(alpha, alpha). Each clip is mixed with the clip at
-the mirrored position of the batch (timm's x.flip(0)); here the mirror is
-taken inside each device's block of rows, as each GPU flips its own batch in
-the reference, so no clip crosses devices. The cutmix box is one (y, x)
-rectangle shared by every frame (the reference views clips as
-[B, C*T, H, W]), and lam is corrected to the box's true area. Targets are the
-smoothed one-hot labels mixed with the same lam.
+The reference runs timm's Mixup on each GPU for that GPU's own rows, so every
+GPU draws its own lam, mode and box. Here each data shard (a device's block
+of rows of the global batch) does the same: its draw comes from the step's
+key folded with the shard index, and it mixes only its own rows, so the
+augmentation statistics do not depend on how many devices share a batch.
 
-Sampling (`sample`) and applying (`apply`) are separate so the deterministic
-part can be checked against a restatement of timm's code.
+Per shard: with probability `prob` its rows are mixed, by cutmix with
+probability `switch_prob` (when both alphas are set) and mixup otherwise,
+with lam ~ Beta(alpha, alpha). Each clip is mixed with the clip at the
+mirrored position of its shard (timm's x.flip(0) on one GPU's batch). The
+cutmix box is one (y, x) rectangle shared by every frame (the reference views
+clips as [B, C*T, H, W]), and lam is corrected to the box's true area.
+Targets are the smoothed one-hot labels mixed with the same lam.
+
+Sampling (`sample`) and applying (`apply_block`) are separate so the
+deterministic part can be checked against a restatement of timm's code.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ class MixupSpec:
 
 
 class MixParams(NamedTuple):
-  lam: jax.Array         # float32 scalar: weight of the clip itself
-  use_cutmix: jax.Array  # bool scalar
-  box: jax.Array         # int32 [4]: yl, yh, xl, xh (an empty box when not cutmix)
+  """One draw (scalars, box [4]) or one per shard (a leading [shards] axis on each)."""
+  lam: jax.Array         # float32: weight of the clip itself
+  use_cutmix: jax.Array  # bool
+  box: jax.Array         # int32 [..., 4]: yl, yh, xl, xh (an empty box when not cutmix)
 
 
 def cutmix_box(lam, cy, cx, height: int, width: int):
@@ -79,17 +84,18 @@ def sample(key, spec: MixupSpec, height: int, width: int) -> MixParams:
   return MixParams(lam, use_cutmix, box)
 
 
-def mirror(x, shards: int):
-  """x[::-1] inside each of `shards` equal blocks of rows (each device's part of the batch)."""
-  rows = x.shape[0]
-  blocks = x.reshape((shards, rows // shards) + x.shape[1:])
-  return blocks[:, ::-1].reshape(x.shape)
+def sample_per_shard(key, spec: MixupSpec, height: int, width: int, shards: int) -> MixParams:
+  """Shard i's draw is ``sample(fold_in(key, i))``: independent per shard, and the same
+  for shard i whatever the number of shards."""
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(shards))
+  return jax.vmap(lambda k: sample(k, spec, height, width))(keys)
 
 
-def apply(video, targets, params: MixParams, shards: int = 1):
-  """Mixes clips [B, T, H, W, C] (any dtype; returns float32) and targets [B, K]."""
+def apply_block(video, targets, params: MixParams):
+  """Mixes one shard's clips [R, T, H, W, C] (returns float32) and targets [R, K] with
+  the flipped block, as timm's Mixup does on one GPU's batch."""
   v = video.astype(jnp.float32)
-  other = mirror(v, shards)
+  other = v[::-1]
   h, w = video.shape[2:4]
   yl, yh, xl, xh = params.box[0], params.box[1], params.box[2], params.box[3]
   rows = jnp.arange(h)[:, None]
@@ -98,5 +104,17 @@ def apply(video, targets, params: MixParams, shards: int = 1):
   cut = jnp.where(in_box[None, None, :, :, None], other, v)
   blend = v * params.lam + other * (1.0 - params.lam)
   mixed = jnp.where(params.use_cutmix, cut, blend)
-  mixed_targets = targets * params.lam + mirror(targets, shards) * (1.0 - params.lam)
-  return mixed, mixed_targets
+  return mixed, targets * params.lam + targets[::-1] * (1.0 - params.lam)
+
+
+def apply(video, targets, params: MixParams):
+  """Mixes the global batch [B, T, H, W, C] and targets [B, K] shard by shard.
+
+  ``params`` holds one draw per shard (``sample_per_shard``); shard i owns rows
+  [i*B/S, (i+1)*B/S), the block one device holds, so no clip crosses devices.
+  """
+  shards = params.lam.shape[0]
+  b = video.shape[0]
+  blocks = lambda x: x.reshape((shards, b // shards) + x.shape[1:])
+  mixed, mixed_targets = jax.vmap(apply_block)(blocks(video), blocks(targets), params)
+  return mixed.reshape(video.shape), mixed_targets.reshape(targets.shape)

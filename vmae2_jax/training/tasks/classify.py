@@ -56,8 +56,8 @@ class ClassifyTask:
     targets = smoothed_one_hot(labels, self.num_classes, self.smoothing)
     if self.mixup.enabled:
       h, w = video.shape[2:4]
-      draw = mixup.sample(mix_key, self.mixup, h, w)
-      video, targets = mixup.apply(video, targets, draw, self.batch_shards)
+      draws = mixup.sample_per_shard(mix_key, self.mixup, h, w, self.batch_shards)
+      video, targets = mixup.apply(video, targets, draws)
     model = nnx.merge(graphdef, params)
     logits = model(video, key=drop_key, deterministic=False)
     loss = soft_target_cross_entropy(logits, targets)
