@@ -13,6 +13,8 @@ import json
 import os
 from typing import Callable, Sequence
 
+from vmae2_jax.data import kinetics
+
 VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp"}
 
 
@@ -206,7 +208,8 @@ def read_list(lines: Sequence[str], fmt: str = "auto", *, source: str = "list",
 
   ``fmt``: "auto", "csv", or a reference layout ("video", "frames", "pretrain").
   Labels are class indices or class names (not both); names get indices in the
-  order of ``label_names`` when given, else in sorted order.
+  order of ``label_names`` when given, else the reference's order for a Kinetics
+  class set (kinetics.identify), else sorted order.
   """
   if fmt not in FORMATS:
     raise ValueError(f"unknown list format {fmt!r}")
@@ -506,8 +509,12 @@ def _assign_names(entries: list[Entry], named: list[tuple[Entry, str]], source: 
     a, b = sorted((named[0][0], indexed[0]), key=lambda e: e.line)
     raise ListError(f"{source} line {b.line}: labels mix class names and class indices "
                     f"(line {a.line} is the other kind); use one or the other")
-  names = list(label_names) if label_names else sorted({name for _, name in named}) or None
-  index = {name: i for i, name in enumerate(names or ())}
+  if label_names:
+    _check_kinetics_order(label_names, source, labels_file)
+    names = list(label_names)
+    index = {name: i for i, name in enumerate(names)}
+  else:
+    names, index = _ordered_names(sorted({name for _, name in named}))
   for e, name in named:
     if name not in index:
       raise ListError(f"{source} line {e.line}: class {name!r} is not in "
@@ -520,6 +527,29 @@ def _assign_names(entries: list[Entry], named: list[tuple[Entry, str]], source: 
   return names
 
 
+def _ordered_names(found: Sequence[str]) -> tuple[list[str] | None, dict[str, int]]:
+  """(class names by index, each found name's index): the reference's Kinetics order and
+  names when ``found`` are a Kinetics set (published heads assume it), else sorted order."""
+  dataset = kinetics.identify(found)
+  if dataset is None:
+    names = sorted(found) or None
+    return names, {name: i for i, name in enumerate(names or ())}
+  order = kinetics.reference_indices(found, dataset)
+  return list(kinetics.labels.class_names(dataset)), dict(zip(found, order))
+
+
+def _check_kinetics_order(label_names: Sequence[str], source: str, labels_file: str) -> None:
+  """--labels naming a Kinetics set must keep the reference's order (its heads assume it)."""
+  dataset = kinetics.identify(label_names)
+  if dataset is None:
+    return
+  diff = kinetics.name_differences(label_names, kinetics.labels.class_names(dataset))
+  if diff:
+    raise ListError(f"--labels={labels_file or '...'} for {source}: the classes of "
+                    f"{dataset.upper()} in an order other than the reference's "
+                    f"(label_map_{dataset}.txt), which its published heads use: {diff}")
+
+
 def parse_list(lines: Sequence[str], fmt: str = "auto", *, source: str = "list",
                label_names: Sequence[str] | None = None) -> list[Entry]:
   """List-file lines -> entries (blank lines and '#' comments skipped); see read_list."""
@@ -529,7 +559,8 @@ def parse_list(lines: Sequence[str], fmt: str = "auto", *, source: str = "list",
 def scan_folder(folder: str, *, label_names: Sequence[str] | None = None,
                 labels_file: str = "") -> Listing:
   """A folder per class -> Listing: FOLDER/<class>/ holds video files and/or frame
-  folders; classes are the sorted class folders or ``label_names``; each class's
+  folders; classes are the sorted class folders (a Kinetics set in the reference's
+  order) or ``label_names``; each class's
   videos in sorted name order, so the build is reproducible. Entry.line is the
   1-based position in that order. Hidden names are ignored."""
   if not os.path.isdir(folder):
@@ -539,15 +570,21 @@ def scan_folder(folder: str, *, label_names: Sequence[str] | None = None,
   loose = [n for n in visible if n not in dirs]
   notes = [f"{folder}: {_plural(len(loose), 'file')} outside the class folders ignored "
            f"(e.g. {loose[0]})"] if loose else []
-  names = list(label_names) if label_names else dirs
-  unknown = [d for d in dirs if d not in names]
+  if label_names:
+    _check_kinetics_order(label_names, folder, labels_file)
+    names = list(label_names)
+    folders = names
+  else:  # class folders in class-index order; names as the reference spells Kinetics ones
+    names, index = _ordered_names(dirs)
+    folders = sorted(dirs, key=index.get)
+  unknown = [d for d in dirs if d not in folders]
   if unknown:
     raise ListError(f"{os.path.join(folder, unknown[0])}: class folder not in "
                     f"--labels={labels_file or '...'} ({_plural(len(unknown), 'such folder')})")
   if not names:
     raise ListError(f"--folder={folder}: no class folders")
   entries, skipped = [], []
-  for label, name in enumerate(names):
+  for label, name in enumerate(folders):
     cdir = os.path.join(folder, name)
     items = sorted(n for n in os.listdir(cdir) if not n.startswith(".")) \
         if os.path.isdir(cdir) else []

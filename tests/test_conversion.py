@@ -333,14 +333,25 @@ def test_label_map_surgery_710_to_400(work):
   # Class j of K400 is row rows[j] of the 710-way head, by name.
   k400, k710 = labels.class_names("k400"), labels.class_names("k710")
   assert all(k710[r] == k400[j] for j, r in enumerate(rows))
-  # The trainer path: a 710-way DIR into a 400-way classifier re-indexes automatically.
+  # The trainer path: a 710-way DIR into a 400-way classifier re-indexes automatically
+  # when the run's classes are K400's by name (here spelled as the official CSV does)...
   d = str(work / "k710_dir")
   convert.convert_file(path, d)
   target = {"encoder": params["encoder"], "fc_norm": params["fc_norm"],
             "head": {"kernel": np.zeros((96, 400), np.float32),
                      "bias": np.zeros((400,), np.float32)}}
-  out = convert.apply_init_from(target, d, "classifier")
+  official = [{"inflating balloons": "balloon blowing"}.get(n, n) for n in k400]
+  out = convert.apply_init_from(target, d, "classifier", class_names=official)
   np.testing.assert_array_equal(out["head"]["kernel"], params["head"]["kernel"])
+  # ... never merely because there are 400 classes: other names or none keep a fresh head.
+  for names in ([f"class {i}" for i in range(400)], None):
+    out = convert.apply_init_from(target, d, "classifier", class_names=names)
+    np.testing.assert_array_equal(out["head"]["kernel"], target["head"]["kernel"])
+  # K400 names in another order than the head's: refused in one line naming the first.
+  swapped = official[:12] + [official[13], official[12]] + official[14:]
+  with pytest.raises(convert.ConversionError, match=r"not this run's.*2 of 400 class names "
+                     r"differ: index 12: 'bandaging' vs 'inflating balloons'; index 13"):
+    convert.apply_init_from(target, d, "classifier", class_names=swapped)
 
 
 def test_apply_init_from_pretrain_to_classifier(hf_files, work):

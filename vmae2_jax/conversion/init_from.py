@@ -11,7 +11,8 @@ Which parts are taken from DIR depends on (source kind -> target kind):
                              target's fresh decoder is kept.
   classifier -> classifier:  everything; a head of another size is re-indexed
                              with a label map (710 -> 400/600/700 automatically
-                             with the packaged Kinetics maps), or, when no map
+                             with the packaged Kinetics maps, only when the
+                             run's classes are that Kinetics set by name), or, when no map
                              relates the two class sets (or fresh_head=True),
                              left fresh while fc_norm is still taken, as the
                              reference drops only head.weight/head.bias then.
@@ -21,6 +22,10 @@ resolution, so other clip shapes need nothing here.
 DIR is any model source of vmae2_jax.checkpointing.model_io: a converted
 checkpoint, a run's workdir (its latest step), WORKDIR/best or one step;
 only the parameters are read, never the optimizer state.
+
+A head that is taken (as is or re-indexed) must name the run's classes in the
+run's order: when both the source (model.json class_names; a packaged Kinetics
+map's names) and the run name their classes, a mismatch is refused in one line.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from absl import logging
 from vmae2_jax.checkpointing import model_io
 from vmae2_jax.conversion import labels, mapping, surgery
 from vmae2_jax.conversion.report import ConversionError
+from vmae2_jax.data import kinetics
 
 
 def _take(target: dict, source: dict, prefixes: list[tuple[str, ...]],
@@ -89,8 +95,28 @@ def _copy_tree(tree: dict) -> dict:
   return {k: _copy_tree(v) if isinstance(v, dict) else v for k, v in tree.items()}
 
 
+def _kinetics_map(k_src: int, src_names, run_names) -> str | None:
+  """The packaged 710 -> X map when the run's classes are Kinetics-X by name and the
+  source is a 710-way head (named K710, or unnamed as converted .pth heads are)."""
+  if k_src != 710 or not run_names or (src_names and kinetics.identify(src_names) != "k710"):
+    return None
+  dataset = kinetics.identify(run_names)
+  name = f"710to{dataset[1:]}" if dataset else None
+  return name if name in labels.LABEL_MAPS else None
+
+
+def _head_names(src_names, k_src: int, map_name: str | None, rows) -> list[str] | None:
+  """The class names of the head as taken: the source's, re-indexed when mapped."""
+  if map_name in labels.LABEL_MAPS and not src_names:
+    return list(labels.class_names("k" + map_name.split("to")[1]))
+  if not src_names or len(src_names) != k_src:
+    return None
+  return [src_names[int(r)] for r in rows] if rows is not None else list(src_names)
+
+
 def apply_init_from(params: dict, directory: str, target_kind: str, *,
-                    label_map: str | None = None, fresh_head: bool = False) -> dict:
+                    label_map: str | None = None, fresh_head: bool = False,
+                    class_names=None) -> dict:
   """Returns a copy of `params` (a pure dict) with DIR's weights applied by stage surgery.
 
   Args:
@@ -102,6 +128,8 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
     target_kind: "pretrain" or "classifier".
     label_map: a packaged map name ("710to400") or JSON path re-indexing the head.
     fresh_head: keep the target's fresh head even when DIR's classifier head fits.
+    class_names: the run's class names by index, when known: they pick the Kinetics
+      label map and are checked against the names of the head taken.
 
   Raises:
     ConversionError naming every missing, unexpected or mis-shaped key.
@@ -134,18 +162,33 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
     elif kind == "classifier":
       k_src = src["head"]["kernel"].shape[-1]
       k_dst = np.shape(params["head"]["kernel"])[-1]
-      name = label_map or (labels.auto_label_map(k_src, k_dst) if k_src != k_dst else None)
+      src_names = meta.get("class_names")
+      name = label_map or (_kinetics_map(k_src, src_names, class_names)
+                           if k_src != k_dst else None)
       if fresh_head or (k_src != k_dst and not name):
+        why = ("fresh_head requested" if fresh_head else
+               f"no label map relates {k_src} to {k_dst} classes" +
+               (" (the run's classes are not a Kinetics set by name; pass "
+                f"init_label_map=710to{k_dst} to re-index anyway)"
+                if labels.auto_label_map(k_src, k_dst) else ""))
         out, taken = _take(params, src, [()], [("head",)])
         logging.info("init_from %s: %s; the head (%d classes) starts fresh, fc_norm and encoder "
-                     "are taken", directory, "fresh_head requested" if fresh_head else
-                     f"no label map relates {k_src} to {k_dst} classes", k_dst)
+                     "are taken", directory, why, k_dst)
       else:
+        rows = labels.label_map(name) if name else None
         if name:
           src = dict(src)
-          src["head"] = surgery.reindex_head(src["head"], labels.label_map(name))
+          src["head"] = surgery.reindex_head(src["head"], rows)
           logging.info("init_from %s: head re-indexed %d -> %d with %s", directory, k_src,
                        src["head"]["kernel"].shape[-1], name)
+        head_names = _head_names(src_names, k_src, name, rows)
+        if class_names and head_names and len(head_names) == len(class_names):
+          diff = kinetics.name_differences(list(class_names), head_names)
+          if diff:
+            raise ConversionError(
+                f"{directory}: its head's classes are not this run's (run vs head): {diff}; "
+                "rebuild the data in the model's class order, or start a fresh head "
+                "(init_fresh_head=True)")
         out, taken = _take(params, src, [()], [])
     else:
       raise ConversionError(f"{directory}: unknown checkpoint kind {kind!r}")

@@ -36,6 +36,12 @@ def class_names(dataset: str) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=None)
+def identical_label_merge() -> dict[str, str]:
+  """The reference's older Kinetics class names -> the K710 name of the same class."""
+  return dict(json.loads(_read("k710_identical_label_merge.json")))
+
+
+@functools.lru_cache(maxsize=None)
 def _packaged_map(name: str) -> tuple[int, ...]:
   return tuple(int(i) for i in json.loads(_read(f"label_{name}.json")))
 

@@ -257,7 +257,8 @@ def _apply_init_from(exp: Experiment, state: TrainState) -> TrainState:
   c = exp.config
   try:
     params = apply_init_from(exp.host_params(state.params), c.init_from, exp.task.kind,
-                             label_map=c.init_label_map or None, fresh_head=c.init_fresh_head)
+                             label_map=c.init_label_map or None, fresh_head=c.init_fresh_head,
+                             class_names=exp.task.class_names)
   except (ConversionError, FileNotFoundError) as e:
     text = " ".join(str(e).split())
     if "does not fit the model" in text:
