@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -195,37 +196,44 @@ def _read_csv(path):
 def test_write_test_report(tmp_path):
   rng = np.random.default_rng(2)
   k = 5
-  s = _summary(rng, num_videos=25, num_classes=k)
+  rows_in = _random_stream(rng, num_videos=25, num_classes=k)
+  merger = ViewMerger()
+  _feed(merger, rows_in, rng, k)
+  s = merger.results().summarize()
   names = ["run", 'jump, "high"', "swim", "ski", "row"]
   out = write_test_report(str(tmp_path), s, k, class_names=names)
+  # Expected contents from the reference's merge restated on the view logits.
+  ref = _reference([(f"video {vid}", view, label, logits)
+                    for vid, view, label, logits in rows_in])
 
   rows = _read_csv(out["paths"]["predictions"])
   assert rows[0][:5] == ["video_id", "name", "label", "label_name", "correct"]
   assert rows[0][5:] == [f"{w}_{j}" for j in range(1, 6) for w in ("class", "name", "prob")]
-  assert len(rows) == len(s) + 1
-  for i, row in enumerate(rows[1:]):
-    label = int(row[2])
-    assert int(row[0]) == s.video_ids[i] and row[1] == s.names[i] and label == s.labels[i]
+  assert len(rows) == len(ref) + 1
+  assert [int(r[0]) for r in rows[1:]] == sorted(int(n.split()[1]) for n in ref)
+  for row in rows[1:]:
+    feat, pred, top, label = ref[row[1]]
+    assert row[1] == f"video {row[0]}" and int(row[2]) == label
     assert row[3] == (names[label] if label >= 0 else "")
-    assert row[4] == (str(int(s.predictions[i] == label)) if label >= 0 else "")
-    for j in range(5):
-      c, name, prob = row[5 + 3 * j:8 + 3 * j]
-      assert int(c) == s.topk_classes[i, j] and name == names[int(c)]
-      assert prob == f"{s.topk_probs[i, j]:.6f}"
-      assert float(prob) == pytest.approx(s.topk_probs[i, j], abs=1e-6)
+    assert row[4] == (str(int(pred == label)) if label >= 0 else "")
+    assert [int(c) for c in row[5::3]] == list(top) and row[6::3] == [names[c] for c in top]
+    np.testing.assert_allclose([float(p) for p in row[7::3]], feat[top], atol=2e-6)
 
-  stats = per_class(s, k)
+  labelled = [(pred, top, label) for _, pred, top, label in ref.values() if label >= 0]
   per = _read_csv(out["paths"]["per_class"])
   assert per[0] == ["class", "name", "videos", "top1", "top5"]
   assert [r[1] for r in per[1:]] == names  # the comma and quotes survive
-  assert [int(r[2]) for r in per[1:]] == list(stats["count"])
+  assert [int(r[2]) for r in per[1:]] == [sum(l == c for *_, l in labelled) for c in range(k)]
+  for c in range(k):
+    hits = [pred == label for pred, _, label in labelled if label == c]
+    assert per[1 + c][3] == (f"{100 * np.mean(hits):.2f}" if hits else "")
   metrics = json.load(open(out["paths"]["metrics"]))
-  acc = accuracy(s)
-  assert metrics["top1"] == pytest.approx(100 * acc["top1"])
-  assert metrics["top5"] == pytest.approx(100 * acc["top5"])
-  assert metrics["num_videos"] == len(s) and metrics == out["metrics"]
-  present = stats["count"] > 0
-  assert metrics["mean_class_top1"] == pytest.approx(100 * stats["top1"][present].mean())
+  assert metrics["top1"] == pytest.approx(100 * np.mean([p == l for p, _, l in labelled]))
+  assert metrics["top5"] == pytest.approx(100 * np.mean([l in t for _, t, l in labelled]))
+  assert metrics["num_videos"] == len(ref) and metrics == out["metrics"]
+  class_top1 = [np.mean([p == l for p, _, l in labelled if l == c]) for c in range(k)
+                if any(l == c for *_, l in labelled)]
+  assert metrics["mean_class_top1"] == pytest.approx(100 * np.mean(class_top1))
 
   with Image.open(out["paths"]["confusion"]) as png:
     assert png.format == "PNG"
@@ -357,3 +365,83 @@ def test_report_write_failure_leaves_no_partial_file(tmp_path, monkeypatch):
   with pytest.raises(OSError, match="disk full"):
     write_test_report(str(tmp_path), s, 4)
   assert sorted(os.listdir(tmp_path)) == ["per_class.csv", "predictions.csv"]
+
+
+# -- per-view scores and the merge tool ------------------------------------------
+
+
+def _views_run(tmp_path, name, rows, k, views=6, class_names=None, parts=1):
+  """Writes `rows` (video id, view, label, logits) as a test report's views file(s)."""
+  from vmae2_jax.evaluation import view_scores
+  stores = [view_scores.ViewStore(views) for _ in range(parts)]
+  for vid, view, label, logits in rows:
+    logp = logits - np.log(np.exp(logits).sum())
+    stores[vid % parts].add([vid], [view], [label], logp[None].astype(np.float32),
+                            [f"video {vid}"])
+  for i, store in enumerate(stores):
+    view_scores.write_views(tmp_path / name, store, class_names=class_names, num_segment=3,
+                            num_crop=2, process_index=i, process_count=parts)
+  return str(tmp_path / name)
+
+
+def test_views_file_holds_every_view_and_restates_the_merge(tmp_path):
+  from vmae2_jax.evaluation import view_scores
+  rng = np.random.default_rng(5)
+  k = 9
+  rows = _random_stream(rng, num_videos=20, num_classes=k)
+  for parts in (1, 3):  # one process, or one part per process
+    d = _views_run(tmp_path, f"p{parts}", rows, k, parts=parts)
+    run = view_scores.read_views(d)
+    ref = _reference([(f"video {vid}", view, label, logits) for vid, view, label, logits in rows])
+    assert sorted(run.names.tolist()) == sorted(ref) and run.scores.shape == (20, 6, k)
+    for i, name in enumerate(run.names):
+      first = {}
+      for vid, view, _, logits in rows:  # the first row of each view is kept
+        if f"video {vid}" == name:
+          first.setdefault(view, logits)
+      seen = ~np.isnan(run.scores[i, :, 0])
+      assert sorted(np.flatnonzero(seen)) == sorted(first)
+      for view, logits in first.items():  # log-softmax: softmax gives the view's probs
+        np.testing.assert_allclose(np.exp(run.scores[i, view]), _softmax(logits), atol=1e-6)
+      np.testing.assert_allclose(run.mean_probs()[i], ref[name][0], atol=1e-6)
+      assert run.labels[i] == ref[name][3]
+  os.remove(tmp_path / "p3" / "views-00001-of-00003.npz")
+  with pytest.raises(view_scores.ViewsError, match="2 views-.*parts, not one complete set"):
+    view_scores.read_views(tmp_path / "p3")
+
+
+def test_merge_ensembles_runs_and_refuses_other_videos(tmp_path, capsys):
+  from vmae2_jax.evaluation import merge
+  rng = np.random.default_rng(6)
+  k, n = 6, 12
+  labels = rng.integers(0, k, n)
+  logits = {run: rng.normal(0, 2, (n, 6, k)) for run in "ab"}
+  rows = {run: [(v, view, int(labels[v]), logits[run][v, view]) for v in range(n)
+                for view in range(6)] for run in "ab"}
+  names = [f"c{i}" for i in range(k)]
+  a = _views_run(tmp_path, "a", rows["a"], k, class_names=names)
+  b = _views_run(tmp_path, "b", rows["b"][::-1], k, class_names=names, parts=2)
+  out = tmp_path / "merged"
+  assert merge.main([a, b, f"--out={out}"]) == 0
+  printed = capsys.readouterr().out.splitlines()
+  # By hand: each run's softmax averaged over its 6 views, then the two runs averaged.
+  per_run = {r: _softmax(logits[r]).mean(axis=1) for r in "ab"}
+  merged = (per_run["a"] + per_run["b"]) / 2
+  for line, r in zip(printed, "ab"):
+    assert line.startswith(f"{tmp_path / r}: top-1 {100 * np.mean(per_run[r].argmax(1) == labels):.2f}%")
+  assert printed[-1].startswith(f"merged 2 runs on {n} videos: top-1 "
+                                f"{100 * np.mean(merged.argmax(1) == labels):.2f}%, top-5 ")
+  csv_rows = _read_csv(out / "predictions.csv")[1:]
+  assert [r[1] for r in csv_rows] == [f"video {v}" for v in range(n)]
+  assert [int(r[5]) for r in csv_rows] == list(merged.argmax(1))
+  np.testing.assert_allclose([float(r[7]) for r in csv_rows], merged.max(1), atol=2e-6)
+  assert json.load(open(out / "merge.json"))["runs"][1]["views"] == 6
+  # Other videos, other classes: one line naming the run, exit status 2.
+  c = _views_run(tmp_path, "c", rows["a"][:-6], k, class_names=names)
+  d = _views_run(tmp_path, "d", rows["a"], k, class_names=names[::-1])
+  for other, want in ((c, "lacks 1 of .* videos \\(e.g. 'video 11'\\)"),
+                      (d, "class names differ .* first 0: 'c5' vs 'c0'")):
+    assert merge.main([a, other, f"--out={tmp_path / 'x'}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and re.search(want, err), err
+  assert not os.path.exists(tmp_path / "x")

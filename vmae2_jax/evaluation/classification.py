@@ -18,14 +18,16 @@ import numpy as np
 from absl import logging
 
 from vmae2_jax.data import pipelines
-from vmae2_jax.evaluation import multiview, report
+from vmae2_jax.evaluation import multiview, report, view_scores
 from vmae2_jax.progress import Progress
 
 
 def _predict_pass(exp, params, batches: Iterator[dict], num_batches: int,
-                  merger: multiview.ViewMerger, label: str) -> tuple[float, int]:
-  """Feeds `num_batches` batches through the model into `merger`; returns (sum of
-  -log p(label) over labelled views, their count). Process 0 shows progress."""
+                  merger: multiview.ViewMerger, label: str,
+                  store: view_scores.ViewStore | None = None) -> tuple[float, int]:
+  """Feeds `num_batches` batches through the model into `merger` (and every view's
+  scores into `store`); returns (sum of -log p(label) over labelled views, their
+  count). Process 0 shows progress."""
   predict = exp.predict_fn
   loss_sum, count = 0.0, 0
   bar = Progress(label, "batches") if jax.process_index() == 0 else None
@@ -34,6 +36,8 @@ def _predict_pass(exp, params, batches: Iterator[dict], num_batches: int,
     nonlocal loss_sum, count
     logp = exp.host_rows(out)
     merger.add(local["video_id"], local["view"], local["label"], np.exp(logp), local["name"])
+    if store is not None:
+      store.add(local["video_id"], local["view"], local["label"], logp, local["name"])
     ok = (local["video_id"] >= 0) & (local["label"] >= 0)
     loss_sum += float(-logp[ok, local["label"][ok]].sum())
     count += int(ok.sum())
@@ -93,16 +97,22 @@ def validate(exp, params) -> dict:
 
 def test(exp, params, out_dir: str) -> dict:
   """The multi-view test (test_num_segment x test_num_crop views per video); writes the
-  report (predictions.csv, per_class.csv, metrics.json, confusion.png) into out_dir."""
+  report (predictions.csv, per_class.csv, metrics.json, confusion.png) and every view's
+  scores (views.npz, see view_scores) into out_dir."""
   c = exp.config
   pi, pc = jax.process_index(), jax.process_count()
   batches = pipelines.make_eval_iterator(c, process_index=pi, process_count=pc)
   merger = multiview.ViewMerger()
+  views = c.data.test_num_segment * c.data.test_num_crop
+  store = view_scores.ViewStore(views)
   _predict_pass(exp, params, batches, pipelines.num_eval_batches(c, process_count=pc), merger,
-                "multi-view test")
+                "multi-view test", store)
+  # Every process writes its own videos' view scores (the reference's per-GPU files).
+  view_scores.write_views(out_dir, store, class_names=exp.task.class_names,
+                          num_segment=c.data.test_num_segment, num_crop=c.data.test_num_crop,
+                          process_index=pi, process_count=pc)
   summary = multiview.gather_results(merger.results().summarize())
   acc = multiview.accuracy(summary)
-  views = c.data.test_num_segment * c.data.test_num_crop
   results = {"test_top1": float(100.0 * acc["top1"]), "test_top5": float(100.0 * acc["top5"]),
              "test_videos": int(acc["num_videos"]), "test_views": views, "test_dir": out_dir}
   if jax.process_index() == 0:
