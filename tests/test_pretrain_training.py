@@ -107,8 +107,10 @@ def test_demo_config_trains_on_the_embedded_shards_and_draws(tmp_path):
   assert summary["final_step"] == 2 and np.isfinite(summary["history"][-1]["loss"])
   from PIL import Image
   img = Image.open(summary["reconstruction"])
-  assert img.size[1] == 2 * 3 * 64 * 3  # 2 clips x (original, masked, reconstruction), x3 zoom
+  from vmae2_jax.evaluation.reconstruction import CELL_PX
+  # 2 clips x (original, masked, reconstruction) rows, 4 frames, a title line.
+  assert img.size == (4 * CELL_PX + 110, 2 * 3 * CELL_PX + 40)
   # ...and on request, from the run's checkpoint.
   from vmae2_jax.evaluation.draw_reconstruction import draw
   path = draw(str(tmp_path), num_clips=1, out=str(tmp_path / "again.png"))
-  assert Image.open(path).size[1] == 3 * 64 * 3
+  assert Image.open(path).size == (4 * CELL_PX + 110, 3 * CELL_PX + 40)

@@ -117,8 +117,10 @@ def test(exp, params, out_dir: str) -> dict:
              "test_videos": int(acc["num_videos"]), "test_views": views, "test_dir": out_dir}
   if jax.process_index() == 0:
     os.makedirs(out_dir, exist_ok=True)
+    run = os.path.basename(os.path.dirname(os.path.normpath(out_dir)))
     report.write_test_report(out_dir, summary, exp.task.num_classes, exp.task.class_names,
-                             max_confusion_classes=c.eval.confusion_max_classes)
+                             max_confusion_classes=c.eval.confusion_max_classes,
+                             title=f"{run}: {os.path.basename(os.path.normpath(out_dir))}")
     logging.info("multi-view test (%d temporal x %d spatial views) on %d videos: top-1 %.2f%%, "
                  "top-5 %.2f%%; report in %s", c.data.test_num_segment, c.data.test_num_crop,
                  results["test_videos"], results["test_top1"], results["test_top5"], out_dir)

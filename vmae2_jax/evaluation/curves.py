@@ -1,6 +1,6 @@
 """The picture of a run: training loss (and lr) and, for supervised stages, validation accuracy.
 
-Drawn with PIL from WORKDIR/metrics.jsonl (one JSON object a line, written by
+Drawn with matplotlib (Agg) from WORKDIR/metrics.jsonl (one JSON object a line, written by
 training.metrics_log), so it covers every segment of a resumed run: when a
 step appears twice (a run killed after logging it resumed from an earlier
 checkpoint), the later line wins.
@@ -13,14 +13,14 @@ import math
 import os
 from typing import Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib import ticker
+from matplotlib.figure import Figure
+
+from vmae2_jax.evaluation.figures import new_figure, save_png
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
-
-_W, _H = 640, 260                 # one panel
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 28, 34
-_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
+PANEL_W, PANEL_H = 640, 260  # pixels of one panel
 
 
 def open_metrics(workdir: str):
@@ -55,91 +55,102 @@ def read_metrics(workdir: str) -> tuple[list[dict], list[dict]]:
   return ([train[k] for k in sorted(train)], [evals[k] for k in sorted(evals)])
 
 
-def _nice(x: float, span: float) -> str:
-  """x with enough digits to tell grid lines `span` apart."""
-  if x == 0 or not math.isfinite(x):
-    return f"{x:g}"
-  if not 1e-3 <= abs(x) < 1e5:
-    return f"{x:.2e}"
-  digits = max(3, 2 + int(math.ceil(math.log10(abs(x) / max(span, 1e-30)))))
-  return f"{x:.{min(digits, 8)}g}"
+_LOG_MANTISSAS = ((1,), (1, 3), (1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8),
+                  (1, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 9))
 
 
-def _panel(title: str, series: Sequence[tuple[str, list[tuple[int, float]]]],
-           log_y: bool = False) -> Image.Image:
-  img = Image.new("RGB", (_W, _H), "white")
-  draw = ImageDraw.Draw(img)
-  font = ImageFont.load_default()
-  draw.text((_LEFT, 6), title, fill="black", font=font)
-  points = [(s, v) for _, pts in series for s, v in pts
-            if math.isfinite(v) and (v > 0 or not log_y)]
-  x0, x1 = _LEFT, _W - _RIGHT
-  y0, y1 = _H - _BOTTOM, _TOP
-  draw.rectangle((x0, y1, x1, y0), outline=(160, 160, 160))
-  if not points:
-    draw.text((x0 + 8, (y0 + y1) // 2), "no data", fill="gray", font=font)
-    return img
-  f = (lambda v: math.log10(v)) if log_y else (lambda v: v)
-  smin, smax = min(p[0] for p in points), max(p[0] for p in points)
-  vmin, vmax = min(f(p[1]) for p in points), max(f(p[1]) for p in points)
-  if smax == smin:
-    smax = smin + 1
-  if vmax == vmin:
-    vmin, vmax = vmin - 0.5, vmax + 0.5
-  pad = 0.05 * (vmax - vmin)
-  nonneg = not log_y and vmin >= 0  # rates and accuracies: no axis below zero
-  vmin, vmax = (max(vmin - pad, 0.0) if nonneg else vmin - pad), vmax + pad
-
-  def xy(s, v):
-    return (x0 + (s - smin) / (smax - smin) * (x1 - x0),
-            y0 - (f(v) - vmin) / (vmax - vmin) * (y0 - y1))
-
-  for i in range(5):  # grid and labels
-    yv = vmin + (vmax - vmin) * i / 4
-    y = y0 - (y0 - y1) * i / 4
-    draw.line((x0, y, x1, y), fill=(232, 232, 232))
-    span = abs((10 ** vmax - 10 ** vmin) if log_y else (vmax - vmin)) / 4
-    draw.text((4, y - 6), _nice(10 ** yv if log_y else yv, span), fill="black", font=font)
-    xs = smin + (smax - smin) * i / 4
-    x = x0 + (x1 - x0) * i / 4
-    draw.text((x - 10, y0 + 6), f"{int(round(xs))}", fill="black", font=font)
-  draw.text(((x0 + x1) // 2 - 12, _H - 14), "step", fill="black", font=font)
-  legend_x = x1
-  for (name, pts), colour in zip(series, _COLOURS):
-    pts = [p for p in pts if math.isfinite(p[1]) and (p[1] > 0 or not log_y)]
-    if len(pts) == 1:
-      x, y = xy(*pts[0])
-      draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
-    elif pts:
-      draw.line([xy(s, v) for s, v in pts], fill=colour, width=2)
-    legend_x -= 8 * len(name) + 24
-    draw.line((legend_x, 12, legend_x + 14, 12), fill=colour, width=3)
-    draw.text((legend_x + 18, 6), name, fill="black", font=font)
-  return img
+def log_ticks(lo: float, hi: float, least: int = 3) -> list[float]:
+  """Round ticks for a log axis over [lo, hi]: the sparsest of 1/3, 1-2-5, ... per decade
+  that puts at least `least` ticks in range (so a loss spanning 1.05-2.6 still gets some)."""
+  lo, hi = max(lo, 1e-30), max(hi, lo * 1.0001)
+  decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+  ticks = []
+  for mantissas in _LOG_MANTISSAS:
+    ticks = [float(f"{m * 10.0 ** e:.6g}") for e in decades for m in mantissas]
+    ticks = [t for t in ticks if lo <= t <= hi]
+    if len(ticks) >= least:
+      break
+  return ticks
 
 
-def draw_curves(train: list[dict], evals: list[dict]) -> Image.Image:
-  """Loss and lr panels; an accuracy panel when there are validation rows."""
-  panels = [_panel("training loss", [("loss", [(r["step"], r["loss"]) for r in train
-                                                 if "loss" in r])]),
-            _panel("learning rate", [("lr", [(r["step"], r["lr"]) for r in train
-                                            if "lr" in r])])]
+def _panel(ax, title: str, series: Sequence[tuple[str, list[tuple[int, float]]]], *,
+           log_y: bool = False, percent: bool = False) -> None:
+  """One axes: a line per series over steps (a dot for a single point)."""
+  ax.set_title(title, fontsize=10, loc="left")
+  ax.set_xlabel("step")
+  ax.grid(True, color="0.9")
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  drawn = False
+  for name, pts in series:
+    pts = [(s, v) for s, v in pts if math.isfinite(v) and (v > 0 or not log_y)]
+    if pts:
+      steps, values = zip(*pts)
+      ax.plot(steps, values, marker="o" if len(pts) == 1 else None, label=name, lw=1.5)
+      drawn = True
+  if log_y and drawn:
+    ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    ax.yaxis.set_major_locator(ticker.FixedLocator(log_ticks(lo, hi)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+  if percent:  # accuracies: always the whole 0-100% range, ticks every 20%
+    ax.set_ylim(0, 100)
+    ax.yaxis.set_major_locator(ticker.MultipleLocator(20))
+    ax.yaxis.set_major_formatter(ticker.PercentFormatter(100, decimals=0))
+  elif not log_y:
+    ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useOffset=False)
+  if drawn:
+    ax.legend(loc="best", fontsize=8, frameon=False)
+  else:
+    ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", color="0.5")
+
+
+def draw_curves(train: list[dict], evals: list[dict], *, title: str = "",
+                log_loss: bool = False) -> Figure:
+  """Loss and lr panels; an accuracy panel (0-100%) when there are validation rows."""
   acc = [(name, [(r["step"], r[key]) for r in evals if key in r])  # already in %
-         for name, key in (("top-5 %", "val_top5"), ("top-1 %", "val_top1"))]  # top-1 on top
-  if any(pts for _, pts in acc):
-    panels.append(_panel("validation accuracy (single view)", acc))
-  out = Image.new("RGB", (_W, _H * len(panels)), "white")
-  for i, p in enumerate(panels):
-    out.paste(p, (0, i * _H))
-  return out
+         for name, key in (("top-1", "val_top1"), ("top-5", "val_top5"))]
+  panels = 3 if any(pts for _, pts in acc) else 2
+  fig = new_figure(PANEL_W, PANEL_H * panels)
+  axes = fig.subplots(panels, 1)
+  if title:
+    fig.suptitle(title, fontsize=11)
+  _panel(axes[0], "training loss" + (" (log scale)" if log_loss else ""),
+         [("loss", [(r["step"], r["loss"]) for r in train if "loss" in r])], log_y=log_loss)
+  _panel(axes[1], "learning rate", [("lr", [(r["step"], r["lr"]) for r in train if "lr" in r])])
+  if panels == 3:
+    _panel(axes[2], "validation accuracy (single view)", acc, percent=True)
+  return fig
 
 
-def write_curves(workdir: str) -> str | None:
+def run_title(workdir: str, train: list[dict], evals: list[dict]) -> str:
+  """'<run folder name>, step <last logged step>'."""
+  steps = [r["step"] for r in train + evals]
+  name = os.path.basename(os.path.normpath(workdir))
+  return f"{name}, step {max(steps)}" if steps else name
+
+
+def write_curves(workdir: str, *, log_loss: bool = False) -> str | None:
   """WORKDIR/curves.png from WORKDIR/metrics.jsonl; None when nothing was logged."""
   train, evals = read_metrics(workdir)
   if not train and not evals:
     return None
-  path = os.path.join(workdir, CURVES_FILE)
-  draw_curves(train, evals).save(path + ".tmp.png")
-  os.replace(path + ".tmp.png", path)
-  return path
+  fig = draw_curves(train, evals, title=run_title(workdir, train, evals), log_loss=log_loss)
+  return save_png(fig, os.path.join(workdir, CURVES_FILE))
+
+
+def main(argv=None) -> int:
+  import argparse
+  p = argparse.ArgumentParser(prog="python -m vmae2_jax.evaluation.curves",
+                              description="Redraw WORKDIR/curves.png from metrics.jsonl.")
+  p.add_argument("workdir")
+  p.add_argument("--log_loss", action="store_true", help="log-scale loss axis")
+  args = p.parse_args(argv)
+  path = write_curves(args.workdir, log_loss=args.log_loss)
+  print(path or f"{args.workdir}: no {METRICS_FILE} rows to draw")
+  return 0 if path else 1
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

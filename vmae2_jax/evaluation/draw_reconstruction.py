@@ -40,8 +40,9 @@ def draw(workdir: str, step: int | None = None, num_clips: int = 3, out: str | N
   state, _, _ = ckpt.restore(step, exp.abstract_state)
   ckpt.close()
   path = out or os.path.join(workdir, f"reconstruction_step{step}.png")
-  return write_reconstruction_grid(config, exp.graphdef, jax.device_get(state.params), path,
-                                   num_clips=num_clips)
+  return write_reconstruction_grid(
+      config, exp.graphdef, jax.device_get(state.params), path, num_clips=num_clips,
+      title=f"{os.path.basename(os.path.normpath(workdir))}, step {step}")
 
 
 def main(argv):

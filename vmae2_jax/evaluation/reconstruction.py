@@ -1,18 +1,20 @@
-"""A PNG grid of original / masked input / reconstruction frames for a few clips."""
+"""A PNG grid (matplotlib) of original / masked input / reconstruction frames for a few clips."""
 
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from PIL import Image
+from matplotlib.figure import Figure
 
 from vmae2_jax.data import make_train_iterator
 from vmae2_jax.data.info import train_info
 from vmae2_jax.data.pipelines import make_validation_iterator
+from vmae2_jax.evaluation.figures import new_figure, save_png
 from vmae2_jax.masking import MaskSpec, sample_masks
 from vmae2_jax.models import get_variant, patching
 from vmae2_jax.training import losses
@@ -78,9 +80,37 @@ def showcase_clips(config, num_clips: int) -> tuple[np.ndarray, np.ndarray]:
   return np.stack([c for c, _ in chosen]), np.asarray([l for _, l in chosen])
 
 
+ROW_NAMES = ("original", "masked input", "reconstruction")
+CELL_PX = 150  # one shown frame, in pixels
+
+
+def draw_grid(video: np.ndarray, masked: np.ndarray, recon: np.ndarray,
+              frame_ids: Sequence[int], title: str = "") -> Figure:
+  """Per clip three labelled rows (original / masked input / reconstruction), one column
+  per shown frame; uint8 [N, T, H, W, 3] arrays."""
+  rows, cols = 3 * len(video), len(frame_ids)
+  fig = new_figure(CELL_PX * cols + 110, CELL_PX * rows + (40 if title else 10))
+  axes = fig.subplots(rows, cols, squeeze=False)
+  for i, clips in enumerate(zip(video, masked, recon)):
+    for r, (clip, row_name) in enumerate(zip(clips, ROW_NAMES)):
+      for c, f in enumerate(frame_ids):
+        ax = axes[3 * i + r, c]
+        ax.imshow(clip[f], interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if 3 * i + r == 0:
+          ax.set_title(f"frame {f}", fontsize=9)
+        if c == 0:
+          ax.set_ylabel(f"clip {i + 1}\n{row_name}" if r == 0 else row_name, fontsize=9)
+  if title:
+    fig.suptitle(title, fontsize=11)
+  return fig
+
+
 def write_reconstruction_grid(config, graphdef, params, path: str, num_clips: int = 3,
-                              frames_shown: int = 4, seed: int = 1234, video=None) -> str:
-  """Rows: per clip, original / masked input / reconstruction; columns: frames."""
+                              frames_shown: int = 4, seed: int = 1234, video=None,
+                              title: str = "") -> str:
+  """The picture (`draw_grid`) for the run's showcase clips, written to `path`."""
   d = config.data
   size = get_variant(config.model.variant)
   # Decoder masking off for the picture: every encoder-hidden cube is predicted.
@@ -89,16 +119,7 @@ def write_reconstruction_grid(config, graphdef, params, path: str, num_clips: in
   spec = MaskSpec(spec.grid, spec.encoder, spec.encoder_ratio, decoder="none")
   if video is None:
     video, _ = showcase_clips(config, num_clips)
-  num_clips = len(video)
   masked, recon = map(np.asarray, reconstruct(graphdef, params, jnp.asarray(video), spec,
                                               size.patch, jax.random.key(seed)))
   frame_ids = np.linspace(0, d.frames - 1, frames_shown).round().astype(int)
-  rows = []
-  for i in range(num_clips):
-    for clip in (video[i], masked[i], recon[i]):
-      rows.append(np.concatenate([clip[f] for f in frame_ids], axis=1))
-  grid = np.concatenate(rows, axis=0)
-  zoom = max(1, 192 // max(video.shape[2:4]))  # small demo frames: enlarge, keep pixels sharp
-  grid = grid.repeat(zoom, axis=0).repeat(zoom, axis=1)
-  Image.fromarray(grid).save(path)
-  return path
+  return save_png(draw_grid(np.asarray(video), masked, recon, frame_ids, title), path)

@@ -1,4 +1,5 @@
-"""Test report files from a (gathered) `VideoSummary`: CSVs, metrics JSON, confusion PNG.
+"""Test report files from a (gathered) `VideoSummary`: CSVs, metrics JSON, confusion PNG
+(matplotlib).
 
 Call on one process (process 0) after `gather_results`. Every file is written
 under a temporary name and moved into place, so a reader never sees half a file.
@@ -14,14 +15,15 @@ import os
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib import ticker
+from matplotlib.figure import Figure
 
+from vmae2_jax.evaluation.figures import new_figure, save_png
 from vmae2_jax.evaluation.multiview import VideoSummary, accuracy, confusion, per_class
 
-HEAT_TARGET_PX = 640  # side of the heat map before clamping the cell size
-HEAT_MIN_PX, HEAT_MAX_PX = 300, 1600
+FIGURE_MIN_PX, FIGURE_MAX_PX = 400, 1000  # side of the heat map's part of confusion.png
+NAMED_CLASSES = 40  # up to this many classes the axes name every class, else indices
 LABEL_CHARS = 18  # longer class names are cut on the confusion picture
-WHITE, DARK_BLUE = np.array([255, 255, 255.0]), np.array([8, 48, 107.0])
 
 
 @contextlib.contextmanager
@@ -96,11 +98,12 @@ def _metrics(summary: VideoSummary, stats: dict, num_classes: int) -> dict:
 
 def write_test_report(directory: str, summary: VideoSummary, num_classes: int,
                       class_names: Sequence[str] | None = None,
-                      max_confusion_classes: int = 100) -> dict:
+                      max_confusion_classes: int = 100, title: str = "") -> dict:
   """Writes predictions.csv, per_class.csv, metrics.json and (K small) confusion.png.
 
   Accuracies in per_class.csv and metrics.json are percentages, as the
-  reference prints them. Returns {"paths": {kind: path}, "metrics": metrics}.
+  reference prints them. `title` (the run and step) heads confusion.png. Returns
+  {"paths": {kind: path}, "metrics": metrics}.
   """
   os.makedirs(directory, exist_ok=True)
   names = _class_names(num_classes, class_names)
@@ -113,69 +116,48 @@ def write_test_report(directory: str, summary: VideoSummary, num_classes: int,
   with _atomic(paths["metrics"], encoding="utf-8") as f:
     json.dump(metrics, f, indent=2)
   if num_classes <= max_confusion_classes:
-    paths["confusion"] = os.path.join(directory, "confusion.png")
-    image = draw_confusion(confusion(summary, num_classes), names, _title(metrics))
-    with _atomic(paths["confusion"], "wb") as f:
-      image.save(f, format="PNG")
+    paths["confusion"] = save_png(
+        draw_confusion(confusion(summary, num_classes), names, _title(metrics, title)),
+        os.path.join(directory, "confusion.png"))
   return {"paths": paths, "metrics": metrics}
 
 
 # -- confusion picture ------------------------------------------------------------
 
 
-def _title(metrics: dict) -> str:
+def _title(metrics: dict, title: str = "") -> str:
   pct = lambda x: "n/a" if x is None else f"{x:.2f}%"
-  return (f"top-1 {pct(metrics['top1'])}  top-5 {pct(metrics['top5'])}  "
-          f"{metrics['num_labelled']} videos  (rows: true, columns: predicted)")
+  head = f"{title}\n" if title else ""
+  return (f"{head}top-1 {pct(metrics['top1'])}, top-5 {pct(metrics['top5'])}, "
+          f"{metrics['num_labelled']} videos")
 
 
-def _cell_size(k: int) -> int:
-  """Pixels per cell: heat map near HEAT_TARGET_PX, within [HEAT_MIN_PX, HEAT_MAX_PX] if it can."""
-  cell = max(1, round(HEAT_TARGET_PX / k))
-  return max(1, min(max(cell, math.ceil(HEAT_MIN_PX / k)), HEAT_MAX_PX // k))
+def _short(name: str) -> str:
+  return name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "~"
 
 
-def _heat_pixels(counts: np.ndarray, cell: int) -> np.ndarray:
-  """uint8 [K*cell, K*cell, 3]: row-normalised counts, white (0) to dark blue (1)."""
-  rows = counts.sum(axis=1, keepdims=True)
-  frac = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
-  rgb = WHITE + frac[..., None] * (DARK_BLUE - WHITE)
-  return np.round(rgb).astype(np.uint8).repeat(cell, axis=0).repeat(cell, axis=1)
-
-
-def _axis_labels(names: list[str], cell: int, line: int) -> dict[int, str]:
-  """Class index -> label text: every name if rows are a line tall, else every n-th index."""
-  if cell >= line:
-    return {i: n if len(n) <= LABEL_CHARS else n[:LABEL_CHARS - 1] + "~"
-            for i, n in enumerate(names)}
-  step = math.ceil(line / cell)
-  return {i: str(i) for i in range(0, len(names), step)}
-
-
-def draw_confusion(counts: np.ndarray, names: list[str], title: str) -> Image.Image:
-  """A K x K row-normalised heat map with class labels on both axes and a title line."""
+def draw_confusion(counts: np.ndarray, names: list[str], title: str) -> Figure:
+  """A K x K heat map of each true class's share per predicted class (0-100%): class
+  names on both axes up to NAMED_CLASSES classes, round class indices beyond."""
   k = len(counts)
-  cell = _cell_size(k)
-  font = ImageFont.load_default()
-  text_w = lambda s: math.ceil(font.getbbox(s)[2]) if s else 0
-  line = math.ceil(font.getbbox("Ag0")[3]) + 2
-  labels = _axis_labels(names, cell, line)
-  pad, label_w = 6, max([text_w(s) for s in labels.values()], default=0)
-  heat_side = k * cell
-  left, top = pad + label_w + pad, pad + line + pad + label_w + pad
-  width = max(left + heat_side + pad, text_w(title) + 2 * pad)
-  image = Image.new("RGB", (width, top + heat_side + pad), "white")
-  image.paste(Image.fromarray(_heat_pixels(counts, cell)), (left, top))
-  draw = ImageDraw.Draw(image)
-  draw.rectangle([left - 1, top - 1, left + heat_side, top + heat_side], outline=(128, 128, 128))
-  draw.text((pad, pad), title, fill="black", font=font)
-  for i, text in labels.items():
-    centre = i * cell + cell // 2 - line // 2
-    draw.text((left - pad - text_w(text), top + centre), text, fill="black", font=font)
-    # Column labels: the text drawn on its own strip, turned to read bottom-up.
-    strip = Image.new("L", (max(text_w(text), 1), line), 255)
-    ImageDraw.Draw(strip).text((0, 0), text, fill=0, font=font)
-    turned = strip.rotate(90, expand=True)
-    image.paste(Image.new("RGB", turned.size, "black"),
-                (left + centre, top - pad - turned.size[1]), Image.eval(turned, lambda v: 255 - v))
-  return image
+  rows = counts.sum(axis=1, keepdims=True)
+  share = 100.0 * np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+  named = k <= NAMED_CLASSES
+  side = int(np.clip(360 + 12 * k, FIGURE_MIN_PX, FIGURE_MAX_PX))
+  fig = new_figure(side + 120 + (110 if named else 0), side + 60 + (110 if named else 0))
+  ax = fig.add_subplot()
+  image = ax.imshow(share, cmap="Blues", vmin=0, vmax=100, interpolation="nearest")
+  ax.set_xlabel("predicted class")
+  ax.set_ylabel("true class")
+  ax.set_title(title, fontsize=10)
+  if named:
+    ax.set_xticks(range(k), [_short(n) for n in names], rotation=90, fontsize=8)
+    ax.set_yticks(range(k), [_short(n) for n in names], fontsize=8)
+  else:
+    for axis in (ax.xaxis, ax.yaxis):
+      axis.set_major_locator(ticker.MaxNLocator(nbins=10, integer=True, steps=[1, 2, 5, 10]))
+  bar = fig.colorbar(image, ax=ax, shrink=0.8)
+  bar.set_label("share of the true class's videos")
+  bar.ax.yaxis.set_major_locator(ticker.MultipleLocator(20))
+  bar.ax.yaxis.set_major_formatter(ticker.PercentFormatter(100, decimals=0))
+  return fig

@@ -78,6 +78,7 @@ class PretrainTask:
       return {}
     path = os.path.join(workdir, f"reconstruction_step{step}.png")
     write_reconstruction_grid(self.config, exp.graphdef, params, path,
-                              num_clips=self.config.reconstruction.num_clips)
+                              num_clips=self.config.reconstruction.num_clips,
+                              title=f"{os.path.basename(os.path.normpath(workdir))}, step {step}")
     logging.info("wrote %s", path)
     return {"reconstruction": path}
