@@ -327,7 +327,11 @@ def test_label_map_surgery_710_to_400(work):
   params710, _, _ = convert.import_checkpoint(path)
   params, meta, rep = convert.import_checkpoint(path, label_map="710to400")
   rows = labels.label_map("710to400")
-  assert meta["num_classes"] == 400
+  assert meta["num_classes"] == 400 and meta["class_names"] == list(labels.class_names("k400"))
+  # A 400-way head is asked for, but no map named: the class count alone never re-indexes.
+  with pytest.raises(convert.ConversionError, match=r"710 classes, 400 requested .*"
+                     r"--label_map=710to400 if the classes are Kinetics'"):
+    convert.import_checkpoint(path, num_classes=400)
   np.testing.assert_array_equal(params["head"]["kernel"], params710["head"]["kernel"][:, rows])
   np.testing.assert_array_equal(params["head"]["bias"], params710["head"]["bias"][rows])
   # Class j of K400 is row rows[j] of the 710-way head, by name.

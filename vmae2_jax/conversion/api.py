@@ -16,7 +16,7 @@ from flax import nnx
 
 from vmae2_jax.checkpointing import model_io
 from vmae2_jax.conversion import detect as detect_lib
-from vmae2_jax.conversion import mapping, surgery, torch_io
+from vmae2_jax.conversion import labels, mapping, surgery, torch_io
 from vmae2_jax.conversion.layouts import KINDS, Spec
 from vmae2_jax.conversion.report import ConversionError, ConversionReport
 from vmae2_jax.models.options import ModelOptions
@@ -103,6 +103,8 @@ def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto
       image_size = [int(x) for x in image_size]
   meta = meta_for(new_spec, name, frames=frames, image_size=image_size,
                   source=os.path.abspath(path), layout=flavour.layout)
+  if label_map in labels.LABEL_MAPS:  # a head re-indexed to a Kinetics set: its names, in order
+    meta["class_names"] = list(labels.class_names("k" + label_map.split("to")[1]))
   for w in rep.warnings:
     logging.warning("%s", w)
   return params, meta, rep

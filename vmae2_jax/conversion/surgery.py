@@ -74,16 +74,18 @@ def retarget(params: dict, spec: Spec, target_kind: str, *, num_classes: int | N
 
   if src == target_kind == "classifier":
     k = params["head"]["kernel"].shape[-1]
-    name = label_map or (auto_label_map(k, num_classes) if num_classes and num_classes != k
-                         else None)
+    # Never re-indexed by the class count alone: 400 classes need not be Kinetics-400's.
+    name = label_map
     if name:
       rows = load_label_map(name)
       params["head"] = reindex_head(params["head"], rows)
       log.notes.append(f"head re-indexed {k} -> {len(rows)} classes with label map {name}")
       k = len(rows)
     if num_classes and num_classes != k:
+      hint = (f" (--label_map={auto_label_map(k, num_classes)} if the classes are Kinetics')"
+              if auto_label_map(k, num_classes) else "")
       raise ConversionError(f"head.kernel has {k} classes, {num_classes} requested and no label "
-                            "map relates them (pass label_map / --label_map)")
+                            f"map relates them: pass label_map / --label_map{hint}")
     return params, dataclasses.replace(spec, num_classes=k), log
   if label_map:
     raise ConversionError(f"a label map re-indexes a classifier head; this is a {src} checkpoint")
