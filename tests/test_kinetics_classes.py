@@ -117,3 +117,18 @@ def test_name_differences_counts_and_folds():
       "5 of 400 class names differ: index 0: 'air drumming' vs 'abseiling'; index 1: "
       "'answering questions' vs 'air drumming'; index 2: 'applauding' vs 'answering "
       "questions' (+2 more)")
+
+
+def test_resumed_or_reevaluated_run_checks_its_data_against_model_json(tmp_path):
+  import json
+  from types import SimpleNamespace
+
+  from vmae2_jax.conversion.report import ConversionError
+  from vmae2_jax.training.trainer import _check_class_names
+  ref = list(labels.class_names("k400"))
+  (tmp_path / "model.json").write_text(json.dumps({"class_names": ref}))
+  run = lambda names: SimpleNamespace(task=SimpleNamespace(class_names=names))
+  _check_class_names(str(tmp_path), run(official_k400()))  # the same classes, CSV spelling
+  with pytest.raises(ConversionError, match=r"not the model's .*400 of 400 class names "
+                     r"differ: index 0: 'zumba' vs 'abseiling'"):
+    _check_class_names(str(tmp_path), run(ref[::-1]))

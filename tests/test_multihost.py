@@ -19,6 +19,8 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(ROOT, "launch", "local_multiprocess.sh")
 
@@ -133,6 +135,13 @@ def test_two_processes_fine_tune_validate_and_test_every_video_once(tmp_path):
   assert summary["test_videos"] == n and summary["evaluations"][0]["val_videos"] == n
   rows = list(csv.DictReader(open(os.path.join(workdir, "test_step2", "predictions.csv"))))
   assert sorted(int(r["video_id"]) for r in rows) == list(range(n))
+  # Every view's scores: one part per process, each video in exactly one of them.
+  from vmae2_jax.evaluation.view_scores import read_views
+  report = os.path.join(workdir, "test_step2")
+  assert sorted(f for f in os.listdir(report) if f.startswith("views")) == [
+      "views-00000-of-00002.npz", "views-00001-of-00002.npz"]
+  two = read_views(report)
+  assert list(two.video_ids) == list(range(n)) and not np.isnan(two.scores).any()
   # The same checkpoint tested by one process gives the same predictions.
   single = subprocess.run(
       [sys.executable, "-m", "vmae2_jax.main", f"--workdir={workdir}", *args,
@@ -145,3 +154,6 @@ def test_two_processes_fine_tune_validate_and_test_every_video_once(tmp_path):
   for r in rows:
     assert again[r["video_id"]]["class_1"] == r["class_1"]
     assert abs(float(again[r["video_id"]]["prob_1"]) - float(r["prob_1"])) < 1e-4
+  # One process rewrote the views as one file; the two-process parts are gone.
+  assert sorted(f for f in os.listdir(report) if f.startswith("views")) == ["views.npz"]
+  np.testing.assert_allclose(read_views(report).scores, two.scores, atol=1e-4)

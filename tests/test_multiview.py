@@ -422,6 +422,8 @@ def test_views_file_holds_every_view_and_restates_the_merge(tmp_path):
   os.remove(tmp_path / "p3" / "views-00001-of-00003.npz")
   with pytest.raises(view_scores.ViewsError, match="2 views-.*parts, not one complete set"):
     view_scores.read_views(tmp_path / "p3")
+  _views_run(tmp_path, "p3", rows, k, parts=1)  # a later one-process test of the same step
+  assert sorted(os.listdir(tmp_path / "p3")) == ["views.npz"]
 
 
 def test_merge_ensembles_runs_and_refuses_other_videos(tmp_path, capsys):

@@ -68,10 +68,19 @@ class ViewStore:
 def write_views(directory, store: ViewStore, *, class_names: Sequence[str] | None,
                 num_segment: int, num_crop: int, process_index: int = 0,
                 process_count: int = 1) -> epath.Path:
-  """Writes this process's part under a temporary name, then moves it into place."""
+  """Writes this process's part under a temporary name, then moves it into place.
+
+  Process 0 also removes views files of another process count (an earlier test
+  of this step on another layout), so the folder always holds one complete set.
+  """
   directory = epath.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   path = directory / part_name(process_index, process_count)
+  if process_index == 0:
+    current = {part_name(i, process_count) for i in range(process_count)}
+    for old in [*directory.glob("views-*-of-*.npz"), directory / FILE]:
+      if old.name not in current and old.exists():
+        old.unlink()
   tmp = directory / f".{path.name}.tmp"
   with tmp.open("wb") as f:
     np.savez(f, **store.arrays(), class_names=np.asarray(list(class_names or ()), dtype=str),

@@ -68,6 +68,8 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
     data_iter = None if config.eval_only else task.train_iterator(jax.process_index(),
                                                                   jax.process_count())
     latest = ckpt.latest_step()
+    if latest is not None:
+      _check_class_names(workdir, exp)
     changes = ({} if latest is None or config.eval_only
                else run_record.check_resume(workdir, exp, latest))
     restored = None if latest is None else ckpt.restore_latest(
@@ -272,6 +274,23 @@ def _apply_init_from(exp: Experiment, state: TrainState) -> TrainState:
   params = jax.device_put(params, exp.state_sharding.params)
   logging.info("initialised parameters from %s", c.init_from)
   return state.replace(params=params)
+
+
+def _check_class_names(workdir: str, exp: Experiment) -> None:
+  """A resumed or re-evaluated classifier must see its data's classes in its head's order."""
+  names = exp.task.class_names
+  path = os.path.join(workdir, "model.json")
+  if not names or not os.path.exists(path):
+    return
+  with open(path) as f:
+    held = json.load(f).get("class_names")
+  if not held or len(held) != len(names):
+    return
+  from vmae2_jax.data.kinetics import name_differences
+  diff = name_differences(list(names), held)
+  if diff:
+    raise ConversionError(f"{workdir}: the data's classes are not the model's (data vs "
+                          f"{path}): {diff}; evaluate or train on data in the model's order")
 
 
 def _variant_note(config) -> str:
