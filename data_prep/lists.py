@@ -513,6 +513,11 @@ def _assign_names(entries: list[Entry], named: list[tuple[Entry, str]], source: 
     _check_kinetics_order(label_names, source, labels_file)
     names = list(label_names)
     index = {name: i for i, name in enumerate(names)}
+    dataset = kinetics.identify(names)
+    if dataset:  # a Kinetics list: the data may spell its classes as the official CSV does
+      found = {name for _, name in named if name not in index}
+      known = [n for n in found if kinetics.canonical(n) in kinetics.lookup(dataset)]
+      index.update(zip(known, kinetics.reference_indices(known, dataset)))
   else:
     names, index = _ordered_names(sorted({name for _, name in named}))
   for e, name in named:

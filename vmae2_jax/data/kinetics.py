@@ -48,7 +48,7 @@ def canonical(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _lookup(dataset: str) -> dict[str, int]:
+def lookup(dataset: str) -> dict[str, int]:
   """canonical name (the reference's and its known older names) -> class index."""
   names = labels.class_names(dataset)
   index = {canonical(n): i for i, n in enumerate(names)}
@@ -68,8 +68,8 @@ def identify(names: Sequence[str]) -> str | None:
   for dataset in SETS:
     if len(names) != len(labels.class_names(dataset)):
       continue
-    lookup = _lookup(dataset)
-    found = {lookup.get(canonical(n)) for n in names}
+    table = lookup(dataset)
+    found = {table.get(canonical(n)) for n in names}
     if None not in found and len(found) == len(names):
       return dataset
   return None
@@ -77,8 +77,8 @@ def identify(names: Sequence[str]) -> str | None:
 
 def reference_indices(names: Sequence[str], dataset: str) -> list[int]:
   """Each name's class index in the reference's ``dataset`` order."""
-  lookup = _lookup(dataset)
-  return [lookup[canonical(n)] for n in names]
+  table = lookup(dataset)
+  return [table[canonical(n)] for n in names]
 
 
 def same_class(a: str, b: str, dataset: str | None) -> bool:
@@ -87,8 +87,8 @@ def same_class(a: str, b: str, dataset: str | None) -> bool:
     return True
   if dataset is None:
     return False
-  lookup = _lookup(dataset)
-  return lookup.get(canonical(a), -1) == lookup.get(canonical(b), -2)
+  table = lookup(dataset)
+  return table.get(canonical(a), -1) == table.get(canonical(b), -2)
 
 
 def name_differences(ours: Sequence[str], theirs: Sequence[str], *, first: int = 3) -> str:
