@@ -99,46 +99,46 @@ def _doubled_shape(chips: int, dims: int) -> tuple[int, ...] | None:
   return tuple(shape)
 
 
-def _chip(gen: str, name: str) -> Chip:
+def _chip(gen: str, name: str, field: str) -> Chip:
   gen = ALIASES.get(gen.lower(), gen.lower())
   if gen not in CHIPS:
-    raise TopologyError(f"--topology={name}: unknown TPU generation {gen!r}; use one of "
+    raise TopologyError(f"{field}={name}: unknown TPU generation {gen!r}; use one of "
                         f"{', '.join(CHIPS)} (e.g. v5p-128, v6e-64, 2xv5p-256, v5p:4x4x12)")
   return CHIPS[gen]
 
 
-def target(name: str) -> Target:
+def target(name: str, field: str = "--topology") -> Target:
   """Parses a booked accelerator name or a libtpu topology name (see the module doc)."""
   text = name.strip()
   m = re.fullmatch(r"(?:(\d+)x)?(.+)", text)
   slices, rest = int(m.group(1) or 1), m.group(2)
   if slices < 1:
-    raise TopologyError(f"--topology={name}: the slice count must be at least 1")
+    raise TopologyError(f"{field}={name}: the slice count must be at least 1")
   if ":" in rest:  # libtpu's own name, e.g. v5p:4x4x12
     gen, _, dims = rest.partition(":")
-    chip = _chip(gen, name)
+    chip = _chip(gen, name, field)
     if not re.fullmatch(r"\d+(x\d+)*", dims):
-      raise TopologyError(f"--topology={name}: write the shape as AxBxC, e.g. {chip.name}:4x4x4")
+      raise TopologyError(f"{field}={name}: write the shape as AxBxC, e.g. {chip.name}:4x4x4")
     shape = tuple(int(d) for d in dims.split("x"))
     if len(shape) != chip.torus_dims or min(shape) < 1:
-      raise TopologyError(f"--topology={name}: {chip.name} slices have {chip.torus_dims} axes, "
+      raise TopologyError(f"{field}={name}: {chip.name} slices have {chip.torus_dims} axes, "
                           f"e.g. {chip.name}:{'x'.join(['2'] * chip.torus_dims)}")
     return Target(text, chip, shape, slices)
   m = re.fullmatch(r"([a-z0-9]+?)-(\d+)", rest.lower())
   if not m:
-    raise TopologyError(f"--topology={name}: not a TPU name; write e.g. v5p-128 (v4, v5e, v5p, "
+    raise TopologyError(f"{field}={name}: not a TPU name; write e.g. v5p-128 (v4, v5e, v5p, "
                         "v6e), 2xv5p-256 for two slices, or a topology such as v5p:4x4x12")
-  chip = _chip(m.group(1), name)
+  chip = _chip(m.group(1), name, field)
   count = int(m.group(2))
   if count % chip.cores_per_chip:
-    raise TopologyError(f"--topology={name}: {chip.name}-N counts TensorCores, 2 per chip; "
+    raise TopologyError(f"{field}={name}: {chip.name}-N counts TensorCores, 2 per chip; "
                         f"N must be even (e.g. {chip.name}-8 = 4 chips)")
   chips = count // chip.cores_per_chip
   shape = _doubled_shape(chips, chip.torus_dims)
   if shape is None or chips > MAX_CHIPS[chip.name]:
     unit = "TensorCores" if chip.cores_per_chip > 1 else "chips"
     raise TopologyError(
-        f"--topology={name}: no standard {chip.name} slice of {count} {unit} (up to "
+        f"{field}={name}: no standard {chip.name} slice of {count} {unit} (up to "
         f"{MAX_CHIPS[chip.name] * chip.cores_per_chip}, powers of two from "
         f"{4 * chip.cores_per_chip}); give the slice shape instead, e.g. "
         f"{chip.name}:{'x'.join(['4'] * chip.torus_dims)}")
@@ -160,13 +160,13 @@ def _quiet_stderr():
       os.close(saved)
 
 
-def tpu_devices(t: Target) -> list:
+def tpu_devices(t: Target, field: str = "--topology") -> list:
   """Compile-only TPU devices of `t` from libtpu (no TPU needed); one-line TopologyError when
   libtpu is missing or refuses the topology."""
   import importlib.util
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no GCE metadata server to ask
   if importlib.util.find_spec("libtpu") is None:
-    raise TopologyError(f"--topology={t.name}: compiling for TPU needs libtpu, which is not "
+    raise TopologyError(f"{field}={t.name}: compiling for TPU needs libtpu, which is not "
                         f"installed: {INSTALL_HINT}")
   from jax.experimental import topologies
   with _quiet_stderr() as sink:
@@ -179,6 +179,6 @@ def tpu_devices(t: Target) -> list:
     except Exception as e:  # noqa: BLE001 - libtpu's refusal, reported in one line
       sink.seek(0)
       said = " ".join(str(e).split())[:300]
-      raise TopologyError(f"--topology={t.name}: libtpu cannot build {t.topology} "
+      raise TopologyError(f"{field}={t.name}: libtpu cannot build {t.topology} "
                           f"(x{t.num_slices} slices): {said}") from None
   return list(desc.devices)
