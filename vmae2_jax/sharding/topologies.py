@@ -165,6 +165,9 @@ def tpu_devices(t: Target, field: str = "--topology") -> list:
   libtpu is missing or refuses the topology."""
   import importlib.util
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no GCE metadata server to ask
+  # libtpu takes /tmp/libtpu_lockfile to own the host's TPU chips; compiling opens no
+  # chip, so several compiles (test workers, sweeps) may load it side by side.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   if importlib.util.find_spec("libtpu") is None:
     raise TopologyError(f"{field}={t.name}: compiling for TPU needs libtpu, which is not "
                         f"installed: {INSTALL_HINT}")

@@ -21,6 +21,7 @@ _CALLEE = re.compile(r"\b(?:calls|body|condition|to_apply|branch_computations)=\
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _TRIP_COUNT = re.compile(r'known_trip_count[\\"]*:\{[\\"]*n[\\"]*:[\\"]*(\d+)')
 _BODY = re.compile(r"\bbody=%([\w.\-]+)")
+_CONDITION = re.compile(r"\bcondition=%([\w.\-]+)")
 # Host callbacks: jax.pure_callback/io_callback/debug.print lower to custom calls with
 # "callback" in the name (CPU/GPU) or to host send/recv (TPU).
 _HOST_TRANSFER = re.compile(r"\b(send|recv)\(.*is_host_transfer=true")
@@ -46,6 +47,8 @@ def summarize(hlo: str) -> dict:
   pending = []       # (computation, result dtype, operand names) of each dot/convolution
   loops = []         # (body computation, trip count)
   host, current = 0, ""
+  constants: dict[str, int] = {}   # integer scalar constants
+  limits: dict[str, list] = {}     # loop condition -> operands of its ROOT `i < n`
   for line in hlo.splitlines():
     m = _INSTRUCTION.match(line)
     if not m:
@@ -64,8 +67,13 @@ def summarize(hlo: str) -> dict:
       has_matmul.add(current)
       pending.append((dtypes[name], _OPERAND.findall(rest.split(")")[0])))
     elif opcode == "while":
-      t, body = _TRIP_COUNT.search(rest), _BODY.search(rest)
-      loops.append((body.group(1) if body else "", int(t.group(1)) if t else None))
+      t, body, cond = _TRIP_COUNT.search(rest), _BODY.search(rest), _CONDITION.search(rest)
+      loops.append((body.group(1) if body else "", int(t.group(1)) if t else None,
+                    cond.group(1) if cond else ""))
+    elif opcode == "constant" and re.match(r"[su]\d+\[\]", shape) and re.match(r"-?\d+\)", rest):
+      constants[name] = int(rest.split(")")[0])
+    elif opcode == "compare" and line.lstrip().startswith("ROOT") and "direction=LT" in rest:
+      limits[current] = _OPERAND.findall(rest.split(")")[0])
     if _HOST_TRANSFER.search(f"{opcode}({rest}"):
       host += 1
   for result, operands in pending:
@@ -76,7 +84,14 @@ def summarize(hlo: str) -> dict:
       return True
     return any(runs_matmuls(c, seen + (comp,)) for c in calls.get(comp, ()) if c not in seen)
 
-  heavy = [trip for body, trip in loops if runs_matmuls(body)]
+  def trip_count(known, cond):
+    """XLA's known_trip_count, else `i < N` in the condition (scan counts from 0 by 1)."""
+    if known is not None:
+      return known
+    found = [constants[o] for o in limits.get(cond, ()) if o in constants]
+    return found[0] if len(found) == 1 else None
+
+  heavy = [trip_count(trip, cond) for body, trip, cond in loops if runs_matmuls(body)]
   return {
       "collectives": {k: ops.get(k, 0) for k in COLLECTIVES},
       "while_loops": len(loops),
@@ -94,3 +109,15 @@ def host_callbacks(summary: dict) -> list[str]:
   if summary["host_transfers"]:
     found.append(f"{summary['host_transfers']} host send/recv")
   return found
+
+
+def collective_shapes(hlo: str, kind: str) -> list[list[tuple[int, ...]]]:
+  """Per `kind` op (e.g. "reduce-scatter"; async starts included), the dims of each array it
+  produces (XLA combines several into one op with a tuple result)."""
+  out = []
+  for line in hlo.splitlines():
+    m = _INSTRUCTION.match(line)
+    if m and m.group(3) in (kind, f"{kind}-start"):
+      out.append([tuple(int(d) for d in dims.split(",") if d)
+                  for dims in re.findall(r"[a-z]+[0-9]*\[([0-9,]*)\]", m.group(2))])
+  return out
