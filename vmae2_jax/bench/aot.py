@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
+
+DEFAULT_CONFIG = "configs/pretrain_g.py"
 
 
 def _flags():
@@ -44,8 +45,8 @@ def _flags():
   from ml_collections import config_flags
 
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", "configs/pretrain_g.py", "Python config file.",
-                                  flag_values=fv, lock_config=True)
+  config_flags.DEFINE_config_file("config", None, "Python config file (default "
+                                  f"{DEFAULT_CONFIG}).", flag_values=fv, lock_config=True)
   flags.DEFINE_string("topology", "v5p-8", "TPU as booked: v5p-128, v6e-64, 2xv5p-256, "
                       "v5p:4x4x12", flag_values=fv)
   flags.DEFINE_integer("clips", None, "clips (views) per chip per update", flag_values=fv)
@@ -67,6 +68,8 @@ def _parse(argv: list[str]):
   from vmae2_jax import main as entry
 
   fv = _flags()
+  if not any(a.startswith("--config=") for a in argv):
+    argv = [f"--config={DEFAULT_CONFIG}"] + argv
   full = ["bench aot"] + argv
   try:
     fv(full)
@@ -75,6 +78,10 @@ def _parse(argv: list[str]):
   except (KeyError, AttributeError, TypeError, OSError) as e:
     message = entry._unknown_field(full)
     raise SystemExit(f"error: {message or entry._config_load_error(full, e)}") from None
+  try:
+    fv.config  # noqa: B018 - a config file that failed to load raises here
+  except OSError as e:
+    raise SystemExit(f"error: {entry._config_load_error(full, e)}") from None
   if fv.clips is not None and fv.batch_size is not None:
     raise SystemExit("error: give --clips (per chip) or --batch_size (all chips), not both")
   if not 0 <= fv.headroom < 1:
@@ -110,11 +117,9 @@ def main(argv=None) -> int:
   if any(a in ("-h", "--help") for a in argv):
     print(__doc__)
     return 0
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")     # the host compiles; libtpu is not a backend
-  os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no GCE metadata server to ask
   fv = _parse(argv)
-
   from vmae2_jax.sharding import topologies
+  topologies.prepare_environment(fv.topology)  # before JAX starts
   from vmae2_jax.training import compile_only
   from vmae2_jax.training.config_checks import ConfigError
 
@@ -137,7 +142,14 @@ def main(argv=None) -> int:
 
   try:
     if not fv.search:
-      measure(fv.clips)
+      try:
+        measure(fv.clips)
+      except Exception as e:  # noqa: BLE001 - a program too big for the chip is an answer
+        if not _too_big(e):
+          raise
+        print(f"DOES NOT FIT: the compiler ran out of {target.chip.name} memory: "
+              f"{' '.join(str(e).split())[:400]}", flush=True)
+        return 1
       return 0
     return _search(fv, chips, measure)
   except (ConfigError, SystemExit) as e:

@@ -36,8 +36,9 @@ class Chip:
   name: str               # as booked: "v5p"
   hbm_bytes: int
   peak_bf16_flops: float  # per chip, per second
-  torus_dims: int         # 3: v4/v5p (4 chips per host as 2x2x1); 2: v5e/v6e
+  torus_dims: int         # 3: v4/v5p (4 chips per host as 2x2x1); 2: v5e/v6e; 1: GPUs
   cores_per_chip: int     # TensorCores counted in the booked name (megacore chips: 2)
+  platform: str = "tpu"
 
 
 CHIPS = {
@@ -47,6 +48,13 @@ CHIPS = {
     "v6e": Chip("v6e", 32 * GIB, 918e12, 2, 1),
 }
 ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v5": "v5p"}
+# GPUs for XLA's deviceless GPU compiler (the jax CUDA plugin): dense bf16 peak (no sparsity)
+# and memory per GPU.
+GPUS = {
+    "h100": Chip("h100", 80 * GIB, 989e12, 1, 1, "gpu"),
+    "h200": Chip("h200", 141 * 10**9, 989e12, 1, 1, "gpu"),
+}
+GPUS_PER_HOST = 8
 MAX_CHIPS = {"v4": 4096, "v5e": 256, "v5p": 8960, "v6e": 256}  # one slice (pod)
 
 
@@ -61,6 +69,9 @@ class Target:
 
   @property
   def topology(self) -> str:
+    if self.chip.platform == "gpu":  # XLA's GPU topology: slices x hosts x GPUs per host
+      n = self.num_chips
+      return f"1x1x{n}" if n <= GPUS_PER_HOST else f"1x{n // GPUS_PER_HOST}x{GPUS_PER_HOST}"
     return f"{self.chip.name}:{'x'.join(map(str, self.shape))}"
 
   @property
@@ -78,6 +89,10 @@ class Target:
     return tuple(min(2, s) if i < 2 else 1 for i, s in enumerate(shape))
 
   def describe(self) -> str:
+    if self.chip.platform == "gpu":
+      return (f"{self.name}: {self.num_chips} {self.chip.name.upper()} GPUs (XLA topology "
+              f"{self.topology}; {self.chip.hbm_bytes / GIB:g} GiB, "
+              f"{self.chip.peak_bf16_flops / 1e12:g} dense bf16 TFLOP/s each)")
     slices = f"{self.num_slices} slices of " if self.num_slices > 1 else ""
     return (f"{self.name}: {slices}{self.topology} = {self.num_chips} {self.chip.name} chips "
             f"({self.chip.hbm_bytes / GIB:g} GiB HBM, {self.chip.peak_bf16_flops / 1e12:g} "
@@ -110,6 +125,13 @@ def _chip(gen: str, name: str, field: str) -> Chip:
 def target(name: str, field: str = "--topology") -> Target:
   """Parses a booked accelerator name or a libtpu topology name (see the module doc)."""
   text = name.strip()
+  g = re.fullmatch(r"(\d+)x(h100|h200)", text.lower())
+  if g:
+    n = int(g.group(1))
+    if n < 1 or (n > GPUS_PER_HOST and n % GPUS_PER_HOST):
+      raise TopologyError(f"{field}={name}: up to {GPUS_PER_HOST} GPUs on one host, or whole "
+                          f"hosts of {GPUS_PER_HOST} (16xh100, 32xh100, ...)")
+    return Target(text, GPUS[g.group(2)], (n,))
   m = re.fullmatch(r"(?:(\d+)x)?(.+)", text)
   slices, rest = int(m.group(1) or 1), m.group(2)
   if slices < 1:
@@ -126,8 +148,9 @@ def target(name: str, field: str = "--topology") -> Target:
     return Target(text, chip, shape, slices)
   m = re.fullmatch(r"([a-z0-9]+?)-(\d+)", rest.lower())
   if not m:
-    raise TopologyError(f"{field}={name}: not a TPU name; write e.g. v5p-128 (v4, v5e, v5p, "
-                        "v6e), 2xv5p-256 for two slices, or a topology such as v5p:4x4x12")
+    raise TopologyError(f"{field}={name}: not a TPU or GPU name; write e.g. v5p-128 (v4, v5e, "
+                        "v5p, v6e), 2xv5p-256 for two slices, a topology such as v5p:4x4x12, "
+                        "or 8xh100")
   chip = _chip(m.group(1), name, field)
   count = int(m.group(2))
   if count % chip.cores_per_chip:
@@ -185,3 +208,61 @@ def tpu_devices(t: Target, field: str = "--topology") -> list:
       raise TopologyError(f"{field}={t.name}: libtpu cannot build {t.topology} "
                           f"(x{t.num_slices} slices): {said}") from None
   return list(desc.devices)
+
+
+def prepare_environment(name: str) -> None:
+  """Before JAX starts: the host's JAX stays on the CPU, and the settings a compile for
+  `name` needs (libtpu: no metadata server; GPU: cuBLAS instead of Triton for matmuls, whose
+  tile sizes cannot be chosen without a GPU to autotune on). Unknown names: nothing."""
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  if re.fullmatch(r"\d+x(h100|h200)", name.strip().lower()):
+    flag = "--xla_gpu_enable_triton_gemm=false"
+    if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+      os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+
+
+def _gpu_target_config(chip: Chip) -> str:
+  """XLA's GpuTargetConfigProto (text format) for `chip`, from NVIDIA's published figures:
+  what the GPU compiler needs to pick tilings and fusions without a GPU to query. (XLA ships
+  fuller specs with measured unit rates: xla/backends/gpu/target_config/specs/.)"""
+  bandwidth = {"h100": 3.35e12, "h200": 4.8e12}[chip.name]
+  label = {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}[chip.name]
+  info = {  # Hopper SM: 228 KiB shared memory (227 KiB per block opt-in), 64K registers
+      "threads_per_block_limit": 1024, "threads_per_warp": 32,
+      "shared_memory_per_block": 48 * 1024, "shared_memory_per_block_optin": 227 * 1024,
+      "shared_memory_per_core": 228 * 1024, "threads_per_core_limit": 2048,
+      "core_count": 132, "fpus_per_core": 128, "block_dim_limit_x": 2**31 - 1,
+      "block_dim_limit_y": 65535, "block_dim_limit_z": 65535,
+      "memory_bandwidth": int(bandwidth), "l2_cache_size": 50 * 2**20, "clock_rate_ghz": 1.98,
+      "device_memory_size": int(chip.hbm_bytes), "registers_per_core_limit": 65536,
+      "registers_per_block_limit": 65536,
+  }
+  body = "\n".join(f"  {k}: {v}" for k, v in info.items())
+  return (f"gpu_device_info {{\n{body}\n  cuda_compute_capability {{ major: 9 minor: 0 }}\n}}\n"
+          f'platform_name: "CUDA"\ndnn_version_info {{ major: 9 }}\n'
+          f'device_description_str: "{label}"\n')
+
+
+def gpu_devices(t: Target, field: str = "--topology") -> list:
+  """Compile-only CUDA devices of `t` from the jax CUDA plugin (no GPU needed); one-line
+  TopologyError when the plugin is missing or refuses the target."""
+  import importlib.util
+  if not any(importlib.util.find_spec(m) for m in ("jax_cuda12_plugin", "jax_cuda13_plugin")):
+    raise TopologyError(f"{field}={t.name}: compiling for GPU needs the jax CUDA plugin, which "
+                        "is not installed: pip install -e \".[cuda]\" (no GPU needed)")
+  from jax.experimental import topologies
+  with _quiet_stderr():
+    try:
+      desc = topologies.get_topology_desc(platform="cuda", topology=t.topology,
+                                          target_config=_gpu_target_config(t.chip))
+    except Exception as e:  # noqa: BLE001 - the plugin's refusal, reported in one line
+      said = " ".join(str(e).split())[:300]
+      raise TopologyError(f"{field}={t.name}: the CUDA plugin cannot build {t.topology}: "
+                          f"{said}") from None
+  return list(desc.devices)
+
+
+def devices(t: Target, field: str = "--topology") -> list:
+  """Compile-only devices of a TPU or GPU target."""
+  return gpu_devices(t, field) if t.chip.platform == "gpu" else tpu_devices(t, field)

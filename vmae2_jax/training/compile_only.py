@@ -20,6 +20,7 @@ TPU compiler's own: its HBM assignment, its cost model, its collectives
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import jax
@@ -109,10 +110,7 @@ def _compile(exp, jitted, args, model_flops: float, on_compiled) -> dict:
   t2 = time.perf_counter()
 
   mem = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
-    cost = cost[0] if cost else {}
-  cost = dict(cost or {})
+  cost = _cost(compiled)
   report = {
       "stage": config.stage,
       "step": "train",
@@ -131,7 +129,7 @@ def _compile(exp, jitted, args, model_flops: float, on_compiled) -> dict:
       "model_flops_per_device": float(model_flops / mesh.size),
       "hlo": hlo_summary.summarize(compiled.as_text()),
   }
-  if "optimal_seconds" in cost:
+  if cost.get("optimal_seconds", 0) > 0:
     report["optimal_seconds"] = float(cost["optimal_seconds"])
   if mem is not None:
     m = {"arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
@@ -150,6 +148,32 @@ def _attention(config, platform: str) -> str:
     return resolved_numerics(ModelOptions.from_config(config.model))["attention"]
 
 
+def _cost(compiled) -> dict:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
+    cost = cost[0] if cost else {}
+  return {k: float(v) for k, v in dict(cost or {}).items()}
+
+
+def _mfu(model_flops: float, seconds: float | None, matmul_loops: int,
+         peak_flops: float) -> tuple[float | None, str]:
+  """(compiler-estimated MFU, why it is None)."""
+  if not seconds or seconds <= 0:
+    return None, "the compiler's cost analysis gives no time for this backend"
+  if matmul_loops:
+    return None, ("the cost analysis counts a loop body once (scanned layers): compile with "
+                  "scan_layers=False for a whole-step estimate")
+  return model_flops / (seconds * peak_flops), ""
+
+
+def estimated_mfu(compiled, model_flops_per_device: float,
+                  peak_flops: float) -> tuple[float | None, str]:
+  """(compiler-estimated MFU of a compiled step, why it is None): model FLOPs over the cost
+  model's optimal_seconds x the device's peak. An estimate, never a measurement."""
+  loops = hlo_summary.summarize(compiled.as_text())["matmul_loops"]
+  return _mfu(model_flops_per_device, _cost(compiled).get("optimal_seconds"), loops, peak_flops)
+
+
 def add_chip_estimates(report: dict, chip, headroom: float = 0.0) -> dict:
   """Adds what follows from the target chip's HBM and peak: `hbm_bytes_per_chip`,
   `peak_bytes_per_chip`, `fits` (peak <= (1 - headroom) x HBM) and
@@ -157,15 +181,14 @@ def add_chip_estimates(report: dict, chip, headroom: float = 0.0) -> dict:
   where the cost model counts a loop body once (scanned layers: compile unrolled) or
   gives no time."""
   peak = report.get("memory_bytes_per_device", {}).get("peak_estimate")
-  seconds = report.get("optimal_seconds")
-  whole = report["hlo"]["matmul_loops"] == 0
+  mfu, _ = _mfu(report["model_flops_per_device"], report.get("optimal_seconds"),
+                report["hlo"]["matmul_loops"], chip.peak_bf16_flops)
   report.update({
       "chip": chip.name, "hbm_bytes_per_chip": int(chip.hbm_bytes),
       "peak_bf16_flops_per_chip": chip.peak_bf16_flops, "headroom": headroom,
       "peak_bytes_per_chip": peak,
       "fits": None if peak is None else bool(peak <= (1 - headroom) * chip.hbm_bytes),
-      "compiler_estimated_mfu": (report["model_flops_per_device"] / (seconds * chip.peak_bf16_flops)
-                                 if seconds and whole else None),
+      "compiler_estimated_mfu": mfu,
   })
   return report
 
@@ -196,10 +219,15 @@ def format_report(r: dict) -> str:
   h = r["hlo"]
   loops = h["matmul_loops"]
   ratio = r["flops_per_device"] / r["model_flops_per_device"] if r["model_flops_per_device"] else 0
-  lines.append(f"  FLOPs per device per step: compiled {r['flops_per_device'] / 1e12:.4g} TFLOP "
-               f"(the compiler's count, incl. remat recompute{'' if not loops else '; loop bodies once'}"
-               f"), model {r['model_flops_per_device'] / 1e12:.4g} TFLOP (analytic, no "
-               f"recompute): ratio {ratio:.2f}")
+  if math.isnan(r["flops_per_device"]):
+    lines.append(f"  FLOPs per device per step: model {r['model_flops_per_device'] / 1e12:.4g} "
+                 "TFLOP (analytic); this backend's compiler gives no cost analysis")
+  else:
+    lines.append(f"  FLOPs per device per step: compiled {r['flops_per_device'] / 1e12:.4g} TFLOP "
+                 f"(the compiler's count, incl. remat recompute"
+                 f"{'' if not loops else '; loop bodies once'}), model "
+                 f"{r['model_flops_per_device'] / 1e12:.4g} TFLOP (analytic, no recompute): "
+                 f"ratio {ratio:.2f}")
   if loops:
     trips = ", ".join("?" if t is None else str(t) for t in h["trip_counts"])
     lines.append(f"  {loops} loop(s) running matmuls (trip counts {trips}; e.g. scanned layers): "
@@ -229,7 +257,7 @@ def target_devices(config, topology: str, field: str = "config.compile_topology"
   from vmae2_jax.sharding import topologies
   try:
     target = topologies.target(topology, field=field)
-    devices = topologies.tpu_devices(target, field=field)
+    devices = topologies.devices(target, field=field)
   except topologies.TopologyError as e:
     raise ConfigError(str(e)) from None
   mesh = config.mesh
