@@ -79,7 +79,7 @@ def _parse(argv: list[str]):
     message = entry._unknown_field(full)
     raise SystemExit(f"error: {message or entry._config_load_error(full, e)}") from None
   try:
-    fv.config  # noqa: B018 - a config file that failed to load raises here
+    fv.config.stage  # noqa: B018 - a config file that failed to load raises here
   except OSError as e:
     raise SystemExit(f"error: {entry._config_load_error(full, e)}") from None
   if fv.clips is not None and fv.batch_size is not None:
