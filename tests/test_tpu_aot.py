@@ -125,3 +125,17 @@ def test_fsdp_reduce_scatters_each_layer_gradient(program, name):
   _, shard = _layer_shapes(config)
   depth = get_variant(config.model.variant).depth
   assert _ops_with(hlo, "reduce-scatter", shard) >= depth
+
+
+def test_libtpu_for_compiling_leaves_a_cpu_host_cpu_only(monkeypatch):
+  """Installed to compile for TPUs (this module runs only with libtpu), libtpu does not turn
+  a host without TPU chips into an accelerator host (glibc malloc tuning stays on)."""
+  import glob
+  import importlib.util
+  from vmae2_jax import host_memory
+  if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"):
+    pytest.skip("this host has TPU chips")
+  if importlib.util.find_spec("jax_cuda12_plugin"):
+    pytest.skip("a GPU plugin is installed")
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  assert host_memory.cpu_only_host()
