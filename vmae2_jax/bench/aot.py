@@ -53,6 +53,7 @@ def _flags():
   flags.DEFINE_integer("batch_size", None, "videos per update, all chips (instead of --clips)",
                        flag_values=fv)
   flags.DEFINE_bool("search", False, "largest clips per chip that fits", flag_values=fv)
+  flags.DEFINE_integer("max_clips", 4096, "--search stops doubling here", flag_values=fv)
   flags.DEFINE_float("headroom", 0.1, "fraction of HBM kept free when judging a fit",
                      flag_values=fv)
   flags.DEFINE_bool("unroll", False, "layers unrolled (scan_layers=False): whole-step FLOPs and "
@@ -186,6 +187,13 @@ def _search(fv, chips: int, measure) -> int:
   lo, hi = 0, max(unit, (fv.clips or 8) // unit * unit)
   while fits(hi):
     lo, hi = hi, hi * 2
+    if hi > fv.max_clips:
+      print(f"LARGEST_FIT at least {lo} clips per chip (--max_clips={fv.max_clips} reached)",
+            flush=True)
+      print("AOT_SEARCH_JSON " + json.dumps({"largest_clips_per_chip": lo, "capped": True,
+                                             "topology": fv.topology,
+                                             "headroom": fv.headroom}), flush=True)
+      return 0
   while hi - lo > unit:
     mid = (lo + hi) // 2 // unit * unit
     if mid <= lo:

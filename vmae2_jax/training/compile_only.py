@@ -26,10 +26,10 @@ import time
 import jax
 import numpy as np
 
+from vmae2_jax.bench.flops import classifier_flops_per_clip, train_flops_per_clip
 from vmae2_jax.models.layers import resolved_numerics
 from vmae2_jax.models.options import ModelOptions
 from vmae2_jax.models.platform import building_for
-from vmae2_jax.bench.flops import classifier_flops_per_clip, train_flops_per_clip
 from vmae2_jax.training import hlo_summary
 from vmae2_jax.training.config_checks import ConfigError
 from vmae2_jax.training.experiment import setup
@@ -231,11 +231,13 @@ def format_report(r: dict) -> str:
   if loops:
     trips = ", ".join("?" if t is None else str(t) for t in h["trip_counts"])
     lines.append(f"  {loops} loop(s) running matmuls (trip counts {trips}; e.g. scanned layers): "
-                 "the cost analysis counts each loop body once, so the compiled FLOPs and the cost model's time are not the "
-                 "whole step's; compile with the layers unrolled (--unroll, i.e. "
+                 "the cost analysis counts each loop body once, so the compiled FLOPs and the "
+                 "cost model's time are not the whole step's; compile with the layers "
+                 "unrolled (--unroll, i.e. "
                  "config.model.scan_layers=False) for whole-step estimates")
   if "optimal_seconds" in r:
-    text = f"  compiler-estimated step time (cost model's optimal_seconds): {r['optimal_seconds']:.4g} s"
+    text = ("  compiler-estimated step time (cost model's optimal_seconds): "
+            f"{r['optimal_seconds']:.4g} s")
     if r.get("compiler_estimated_mfu") is not None:
       text += (f" -> compiler-estimated MFU {100 * r['compiler_estimated_mfu']:.1f}% of "
                f"{r['peak_bf16_flops_per_chip'] / 1e12:g} TFLOP/s (an estimate by the "
