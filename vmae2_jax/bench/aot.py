@@ -180,7 +180,7 @@ def _search(fv, chips: int, measure) -> int:
         raise
       print(f"[search] {clips} clips per chip: the compiler ran out of HBM", flush=True)
       return False
-    print(f"[search] {clips} clips per chip: peak {r['peak_bytes_per_chip'] / 1e9:.2f} GB, "
+    print(f"[search] {clips} clips per chip: peak {r['peak_bytes_per_chip'] / 1e9:.4g} GB, "
           f"{'fits' if r['fits'] else 'does not fit'}", flush=True)
     return bool(r["fits"])
 
