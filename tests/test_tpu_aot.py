@@ -139,3 +139,21 @@ def test_libtpu_for_compiling_leaves_a_cpu_host_cpu_only(monkeypatch):
     pytest.skip("a GPU plugin is installed")
   monkeypatch.delenv("JAX_PLATFORMS", raising=False)
   assert host_memory.cpu_only_host()
+
+
+def test_a_host_callback_in_a_tpu_program_is_found(program):
+  """The check above can fail: jax.pure_callback compiled for the same TPU shows up."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  program("test_forward")  # the devices exist (skips with the module otherwise)
+  devices = topologies.tpu_devices(topologies.target(TOPOLOGY))
+  mesh = jax.sharding.Mesh(np.array(devices), ("x",))
+  x = jax.ShapeDtypeStruct((8, 128), jnp.float32,
+                           sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x")))
+
+  def f(x):
+    return 2 * jax.pure_callback(np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+  summary = hlo_summary.summarize(jax.jit(f).lower(x).compile().as_text())
+  assert hlo_summary.host_callbacks(summary)

@@ -23,8 +23,9 @@ _TRIP_COUNT = re.compile(r'known_trip_count[\\"]*:\{[\\"]*n[\\"]*:[\\"]*(\d+)')
 _BODY = re.compile(r"\bbody=%([\w.\-]+)")
 _CONDITION = re.compile(r"\bcondition=%([\w.\-]+)")
 # Host callbacks: jax.pure_callback/io_callback/debug.print lower to custom calls with
-# "callback" in the name (CPU/GPU) or to host send/recv (TPU).
-_HOST_TRANSFER = re.compile(r"\b(send|recv)\(.*is_host_transfer=true")
+# "callback" in the name (CPU/GPU) or, on TPU, to host send/recv that JAX tags with a
+# transfer handler (untagged host send/recv also carry a multi-slice program's DCN traffic).
+_HOST_TRANSFER = re.compile(r"\b(send|recv)\(.*_xla_host_transfer_handler_name")
 
 
 def summarize(hlo: str) -> dict:
@@ -34,7 +35,7 @@ def summarize(hlo: str) -> dict:
   `while_loops`, `matmul_loops` (the loops whose body runs dots or convolutions,
   e.g. scanned layers; not the small loops of random sampling) with their known
   `trip_counts` (None: unknown), `custom_call_targets` {name: count},
-  `host_transfers` (send/recv to the host), and `matmuls` {"result<-operands":
+  `host_transfers` (JAX's callback send/recv to the host), and `matmuls` {"result<-operands":
   count} over dot and convolution ops, e.g. "f32<-bf16,bf16" (bf16 inputs, f32
   accumulation).
   """
