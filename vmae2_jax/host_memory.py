@@ -22,6 +22,7 @@ its high-water mark), the right trade for a training job on a CPU host.
 from __future__ import annotations
 
 import ctypes
+import glob
 import importlib.util
 import os
 
@@ -66,8 +67,14 @@ def cpu_only_host() -> bool:
   platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
   if platforms:
     return platforms.split(",")[0] == "cpu"
-  accelerators = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu")
-  return not any(importlib.util.find_spec(name) for name in accelerators)
+  accelerators = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin")
+  if any(importlib.util.find_spec(name) for name in accelerators):
+    return False
+  # libtpu is also installed on CPU hosts to compile for TPUs (the `aot` and `test` extras):
+  # it counts only where the host has TPU chips (/dev/accel*: v4/v5e; /dev/vfio/N: v5p/v6e).
+  if importlib.util.find_spec("libtpu") is None:
+    return True
+  return not (glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
 def tune_for_cpu_compute(setting: str = "auto") -> bool:

@@ -190,6 +190,10 @@ def main(argv):
     _fail(_config_load_error(sys.argv, e))
   _quiet_library_info_logs()
   _quiet_closed_loop_callbacks()
+  if config.compile_only and config.get("compile_topology"):
+    # Compiled for a TPU (or GPU) target on this host: JAX itself stays on the CPU.
+    from vmae2_jax.sharding.topologies import prepare_environment
+    prepare_environment(config.compile_topology)
   from vmae2_jax.host_memory import tune_for_cpu_compute
   if tune_for_cpu_compute(config.host_malloc):  # before JAX starts threads
     logging.info("glibc malloc keeps freed memory (host_malloc=%s)", config.host_malloc)

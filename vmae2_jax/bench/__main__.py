@@ -6,11 +6,13 @@
   hf_finetune  fine-tuning step, multi-view inference and features side by side with
                Hugging Face VideoMAEForVideoClassification
   memory       per-device memory of a config's step from compile-only runs on fake devices
+  aot          a stage's step compiled for a TPU pod by libtpu, without one (HBM, FLOPs,
+               compiler-estimated MFU, collectives; the `aot` extra)
   gpu          ViT-g/14 pre-training step on one GPU at a few batch sizes (MFU)
   learning     pre-trained vs from-scratch fine-tuning on generated motion clips (accuracy)
 
 `python -m vmae2_jax.bench SUBCOMMAND --help` for each one's flags. Each
-module is imported only when asked for: `memory` and `gpu` set environment
+module is imported only when asked for: `memory`, `aot` and `gpu` set environment
 variables that must precede JAX's start.
 """
 
@@ -24,6 +26,7 @@ SUBCOMMANDS = {
     "hf": "hf_pretrain",
     "hf_finetune": "hf_finetune",
     "memory": "memory",
+    "aot": "aot",
     "gpu": "gpu",
     "learning": "learning",
 }

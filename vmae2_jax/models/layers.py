@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from vmae2_jax.models.options import ModelOptions
+from vmae2_jax.models.platform import target_platform
 from vmae2_jax.sharding.constraints import constrain
 
 # Logical axes of the [B, N, D] activations between blocks (see sharding rules).
@@ -151,7 +152,7 @@ class LayerNorm(nnx.Module):
 
 def cpu_kernels_enabled(opts: ModelOptions) -> bool:
   """Whether this float32 model on the CPU backend may call vmae2_jax.kernels."""
-  if not opts.cpu_kernels or jax.default_backend() != "cpu":
+  if not opts.cpu_kernels or target_platform() != "cpu":
     return False
   if jnp.dtype(opts.dtype) != jnp.dtype(jnp.float32):
     return False
@@ -176,7 +177,7 @@ def attention_implementation(name: str, dtype=jnp.bfloat16, cpu_kernels: bool = 
   CPU: the fused kernel of vmae2_jax.kernels for float32 when it builds on
   this machine, else XLA. Elsewhere (TPU): XLA.
   """
-  backend = jax.default_backend()
+  backend = target_platform()
   if name == "fused_cpu" and backend != "cpu":
     raise ValueError(f"config.model.attention='fused_cpu' needs the CPU backend, not {backend}")
   if name != "auto":

@@ -25,6 +25,7 @@ from vmae2_jax import sharding
 from vmae2_jax.models import get_variant
 from vmae2_jax.models.layers import resolved_numerics
 from vmae2_jax.models.options import ModelOptions
+from vmae2_jax.models.platform import building_for
 from vmae2_jax.sharding.constraints import activation_sharding
 from vmae2_jax.training import optimizer as optim
 from vmae2_jax.training.config_checks import ConfigError, check_common
@@ -152,7 +153,8 @@ class Experiment:
     """The start-up summary: what runs, how the batch and lr are built, numerics, layout."""
     c = self.config
     opts = ModelOptions.from_config(c.model)
-    used = resolved_numerics(opts)
+    with building_for(self.mesh.devices.flat[0].platform):
+      used = resolved_numerics(opts)
     layout = sharding.rules.layout_summary(self.abstract_state, self.state_sharding)
     unsplit = sum(n for _, n in layout["unsplit"])
     lines = [
@@ -164,7 +166,8 @@ class Experiment:
         f"numerics: compute {jnp.dtype(opts.dtype).name}, params {jnp.dtype(opts.param_dtype).name}"
         f", attention {used['attention']}, CPU kernels {'on' if used['cpu_kernels'] else 'off'}, "
         f"remat {opts.remat}",
-        f"mesh {dict(self.mesh.shape)} over {self.mesh.size} {jax.devices()[0].platform} devices; "
+        f"mesh {dict(self.mesh.shape)} over {self.mesh.size} {self.mesh.devices.flat[0].platform} "
+        "devices; "
         f"train state {layout['whole'] / 1e9:.3f} GB in all, {layout['per_device'] / 1e9:.3f} GB "
         f"per device; {len(layout['unsplit'])} arrays ({unsplit / 1e6:.1f} MB) whole on every "
         "device",
@@ -190,6 +193,12 @@ def setup(config, devices=None) -> Experiment:
     mesh = sharding.make_mesh(config.mesh, devices=devices)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  # The model's kernels follow the mesh's devices (a TPU compiled for from a CPU host).
+  with building_for(mesh.devices.flat[0].platform):
+    return _build(config, mesh)
+
+
+def _build(config, mesh: Mesh) -> Experiment:
   shards = _batch_shards(mesh)
   check_common(config, shards)
   task, num_videos = make_task(config, shards)

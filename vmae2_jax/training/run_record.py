@@ -40,7 +40,8 @@ RUN_FILE = "run.json"
 # Field names, or prefixes ending in ".", that a resume may change freely.
 COMPATIBLE = (
     "log_every", "checkpoint_every", "keep_checkpoints", "keep_period", "async_checkpoint",
-    "stop_after", "eval_only", "compile_only", "eval.", "reconstruction.", "host_malloc",
+    "stop_after", "eval_only", "compile_only", "compile_topology", "eval.", "reconstruction.",
+    "host_malloc",
     "distributed.", "mesh.", "sharding_rules",
     "init_from", "init_label_map", "init_fresh_head",        # read by a fresh start only
     "nonfinite", "checkpoint_fallback", "allow_config_change",
