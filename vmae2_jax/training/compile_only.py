@@ -52,7 +52,7 @@ def compile_train_step(config, devices=None) -> dict:
   mesh = exp.mesh
   step_fn = exp.jit_train_step()
   t0 = time.perf_counter()
-  lowered = step_fn.lower(exp.abstract_state, exp.abstract_batch())
+  lowered = step_fn.lower(exp.abstract_state, exp.abstract_batch(), *exp.abstract_frozen)
   t1 = time.perf_counter()
   compiled = lowered.compile()
   t2 = time.perf_counter()
@@ -77,6 +77,7 @@ def compile_train_step(config, devices=None) -> dict:
       "scan_layers": bool(config.model.scan_layers),
       "num_params": exp.num_params,
       "state_bytes_per_device": _bytes_per_device(exp.abstract_state),
+      "frozen_bytes_per_device": _bytes_per_device(exp.abstract_frozen),
       "lower_seconds": t1 - t0, "compile_seconds": t2 - t1,
       "flops_per_device": float(cost.get("flops", float("nan"))),
       "model_flops_per_device": float(train_flops_per_clip(exp) * clips / mesh.size),
@@ -96,7 +97,9 @@ def format_report(r: dict) -> str:
            f"({r['videos_per_device']:g} videos), {r['dtype']} compute, remat={r['remat']}, "
            f"scan={r['scan_layers']}",
            f"  params {r['num_params'] / 1e6:.1f}M; train state per device "
-           f"{r['state_bytes_per_device'] / GB:.3f} GB",
+           f"{r['state_bytes_per_device'] / GB:.3f} GB"
+           + (f"; frozen teacher per device {r['frozen_bytes_per_device'] / GB:.3f} GB"
+              if r.get("frozen_bytes_per_device") else ""),
            f"  lowered in {r['lower_seconds']:.1f}s, compiled in {r['compile_seconds']:.1f}s"]
   m = r.get("memory_bytes_per_device")
   if m:
