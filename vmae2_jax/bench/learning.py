@@ -109,6 +109,49 @@ def compare(out: str, seed: int = 0, *, modes=("pretrained", "scratch"), log=pri
   return result
 
 
+def distill_config(train_path: str, val_path: str, teacher_from: str, *, seed: int = 0,
+                   steps: int | None = None, teacher_variant: str = ""):
+  """The from-scratch fine-tuning above as stage="distill": the same student, data, budget
+  and lr, learning the teacher's logits (KL at T=1, no label loss)."""
+  c = finetune_config(train_path, val_path, seed=seed, steps=steps)
+  c.stage = "distill"
+  c.distill.teacher_from = teacher_from
+  c.distill.teacher_variant = teacher_variant
+  return c
+
+
+def compare_distillation(out: str, seed: int = 0, *, teacher_variant: str = "Ti/16",
+                         log=print) -> dict:
+  """A larger teacher (teacher_variant, pre-trained then fine-tuned as in compare), then the
+  mu/16 student from scratch for the fine-tuning budget: with labels alone, and distilled
+  from the teacher. Returns the three multi-view top-1s (%) and wall times (s)."""
+  s = SETTING
+  result = {"seed": seed, "teacher_variant": teacher_variant}
+  paths = write_motion_dataset(os.path.join(out, "data"), num_train=s["num_train"],
+                               num_val=s["num_val"], frames=s["clip_frames"],
+                               size=s["image_size"], seed=seed, speed=s["speed"])
+  t = time.perf_counter()
+  pre = pretrain_config(paths["train"], seed=seed)
+  pre.model.variant = teacher_variant
+  trainer.train(pre, os.path.join(out, "teacher_pretrain"))
+  ft = finetune_config(paths["train"], paths["val"], seed=seed,
+                       init_from=os.path.join(out, "teacher_pretrain"))
+  ft.model.variant = teacher_variant
+  teacher = os.path.join(out, "teacher")
+  result["teacher_top1"] = trainer.train(ft, teacher)["test_top1"]
+  result["teacher_s"] = time.perf_counter() - t
+  for name, config in (("labels", finetune_config(paths["train"], paths["val"], seed=seed)),
+                       ("distilled", distill_config(paths["train"], paths["val"], teacher,
+                                                    seed=seed))):
+    t = time.perf_counter()
+    result[f"{name}_top1"] = trainer.train(config, os.path.join(out, name))["test_top1"]
+    result[f"{name}_s"] = time.perf_counter() - t
+  log(f"seed {seed}: teacher {teacher_variant} {result['teacher_top1']:.1f}%; mu/16 student "
+      f"from scratch, {s['finetune_steps']} steps: labels {result['labels_top1']:.1f}%, "
+      f"distilled {result['distilled_top1']:.1f}%")
+  return result
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   while argv and not argv[0].startswith("-"):  # tolerate "learning" in front
@@ -118,9 +161,12 @@ def main(argv=None) -> int:
                               "generated motion clips (docs/demo_results.md).")
   p.add_argument("--out", required=True)
   p.add_argument("--seeds", default="0")
+  p.add_argument("--distill", action="store_true",
+                 help="instead: a Ti/16 teacher, then the student with labels vs distilled")
   a = p.parse_args(argv)
   for seed in [int(x) for x in a.seeds.split(",")]:
-    r = compare(os.path.join(a.out, f"seed{seed}"), seed)
+    run = compare_distillation if a.distill else compare
+    r = run(os.path.join(a.out, f"seed{seed}"), seed)
     print(json.dumps(r), flush=True)
   return 0
 
