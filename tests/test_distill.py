@@ -16,6 +16,7 @@ from flax import nnx
 
 from tests.helpers import tiny_finetune_config
 from vmae2_jax.checkpointing import model_io
+from vmae2_jax.conversion.report import ConversionError
 from vmae2_jax.training import trainer
 from vmae2_jax.training.config_checks import ConfigError
 from vmae2_jax.training.experiment import setup
@@ -70,7 +71,7 @@ def test_the_teacher_inside_the_step_sees_the_students_mixed_clips(tmp_path):
   mixed batch; the teacher runs at its own resolution (48 px) on the student's 32 px crop."""
   c = _student("/nonexistent/teacher", **{"distill.teacher_variant": "Ti/16",
                                           "distill.teacher_image_size": 48,
-                                          "model.drop_path_rate": 0.0, "data.num_sample": 1,
+                                          "model.drop_path_rate": 0.0,
                                           "model.head_init_scale": 1.0,
                                           "mixup.cutmix_alpha": 0.0})
   exp = setup(c)
@@ -79,8 +80,9 @@ def test_the_teacher_inside_the_step_sees_the_students_mixed_clips(tmp_path):
   # A random teacher's head is scaled by 0.001 at init: confident logits make the KL count
   teacher_params["head"] = jax.tree.map(lambda x: x * 20000.0, teacher_params["head"])
   rng = np.random.default_rng(1)
-  host = {"video": rng.integers(0, 256, (8, 4, 32, 32, 3), np.uint8),
-          "label": rng.integers(0, 5, (8,), np.int32)}
+  # 16 rows: 2 per device, so the per-device mixup mirror mixes two different clips
+  host = {"video": rng.integers(0, 256, (16, 4, 32, 32, 3), np.uint8),
+          "label": rng.integers(0, 5, (16,), np.int32)}
   batch = exp.global_batch(host)
   host_params = jax.device_get(state.params)
   host_teacher = jax.device_get(teacher_params)
@@ -89,7 +91,7 @@ def test_the_teacher_inside_the_step_sees_the_students_mixed_clips(tmp_path):
 
   video, _, _ = task.mixed_input({k: jnp.asarray(v) for k, v in host.items()},
                                  step_key(jax.random.key(c.seed), 0))
-  resized = jax.image.resize(video, (8, 4, 48, 48, 3), "bilinear")
+  resized = jax.image.resize(video, (16, 4, 48, 48, 3), "bilinear")
   teacher = nnx.merge(task.teacher_graphdef, host_teacher)(resized, deterministic=True)
   student = nnx.merge(exp.graphdef, host_params)(video, deterministic=True)
   expected = _np_kl(np.asarray(student, np.float64), np.asarray(teacher, np.float64), 1.0)
@@ -97,13 +99,13 @@ def test_the_teacher_inside_the_step_sees_the_students_mixed_clips(tmp_path):
   agree = np.mean(np.argmax(student, -1) == np.argmax(teacher, -1))
   assert float(metrics["teacher_agreement"]) == pytest.approx(agree)
   # The check can fail: the teacher on the unmixed clips gives another KL.
-  plain = jax.image.resize(jnp.asarray(host["video"], jnp.float32), (8, 4, 48, 48, 3),
+  plain = jax.image.resize(jnp.asarray(host["video"], jnp.float32), (16, 4, 48, 48, 3),
                            "bilinear")
   unmixed = nnx.merge(task.teacher_graphdef, host_teacher)(plain, deterministic=True)
   assert abs(_np_kl(np.asarray(student, np.float64), np.asarray(unmixed, np.float64), 1.0)
              - expected) > 0.01 * expected
   # The teacher is sharded over the mesh like the student (FSDP), not replicated.
-  kernel = teacher_params["encoder"]["blocks"]["mlp"]["fc1"]["kernel"]
+  kernel = teacher_params["encoder"]["blocks"]["layers"]["mlp"]["fc1"]["kernel"]
   assert kernel.sharding.shard_shape(kernel.shape) != kernel.shape
 
 
@@ -188,3 +190,8 @@ def test_other_label_order_and_a_pretraining_teacher_are_refused(teacher, tmp_pa
     setup(_student(other))
   with pytest.raises(ConfigError, match=r"teacher_from is empty"):
     setup(_student(""))
+  with pytest.raises(ConfigError, match=r"teacher_variant is empty and config.distill"):
+    setup(_student(str(tmp_path / "missing")))
+  exp = setup(_student(str(tmp_path / "missing"), **{"distill.teacher_variant": "Ti/16"}))
+  with pytest.raises(ConversionError, match=r"teacher_from=.*missing: .*no such directory"):
+    exp.load_frozen()
