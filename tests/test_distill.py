@@ -195,3 +195,21 @@ def test_other_label_order_and_a_pretraining_teacher_are_refused(teacher, tmp_pa
   exp = setup(_student(str(tmp_path / "missing"), **{"distill.teacher_variant": "Ti/16"}))
   with pytest.raises(ConversionError, match=r"teacher_from=.*missing: .*no such directory"):
     exp.load_frozen()
+
+
+def test_distill_b_config_runs_in_the_cpu_benchmark(capsys):
+  """The bench builds the K710 distillation step from the same Experiment (a random teacher,
+  shrunk here: mu/16 student, Ti/16 teacher) and reports clips/s with the teacher's FLOPs."""
+  from vmae2_jax.bench import __main__ as bench_main
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  argv = [f"--config={os.path.join(root, 'configs', 'distill_b_k710.py')}", "--variant=mu/16",
+          "--teacher_variant=Ti/16", "--frames=4", "--image_size=32", "--steps=1",
+          "--warmup=1", "--rounds=1", "--dtype=float32", "--json"]
+  assert bench_main.main(argv) == 0
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert out["stage"] == "distill" and out["teacher_variant"] == "Ti/16"
+  assert out["clips_per_s"] > 0 and np.isfinite(out["loss"])
+  from vmae2_jax.bench.flops import classifier_flops_per_clip
+  student = classifier_flops_per_clip("mu/16", 4, 32, 710)["train"]
+  teacher = classifier_flops_per_clip("Ti/16", 4, 32, 710)["forward"]
+  assert out["model_tflops_per_clip"] == pytest.approx((student + teacher) / 1e12)
