@@ -75,7 +75,8 @@ def make_task(config, batch_shards: int):
   if names is not None and len(names) != num_classes and not config.data.class_names:
     logging.warning("%d class names for a %d-way head: names dropped", len(names), num_classes)
     names = None
-  task_class = DistillTask if config.stage == "distill" else ClassifyTask
+  # eval_only tests the student alone: a distillation's teacher is neither read nor needed
+  task_class = DistillTask if config.stage == "distill" and not config.eval_only else ClassifyTask
   return (task_class(config, batch_shards, num_classes, names),
           config.data.num_videos or videos)
 

@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from vmae2_jax import sharding
 from vmae2_jax.checkpointing import model_io
 from vmae2_jax.conversion import mapping
 from vmae2_jax.conversion.init_from import apply_init_from
@@ -167,7 +168,6 @@ class DistillTask(ClassifyTask):
 
   @property
   def teacher_axes(self):
-    from vmae2_jax import sharding
     return sharding.logical_axes_tree(self._teacher_model)
 
   def teacher_logits(self, teacher_params, video):
