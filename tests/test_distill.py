@@ -213,3 +213,15 @@ def test_distill_b_config_runs_in_the_cpu_benchmark(capsys):
   student = classifier_flops_per_clip("mu/16", 4, 32, 710)["train"]
   teacher = classifier_flops_per_clip("Ti/16", 4, 32, 710)["forward"]
   assert out["model_tflops_per_clip"] == pytest.approx((student + teacher) / 1e12)
+
+
+def test_compile_only_counts_the_teacher_without_its_weights():
+  from vmae2_jax.training import compile_only
+  c = _student("/nonexistent/teacher", **{"distill.teacher_variant": "Ti/16"})
+  r = compile_only.compile_train_step(c)
+  exp = setup(c)
+  teacher_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(exp.abstract_frozen))
+  # FSDP over the 8 devices: about an eighth of the teacher on each (small arrays stay whole)
+  assert teacher_bytes / 8 <= r["frozen_bytes_per_device"] < teacher_bytes / 4
+  assert r["memory_bytes_per_device"]["arguments"] > r["frozen_bytes_per_device"]
+  assert "frozen teacher per device" in compile_only.format_report(r)
