@@ -111,7 +111,8 @@ def compare(out: str, seed: int = 0, *, modes=("pretrained", "scratch"), log=pri
 
 # The distillation comparison: students train longer than the fine-tuning above (from scratch
 # at 200 steps neither arm learns motion) and both arms use the supervised recipe's mixup /
-# cutmix, whose mixed clips are where a teacher's targets differ from mixed labels.
+# cutmix, whose mixed clips are where a teacher's targets differ from mixed labels. Measured
+# results (docs/demo_results.md): no reliable gain over labels alone in this tiny setting.
 DISTILL = dict(teacher_variant="Ti/16", student_steps=400, mixup_alpha=0.8, cutmix_alpha=1.0)
 
 
