@@ -60,3 +60,20 @@ def demo_stage(stage: str, init_from: str, *, base_lr: float, total_steps: int):
   c.log_every = 25
   c.checkpoint_every = 100
   return c
+
+
+# The students' own post-pre-trained K710 classifiers (not published): the workdirs of
+# configs/finetune_b_k710.py and of the same recipe at S/16 from configs/pretrain_s.py.
+STUDENT_K710 = {"S/16": "runs/s_k710", "B/16": "runs/b_k710"}
+
+
+def distill_k710(variant: str):
+  """Adapted: the assumed recipe of the reference's distilled students (their code and
+  hyper-parameters are unpublished). Cited per number in configs/distill_{s,b}_k710.py."""
+  c = finetune_recipe(variant, "k710", per_gpu_batch=16, gpus=32, base_lr=7e-4,
+                      layer_decay=LAYER_DECAY[variant], epochs=90, drop_path=0.1,
+                      stage="distill", init_from=STUDENT_K710[variant])
+  c.model.dtype = "bfloat16"  # the teacher's forward (most of the step) in bf16, as AMP
+  c.distill.update(dict(teacher_from=G_K710, teacher_variant="g/14", teacher_image_size=224,
+                        temperature=1.0, label_weight=0.0))
+  return c

@@ -6,7 +6,7 @@ and never restates a default. Each config file edits what differs.
 
 import ml_collections
 
-STAGES = ("pretrain", "postpretrain", "finetune")
+STAGES = ("pretrain", "postpretrain", "finetune", "distill")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -109,6 +109,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ""
   c.init_label_map = ""          # re-index a classifier head ("710to400", a JSON file, "" = auto)
   c.init_fresh_head = False      # keep the fresh head even when init_from has one that fits
+  # stage="distill": the student (model, init_from) learns the frozen teacher's logits on
+  # the same augmented, mixed clips (vmae2_jax/training/tasks/distill.py).
+  c.distill = ml_collections.ConfigDict(dict(
+      teacher_from="",           # a run workdir, WORKDIR/best or a converted classifier
+      teacher_variant="",        # its size ("g/14"); checked against the checkpoint's
+      teacher_image_size=0,      # 0 = data.image_size; else the same crop resized to it
+      temperature=1.0,           # KL(teacher/T || student/T) x T^2
+      label_weight=0.0,          # + this x cross-entropy on the (mixed, smoothed) labels
+      teacher_eval=True,         # the teacher's single-view validation once at the start
+  ))
   # The picture at the end of pre-training: the first num_clips videos of the training set
   # (file order, centre view); first_classes (names) are shown before the others.
   c.reconstruction = ml_collections.ConfigDict(dict(enabled=False, num_clips=3,

@@ -95,3 +95,25 @@ def test_finetuning_from_a_pretraining_workdir_resumes_exactly(pretrained, tmp_p
   assert s1 == s2 == 6 and d1 == d2 and d1 and meta["stage"] == "finetune"
   jax.tree.map(np.testing.assert_array_equal, state1.params, state2.params)
   jax.tree.map(np.testing.assert_array_equal, state1.opt_state, state2.opt_state)
+
+
+def test_a_student_distilled_without_labels_learns_motion_from_the_teacher(tmp_path):
+  """A Ti/16 teacher (pre-trained 300 + fine-tuned 200 steps), then the mu/16 student from
+  scratch distilled from it for 400 steps with mixup / cutmix (KL at T=1, label weight 0:
+  the student never reads a label) reaches the held-out clips' motion directions. A
+  broken teacher path (another input, a random or unloaded teacher) leaves it at chance
+  (25%). Long: three trainings, a few minutes on an idle 2-core machine. The comparison
+  with labels alone is `python -m vmae2_jax.bench learning --distill`
+  (docs/demo_results.md)."""
+  s = learning.SETTING
+  paths = write_motion_dataset(str(tmp_path / "data"), num_train=s["num_train"],
+                               num_val=s["num_val"], frames=s["clip_frames"],
+                               size=s["image_size"], speed=s["speed"], seed=0)
+  teacher = learning.train_teacher(paths, str(tmp_path), seed=0)
+  distilled = trainer.train(
+      learning.student_config(paths["train"], paths["val"], str(tmp_path / "teacher"), seed=0),
+      str(tmp_path / "distilled"))
+  assert teacher["test_top1"] >= 90.0
+  assert distilled["teacher_val_top1"] >= 90.0  # the teacher's single view, once at the start
+  assert distilled["final_step"] == learning.DISTILL["student_steps"]
+  assert distilled["test_top1"] >= 80.0, distilled["test_top1"]  # measured: 98.4%

@@ -140,13 +140,14 @@ class StepRunner(Timed):
     self.exp = setup(config, devices)
     self.batch = synthetic_batch(self.exp)
     self.state = self.exp.init_state()
+    self.frozen = self.exp.init_frozen()  # a distillation teacher: random weights, same cost
     t0 = time.perf_counter()
-    self.step_fn = self.exp.jit_train_step().lower(self.state, self.batch).compile()
+    self.step_fn = self.exp.jit_train_step().lower(self.state, self.batch, *self.frozen).compile()
     self.compile_s = time.perf_counter() - t0
     self.metrics = None
 
     def call():
-      self.state, self.metrics = self.step_fn(self.state, self.batch)
+      self.state, self.metrics = self.step_fn(self.state, self.batch, *self.frozen)
       jax.block_until_ready((self.state, self.metrics))
 
     super().__init__(name, call)

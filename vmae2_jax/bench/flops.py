@@ -82,8 +82,13 @@ def train_flops_per_clip(exp) -> float:
   if exp.task.kind == "pretrain":
     return pretrain_flops_per_clip(c.model.variant, c.data.frames, c.data.image_size,
                                    exp.task.spec)["train"]
-  return classifier_flops_per_clip(c.model.variant, c.data.frames, c.data.image_size,
-                                   exp.task.num_classes)["train"]
+  train = classifier_flops_per_clip(c.model.variant, c.data.frames, c.data.image_size,
+                                    exp.task.num_classes)["train"]
+  teacher = getattr(exp.task, "teacher_size", None)
+  if teacher is not None:  # distillation: the frozen teacher's forward on the same clip
+    train += classifier_flops_per_clip(teacher, c.data.frames, exp.task.teacher_image_size,
+                                       exp.task.num_classes)["forward"]
+  return train
 
 
 def count_dot_flops(jaxpr) -> int:

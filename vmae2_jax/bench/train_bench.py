@@ -39,6 +39,8 @@ def parse_args(argv):
   p.add_argument("--batch", type=int, default=0,
                  help="clips per step (default: 2 on CPU, 32 per device elsewhere)")
   p.add_argument("--variant", default="", help="override config.model.variant")
+  p.add_argument("--teacher_variant", default="",
+                 help="stage distill: override config.distill.teacher_variant")
   p.add_argument("--frames", type=int, default=0, help="override config.data.frames")
   p.add_argument("--image_size", type=int, default=0, help="override config.data.image_size")
   p.add_argument("--num_classes", type=int, default=0,
@@ -75,6 +77,11 @@ def apply_overrides(config, a):
     config.data.frames = a.frames
   if a.image_size:
     config.data.image_size = a.image_size
+  if config.stage == "distill":  # a random teacher of the config's size (no weights read)
+    config.distill.teacher_variant = a.teacher_variant or config.distill.teacher_variant
+    if a.image_size:  # the teacher at the student's crop size
+      config.distill.teacher_image_size = 0
+    config.distill.teacher_eval = False
   if a.num_classes:
     config.model.num_classes = a.num_classes
   if a.dtype:
@@ -170,6 +177,10 @@ def run(argv=None) -> dict:
         "drop_path_rate": config.model.drop_path_rate,
         "layer_decay": config.optim.layer_decay,
     })
+    if config.stage == "distill":  # model_tflops_per_clip above includes its forward
+      out.update({"teacher_variant": task.teacher_variant,
+                  "teacher_image_size": task.teacher_image_size,
+                  "params_teacher": count_params(task.teacher_abstract)})
     return out
 
   from vmae2_jax.bench.flops import pretrain_flops_per_clip

@@ -7,14 +7,14 @@ classes: info.train_info.
 
 from __future__ import annotations
 
-SUPERVISED_STAGES = ("postpretrain", "finetune")
+SUPERVISED_STAGES = ("postpretrain", "finetune", "distill")
 
 
 def make_train_iterator(config, *, process_index: int, process_count: int, seed: int):
   """The training iterator for config.stage, reading config.data.source.
 
   "pretrain" reads shards, TFDS or generated clips ("synthetic");
-  "postpretrain" / "finetune" need labelled data (shards or TFDS).
+  "postpretrain" / "finetune" / "distill" need labelled data (shards or TFDS).
   """
   source = config.data.source
   if config.stage == "pretrain":

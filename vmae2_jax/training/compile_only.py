@@ -64,7 +64,7 @@ def compile_train_step(config, devices=None, on_compiled=None) -> dict:
   """
   exp = setup(config, devices)
   clips = exp.layout.clips
-  report = _compile(exp, exp.jit_train_step(), (exp.abstract_state, exp.abstract_batch()),
+  report = _compile(exp, exp.jit_train_step(), (exp.abstract_state, exp.abstract_batch(), *exp.abstract_frozen),
                     train_flops_per_clip(exp) * clips, on_compiled)
   report.update({
       "clips_global": int(clips),
@@ -72,6 +72,7 @@ def compile_train_step(config, devices=None, on_compiled=None) -> dict:
       "videos_per_device": config.batch_size / exp.mesh.size,
       "accum_steps": exp.layout.accum_steps,
       "state_bytes_per_device": _bytes_per_device(exp.abstract_state),
+      "frozen_bytes_per_device": _bytes_per_device(exp.abstract_frozen),
   })
   return report
 
@@ -203,7 +204,9 @@ def format_report(r: dict) -> str:
            f"remat={r['remat']}, scan={r['scan_layers']}, attention {r.get('attention')}",
            f"  params {r['num_params'] / 1e6:.1f}M; "
            f"{'train state' if what == 'train step' else 'parameters'} per device "
-           f"{r['state_bytes_per_device'] / GB:.3f} GB",
+           f"{r['state_bytes_per_device'] / GB:.3f} GB"
+           + (f"; frozen teacher per device {r['frozen_bytes_per_device'] / GB:.3f} GB"
+              if r.get("frozen_bytes_per_device") else ""),
            f"  lowered in {r['lower_seconds']:.1f}s, compiled in {r['compile_seconds']:.1f}s"]
   m = r.get("memory_bytes_per_device")
   if m:

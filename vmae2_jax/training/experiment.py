@@ -79,6 +79,9 @@ class Experiment:
   abstract_state: TrainState      # ShapeDtypeStructs carrying their shardings
   state_sharding: TrainState
   init_fn: Callable[[], TrainState]
+  # Shardings of frozen models' parameters the step takes after the batch (a distillation
+  # teacher: task.load_frozen); () for stages without one.
+  frozen_sharding: tuple = ()
 
   # ------------------------------------------------------------- state
   def init_state(self) -> TrainState:
@@ -95,6 +98,30 @@ class Experiment:
       return jax.device_get(params)
     from jax.experimental import multihost_utils
     return multihost_utils.process_allgather(params, tiled=True)
+
+  # ------------------------------------------------------------- frozen models
+  @property
+  def abstract_frozen(self) -> tuple:
+    """The frozen parameters as ShapeDtypeStructs with shardings (compile-only)."""
+    if not self.frozen_sharding:
+      return ()
+    return (jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                         self.task.teacher_abstract, self.frozen_sharding[0]),)
+
+  def init_frozen(self) -> tuple:
+    """Randomly initialised frozen parameters, born sharded (benchmarks time these)."""
+    if not self.frozen_sharding:
+      return ()
+    def init():
+      return nnx.state(self.task.build_teacher(nnx.Rngs(self.config.seed + 1)),
+                       nnx.Param).to_pure_dict()
+    return (jax.jit(init, out_shardings=self.frozen_sharding[0])(),)
+
+  def load_frozen(self) -> tuple[tuple, dict]:
+    """(frozen parameters on device, what run.json records of them): the task's teacher."""
+    if not self.frozen_sharding:
+      return (), {}
+    return self.task.load_frozen(self)
 
   # ------------------------------------------------------------- batches
   def batch_sharding(self, ndim: int):
@@ -134,7 +161,8 @@ class Experiment:
                            accum_steps=self.layout.accum_steps, views=self.layout.views,
                            skip_nonfinite=self.config.nonfinite == "skip")
     batch_sh = {k: s.sharding for k, s in self.abstract_batch().items()}
-    return jax.jit(self._constrained(step), in_shardings=(self.state_sharding, batch_sh),
+    return jax.jit(self._constrained(step),
+                   in_shardings=(self.state_sharding, batch_sh, *self.frozen_sharding),
                    out_shardings=(self.state_sharding, sharding.replicated(self.mesh)),
                    donate_argnums=(0,))
 
@@ -172,12 +200,33 @@ class Experiment:
         f"per device; {len(layout['unsplit'])} arrays ({unsplit / 1e6:.1f} MB) whole on every "
         "device",
     ]
+    if self.frozen_sharding:
+      lines.append(_frozen_summary(self))
     if self.mesh.size > 1 and unsplit > 0.05 * layout["per_device"]:
       lines.append(f"warning: {100 * unsplit / layout['per_device']:.0f}% of the per-device train "
                    "state is not split (mesh sizes do not divide these dims; see "
                    "docs/scaling.md): " + ", ".join(
                        p for p, _ in sorted(layout["unsplit"], key=lambda t: -t[1])[:5]))
     return lines
+
+
+def _frozen_summary(exp: Experiment) -> str:
+  """The teacher's size, bytes per device and share of the step's model FLOPs."""
+  from vmae2_jax.bench.flops import classifier_flops_per_clip
+  t, c = exp.task, exp.config
+  leaves = jax.tree.leaves(exp.abstract_frozen[0])
+  whole = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
+  per_device = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+                   for x in leaves)
+  teacher = classifier_flops_per_clip(t.teacher_size, c.data.frames, t.teacher_image_size,
+                                      t.num_classes)["forward"]
+  student = classifier_flops_per_clip(c.model.variant, c.data.frames, c.data.image_size,
+                                      t.num_classes)["train"]
+  return (f"teacher ViT-{t.teacher_variant}: {sum(math.prod(x.shape) for x in leaves) / 1e6:.2f}M "
+          f"frozen params ({jnp.dtype(leaves[0].dtype).name}), {whole / 1e9:.3f} GB in all, "
+          f"{per_device / 1e9:.3f} GB per device; its forward is {teacher / 1e12:.3g} TFLOP a "
+          f"clip = {100 * teacher / (teacher + student):.0f}% of the step's model FLOPs (student "
+          f"training {student / 1e12:.3g} TFLOP)")
 
 
 def _batch_shards(mesh: Mesh) -> int:
@@ -228,6 +277,9 @@ def _build(config, mesh: Mesh) -> Experiment:
   layout = BatchLayout(videos=int(config.batch_size), views=int(config.data.num_sample),
                        accum_steps=int(config.optim.accum_steps), batch_shards=shards,
                        processes=jax.process_count())
+  frozen_sh = ()
+  if hasattr(task, "teacher_abstract"):  # sharded by the same rules as the student's params
+    frozen_sh = (sharding.tree_shardings(task.teacher_abstract, task.teacher_axes, mesh, rules),)
   return Experiment(config=config, mesh=mesh, rules=rules, task=task, graphdef=graphdef, tx=tx,
                     schedule=schedule, layout=layout, abstract_state=abstract_state,
-                    state_sharding=state_sh, init_fn=init)
+                    state_sharding=state_sh, init_fn=init, frozen_sharding=frozen_sh)

@@ -44,6 +44,7 @@ COMPATIBLE = (
     "host_malloc",
     "distributed.", "mesh.", "sharding_rules",
     "init_from", "init_label_map", "init_fresh_head",        # read by a fresh start only
+    "distill.teacher_eval",
     "nonfinite", "checkpoint_fallback", "allow_config_change",
     "model.attention", "model.cpu_kernels", "model.remat", "model.scan_layers",  # same params
     "data.val_path", "data.test_num_segment", "data.test_num_crop",               # evaluation
@@ -218,8 +219,15 @@ def _read_run(workdir: str) -> dict:
 
 
 def record(workdir: str, exp, model_meta: dict, *, step: int, resumed: bool,
-           changes: dict) -> None:
-  """config.json, model.json and a run.json entry for this start (process 0)."""
+           changes: dict, extra: dict | None = None) -> None:
+  """config.json, model.json and a run.json entry for this start (process 0).
+
+  `extra` joins the entry: {"teacher": {"from", "sha256", ...}} of a distillation. A resume
+  whose teacher weights hash differently from the last start's is refused unless
+  config.allow_config_change (then logged and recorded under "changes").
+  """
+  if resumed and extra and "teacher" in extra:
+    _check_teacher(workdir, exp, extra["teacher"], step, changes)
   if jax.process_index() != 0:
     return
   from vmae2_jax.checkpointing import write_meta
@@ -232,8 +240,25 @@ def record(workdir: str, exp, model_meta: dict, *, step: int, resumed: bool,
            **_where(exp)}
   if changes:
     entry["changes"] = changes
+  entry.update(extra or {})
   run["history"] = (run.get("history") or []) + [entry]
   _write_atomic(os.path.join(workdir, RUN_FILE), json.dumps(run, indent=2))
+
+
+def _check_teacher(workdir: str, exp, teacher: dict, step: int, changes: dict) -> None:
+  before = next((e["teacher"] for e in reversed(_read_run(workdir).get("history") or [])
+                 if "teacher" in e), None)
+  if before is None or before.get("sha256") == teacher["sha256"]:
+    return
+  text = (f"the teacher's weights changed since the last start "
+          f"({before.get('from')} sha256 {str(before.get('sha256'))[:12]}... -> "
+          f"{teacher['from']} {teacher['sha256'][:12]}...)")
+  if not exp.config.allow_config_change:
+    raise ConfigChangeError(f"{workdir} holds a distillation at step {step} from another "
+                            f"teacher: {text} (rerun with --config.allow_config_change=True "
+                            "to resume with it anyway)")
+  logging.warning("resuming step %d with %s (allow_config_change)", step, text)
+  changes["distill.teacher_sha256"] = [before.get("sha256"), teacher["sha256"]]
 
 
 def _write_atomic(path: str, text: str) -> None:

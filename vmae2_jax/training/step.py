@@ -44,28 +44,33 @@ def make_train_step(task, graphdef, tx: optax.GradientTransformation, schedule, 
   follows the step number as the reference's per-iteration schedule does when
   its loss scaler skips an update. Without it the program is unchanged: the
   loop checks loss, grad_norm and param_norm, which it reads anyway.
+
+  `frozen`: parameters of frozen models the task's loss reads after its own
+  (a distillation teacher), passed after the batch; no gradient reaches them
+  and they are not part of the state.
   """
   grad_fn = jax.value_and_grad(
-      lambda params, batch, key: task.loss(params, graphdef, batch, key), has_aux=True)
+      lambda params, batch, key, *frozen: task.loss(params, graphdef, batch, key, *frozen),
+      has_aux=True)
 
-  def gradients(params, batch, key):
+  def gradients(params, batch, key, frozen):
     if accum_steps == 1:
-      return grad_fn(params, batch, key)
+      return grad_fn(params, batch, key, *frozen)
     micro = split_microbatches(batch, accum_steps, views)
 
     def body(acc, xs):
       i, mb = xs
-      out = grad_fn(params, mb, jax.random.fold_in(key, i))
+      out = grad_fn(params, mb, jax.random.fold_in(key, i), *frozen)
       return jax.tree.map(jnp.add, acc, out), None
 
     first = jax.tree.map(lambda x: x[0], micro)
-    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, first, key))
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, first, key, *frozen))
     total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
     return jax.tree.map(lambda x: x / accum_steps, total)
 
-  def train_step(state: TrainState, batch):
+  def train_step(state: TrainState, batch, *frozen):
     key = step_key(base_key, state.step)
-    (loss, aux), grads = gradients(state.params, batch, key)
+    (loss, aux), grads = gradients(state.params, batch, key, frozen)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {

@@ -86,9 +86,11 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
       if config.init_from:
         state = _apply_init_from(exp, state)
     step = int(jax.device_get(state.step))
+    # Frozen models (a distillation teacher) are reloaded at every start, never checkpointed.
+    frozen, frozen_record = ((), {}) if config.eval_only else exp.load_frozen()
     if not (config.eval_only and restored is not None):  # an evaluation leaves the record be
       run_record.record(workdir, exp, model_meta(exp), step=step, resumed=restored is not None,
-                        changes=changes)
+                        changes=changes, extra=frozen_record)
   best = _BestKeeper(workdir, task.best_metric)
 
   if config.eval_only:  # the stage's final evaluation of this model, nothing trained
@@ -127,10 +129,15 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
 
   if meta.get("validate_pending"):  # preempted at a validation step: validate it now
     validate(step)
+  frozen_results = {}
+  if frozen and restored is None:  # the teacher's own accuracy, once, for reference
+    frozen_results = task.evaluate_frozen(exp, *frozen) or {}
+    if frozen_results:
+      log.report(step, frozen_results, "teacher")
 
   while step < last:
     batch = exp.global_batch(next(data_iter))
-    state, metrics = step_fn(state, batch)
+    state, metrics = step_fn(state, batch, *frozen)
     step += 1
     # Read the previous step's metrics only now, so the host loads and ships
     # the next batch while the device still runs this one.
@@ -159,7 +166,7 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
   # ------------------------------------------------------- the stage's finish
   summary = {"history": log.history, "evaluations": log.evaluations,
              "steps_run": step - first_step, "final_step": step,
-             "seconds": time.perf_counter() - t_start, **best.summary()}
+             "seconds": time.perf_counter() - t_start, **best.summary(), **frozen_results}
   if guard.skipped:
     summary["skipped_updates"] = guard.skipped
   if preempted:

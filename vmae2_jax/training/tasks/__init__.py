@@ -1,7 +1,8 @@
 """A stage is a task: its model, its loss and metrics inside the step, its data, its evaluation.
 
 `config.stage` picks it: "pretrain" -> PretrainTask; "postpretrain" and
-"finetune" -> ClassifyTask (the same supervised task; the name stays with the run).
+"finetune" -> ClassifyTask (the same supervised task; the name stays with the run);
+"distill" -> DistillTask (a classifier learning a frozen teacher's logits).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from absl import logging
 from vmae2_jax.checkpointing.model_io import read_source_meta
 from vmae2_jax.data.info import read_class_names, train_info
 from vmae2_jax.training.tasks.classify import ClassifyTask
+from vmae2_jax.training.tasks.distill import DistillTask
 from vmae2_jax.training.tasks.pretrain import PretrainTask
 
 
@@ -73,8 +75,10 @@ def make_task(config, batch_shards: int):
   if names is not None and len(names) != num_classes and not config.data.class_names:
     logging.warning("%d class names for a %d-way head: names dropped", len(names), num_classes)
     names = None
-  return (ClassifyTask(config, batch_shards, num_classes, names),
+  # eval_only tests the student alone: a distillation's teacher is neither read nor needed
+  task_class = DistillTask if config.stage == "distill" and not config.eval_only else ClassifyTask
+  return (task_class(config, batch_shards, num_classes, names),
           config.data.num_videos or videos)
 
 
-__all__ = ["ClassifyTask", "PretrainTask", "make_task"]
+__all__ = ["ClassifyTask", "DistillTask", "PretrainTask", "make_task"]

@@ -50,7 +50,8 @@ class ClassifyTask:
     return {"video": ((clips, d.frames, d.image_size, d.image_size, 3), np.uint8),
             "label": ((clips,), np.int32)}
 
-  def loss(self, params, graphdef, batch, key):
+  def mixed_input(self, batch, key):
+    """(clips after mixup / cutmix, their soft targets, the dropout key) of one batch."""
     mix_key, drop_key = jax.random.split(key)
     video, labels = batch["video"], batch["label"]
     targets = smoothed_one_hot(labels, self.num_classes, self.smoothing)
@@ -58,6 +59,11 @@ class ClassifyTask:
       h, w = video.shape[2:4]
       draws = mixup.sample_per_shard(mix_key, self.mixup, h, w, self.batch_shards)
       video, targets = mixup.apply(video, targets, draws)
+    return video, targets, drop_key
+
+  def loss(self, params, graphdef, batch, key):
+    video, targets, drop_key = self.mixed_input(batch, key)
+    labels = batch["label"]
     model = nnx.merge(graphdef, params)
     logits = model(video, key=drop_key, deterministic=False)
     loss = soft_target_cross_entropy(logits, targets)
