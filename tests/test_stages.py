@@ -57,7 +57,7 @@ def test_run_files_best_checkpoint_and_test_report(runs):
   assert meta["test"]["test_num_segment"] == 2
   best = read_source_meta(os.path.join(ft, "best"))
   assert best["step"] == s["best_step"] and best["kind"] == "classifier"
-  report = os.path.join(ft, "test_step4")
+  report = os.path.join(ft, "test_step4_2x2")
   assert {"predictions.csv", "per_class.csv", "metrics.json", "confusion.png"} <= set(
       os.listdir(report))
   summary = json.load(open(os.path.join(ft, "summary.json")))

@@ -32,6 +32,8 @@ from vmae2_jax.checkpointing import model_io
 from vmae2_jax.conversion import labels, mapping, surgery
 from vmae2_jax.conversion.report import ConversionError
 
+SHOWN_PROBLEMS = 3  # mismatched tensors named in the one-line error; the rest counted
+
 
 def _take(target: dict, source: dict, prefixes: list[tuple[str, ...]],
           skip: list[tuple[str, ...]]) -> tuple[dict, list[str]]:
@@ -66,8 +68,12 @@ def _take(target: dict, source: dict, prefixes: list[tuple[str, ...]],
     counts = ", ".join(f"{sum(p.startswith(k) for p in problems)} {k}" for k in
                        ("mis-shaped", "missing", "unexpected") if any(
                            p.startswith(k) for p in problems))
-    raise ConversionError(f"init_from does not fit the model ({counts}): "
-                          + "; ".join(problems))
+    # The telling ones first (the patch embedding shows the width), then a count.
+    problems.sort(key=lambda p: ("patch_embed" not in p, "encoder." not in p))
+    shown = "; ".join(problems[:SHOWN_PROBLEMS])
+    more = len(problems) - SHOWN_PROBLEMS
+    raise ConversionError(f"init_from does not fit the model ({counts}): {shown}"
+                          + (f"; and {more} more" if more > 0 else ""))
   return out, taken
 
 

@@ -28,7 +28,7 @@ from vmae2_jax.models.options import ModelOptions
 from vmae2_jax.sharding.constraints import activation_sharding
 from vmae2_jax.training import optimizer as optim
 from vmae2_jax.training.config_checks import ConfigError, check_common
-from vmae2_jax.training.schedules import Schedule, make_schedule
+from vmae2_jax.training.schedules import Schedule, make_schedule, small_batch_warning
 from vmae2_jax.training.state import TrainState
 from vmae2_jax.training.step import make_train_step
 from vmae2_jax.training.tasks import make_task
@@ -169,6 +169,9 @@ class Experiment:
         f"per device; {len(layout['unsplit'])} arrays ({unsplit / 1e6:.1f} MB) whole on every "
         "device",
     ]
+    lr_warning = small_batch_warning(self.schedule)
+    if lr_warning and not c.eval_only:
+      lines.append(lr_warning)
     if self.mesh.size > 1 and unsplit > 0.05 * layout["per_device"]:
       lines.append(f"warning: {100 * unsplit / layout['per_device']:.0f}% of the per-device train "
                    "state is not split (mesh sizes do not divide these dims; see "
