@@ -136,7 +136,7 @@ def checkpoints(tmp_path_factory):
                        "({path}/params/manifest.ocdbt: Error decoding manifest"),
     ("ti", "error: config.init_from={path}: it holds a Ti/16 pretrain model, "
            "config.model.variant='mu/16': init_from does not fit the model (35 mis-shaped): "
-           "mis-shaped: encoder.patch_embed.kernel checkpoint [1536, 96], model [1536, 32]; "),
+           "mis-shaped: encoder.patch_embed.bias checkpoint [96], model [32]; "),
 ])
 def test_init_from_missing_partial_or_mismatched(tmp_path, checkpoints, name, want):
   path = checkpoints.get(name, str(tmp_path / "nowhere"))
