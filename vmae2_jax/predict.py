@@ -14,7 +14,8 @@ the reference's merge. The protocol defaults to the model's model.json "test"
 entry (what the run was trained for), else Kinetics' dense 5 x 3 at sampling
 rate 4; flags override.
 
---video takes a file or a folder (its video files, in name order); --list a
+--video takes a file or a folder (its video files and its subfolders', as a
+class-per-folder split, in name order); --list a
 file of paths, one a line, relative to the list's folder or to --root.
 
 Output: one line per video, ``clip.mp4: 1. riding a bike 0.913 | 2. ...``, or
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = []
     for video in args.video:
       if os.path.isdir(video):
-        found = videos_in_folder(video)
+        found = [p for d, _, _ in sorted(os.walk(video)) for p in videos_in_folder(d)]
         if not found:
           raise UserError(f"--video={video}: a folder without video files "
                           f"({', '.join(VIDEO_EXTS[:4])}, ...)")

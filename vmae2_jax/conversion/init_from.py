@@ -100,7 +100,7 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
   """Returns a copy of `params` (a pure dict) with DIR's weights applied by stage surgery.
 
   Args:
-    params: the target model's nnx.state(model, nnx.Param).to_pure_dict(); its
+    params: the target model's nnx.to_pure_dict(nnx.state(model, nnx.Param)); its
       leaves may be arrays or ShapeDtypeStructs (those taken from DIR become
       numpy arrays in the leaf's dtype; the rest are returned as given).
     directory: any model source (a converted checkpoint, a run's workdir, its

@@ -204,13 +204,13 @@ def setup(config, devices=None) -> Experiment:
   abstract_model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
   graphdef, _ = nnx.split(abstract_model)
   axes = sharding.logical_axes_tree(abstract_model)
-  abstract_params = nnx.state(abstract_model, nnx.Param).to_pure_dict()
+  abstract_params = nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param))
   depth = get_variant(config.model.variant).depth
   tx = optim.make_optimizer(config, schedule, abstract_params, depth)
 
   def init():
     model = task.build_model(nnx.Rngs(params=config.seed))
-    return TrainState.create(nnx.state(model, nnx.Param).to_pure_dict(), tx)
+    return TrainState.create(nnx.to_pure_dict(nnx.state(model, nnx.Param)), tx)
 
   shapes = jax.eval_shape(init)
   param_sh = sharding.tree_shardings(shapes.params, axes, mesh, rules)
