@@ -9,7 +9,7 @@
 #                      demo:motion_train, from OUT/pretrain                -> OUT/postpretrain
 #   3. fine-tune       configs/finetune_demo.py: the same labels at a lower lr with mixup,
 #                      from OUT/postpretrain (the head carries over)       -> OUT/finetune
-#   4. multi-view test on demo:motion_val, run at the end of fine-tuning   -> OUT/finetune/test_step<N>
+#   4. multi-view test on demo:motion_val, run at the end of fine-tuning   -> OUT/finetune/test_step<N>_2x2
 #   5. predict one mp4 the model has not seen (a generated clip drifting right) -> top-3 classes
 #   6. extract per-window features of demo:motion_val                     -> OUT/features/*.npy
 #

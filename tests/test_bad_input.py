@@ -56,6 +56,18 @@ def _main(args: list[str], workdir) -> tuple[str, str]:
     (["--config.batch_size=abc"], ["--config.batch_size=abc: invalid literal for int()"]),
     (["--config=configs/no_such_recipe.py"], ["--config=configs/no_such_recipe.py: no such file"]),
     (["--workdri=/tmp/x"], ["Unknown command line flag 'workdri'", "workdir"]),
+    # a config file's own refusal of its argument: its message, not its traceback
+    (["--config=configs/finetune_own.py:X/16"],
+     ["error: configs/finetune_own.py:X/16: choose one of ['B/16', "]),
+    # both training-data fields given on the command line
+    (["--config.data.source=shards", "--config.data.train_path=demo:train",
+      '--config.data.sources=[{"path": "demo:train", "weight": 1.0}]'],
+     ["config.data.train_path='demo:train' and config.data.sources are both set"]),
+    # README's list override on configs/demo.py (train_path "demo") replaces its path: the
+    # start goes past the data checks to the next fault
+    (["--config.data.source=shards", '--config.data.sources=[{"path": "demo:train", '
+      '"weight": 1.0}]', "--config.init_from=/nonexistent/ckpt"],
+     ["error: /nonexistent/ckpt: no such directory"]),
 ])
 def test_command_line_mistakes(tmp_path, args, want):
   line, _ = _main(args, tmp_path / "run")
