@@ -26,3 +26,10 @@ def pytest_configure(config):
   config.addinivalue_line(
       "filterwarnings",
       r"ignore:the load_module\(\) method is deprecated:DeprecationWarning:importlib._bootstrap")
+  # A checkpoint read that fails inside TensorStore leaves callbacks that fire on Orbax's
+  # closed event loop when collected: main.py drops these ("Event loop is closed") for users;
+  # under pytest each arrives as an unraisable-exception warning with its traceback.
+  config.addinivalue_line(
+      "filterwarnings",
+      r"ignore:(?s)Exception ignored in. <coroutine.*Event loop is closed"
+      ":pytest.PytestUnraisableExceptionWarning")
