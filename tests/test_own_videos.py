@@ -97,3 +97,24 @@ def test_finetune_own_ti_then_retest_predict_and_extract(own, tmp_path, capsys):
   feats = np.load(out / "bikes_00002000_00003000.npy")
   assert feats.shape == (len(range(0, 25 - 8 + 1, 4)), 96)
   assert json.load(open(out / "extract.json"))["size"] == 64
+
+
+def test_small_batch_lr_and_one_class_validation_are_said():
+  from vmae2_jax.evaluation.classification import one_class_note
+  from vmae2_jax.evaluation.multiview import VideoSummary
+  from vmae2_jax.training.schedules import Schedule, small_batch_warning
+  tiny = Schedule(40, 2, 1, 7e-4, 1e-6, 8)  # the B recipe's lr at a laptop's batch
+  assert "to a peak of 2.2e-05" in small_batch_warning(tiny)
+  assert small_batch_warning(Schedule(40, 2, 1, 0.032, 1e-6, 8)) is None  # finetune_own:Ti/16
+  assert small_batch_warning(Schedule(40, 2, 1, 7e-4, 1e-6, 256)) is None
+
+  def summary(predicted):
+    n = len(predicted)
+    top = np.array([[p, 1 - p] for p in predicted])
+    return VideoSummary(np.arange(n), np.array([""] * n, object), np.zeros(n, np.int64), top,
+                        np.ones((n, 2), np.float32), np.ones(n, np.int64))
+  assert one_class_note(summary([1, 1, 1]), ("bikes", "phone")) == \
+      "all 3 videos predicted as phone"
+  assert one_class_note(summary([1, 0, 1]), ("bikes", "phone")) is None
+  assert one_class_note(summary([0]), None) is None  # one video says nothing
+  assert one_class_note(summary([0, 0]), None) == "all 2 videos predicted as class 0"

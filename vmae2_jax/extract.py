@@ -38,9 +38,10 @@ resized once however many windows hold it.
 
 Resumable: a video whose .npy exists is skipped; files are written to .tmp
 and renamed, so a killed run leaves no partial .npy. The settings that make
-the features (model source, window, stride, size, normalisation, dtype) are
-kept in OUTDIR/extract.json; a rerun with other settings into the same
-OUTDIR is refused, naming the differences, so features never mix. Failures
+the features (model source and its step, window, stride, size, normalisation,
+dtype) are kept in OUTDIR/extract.json; a rerun with other settings (or a run
+that has trained on) into the same OUTDIR is refused, naming the
+differences, so features never mix. Failures
 are appended to OUTDIR/failures.tsv (time, video, reason; one block per
 run) and make the exit code 1.
 """
@@ -261,7 +262,8 @@ def extract_features(init_from: str, videos: Sequence, out: str, *, window: int 
     os.makedirs(out, exist_ok=True)
   except OSError as e:
     raise UserError(f"--out={out}: cannot create the output folder ({e})") from e
-  check_settings(out, {"init_from": os.path.abspath(init_from), "window": window,
+  check_settings(out, {"init_from": os.path.abspath(init_from), "step": meta.get("step"),
+                       "window": window,
                        "stride": stride, "size": size, "dtype": dtype,
                        "normalization": "reference" if reference_normalization else "training"})
   runner = inference.BatchRunner(model, feature_fn(reference_normalization), batch)
