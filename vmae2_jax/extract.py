@@ -361,7 +361,8 @@ def check_settings(out: str, settings: dict) -> None:
         saved = json.load(f)
     except (OSError, ValueError) as e:
       raise UserError(f"--out={out}: {SETTINGS} unreadable ({e}); use another --out") from e
-    diff = [f"{k} {saved.get(k)} -> {v}" for k, v in settings.items() if saved.get(k) != v]
+    # a setting the file lacks was not recorded by the version that wrote it: not compared
+    diff = [f"{k} {saved[k]} -> {v}" for k, v in settings.items() if k in saved and saved[k] != v]
     if diff:
       raise UserError(f"--out={out} holds features made with other settings ("
                       + "; ".join(diff) + "): use another --out, or empty this one to redo "
