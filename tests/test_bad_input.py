@@ -156,7 +156,7 @@ def test_init_from_missing_partial_or_mismatched(tmp_path, checkpoints, name, wa
   assert line.startswith(want.format(path=path)), line
   if name == "ti":  # the variants first, then the first mismatched tensors, then a count
     assert line.count("mis-shaped: ") == 3 and line.endswith("; and 32 more")
-    assert len(line) < 400
+    assert len(line.replace(path, "PATH")) < 450  # every key: ~3,000
   if name == "no_data":
     assert line.endswith(": missing [NOT_FOUND])"), line
   assert not (tmp_path / "run").exists()  # the workdir this start created is gone

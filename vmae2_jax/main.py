@@ -153,6 +153,18 @@ def _quiet_closed_loop_callbacks() -> None:
 
   sys.unraisablehook = hook
 
+  # The same reads' futures that nobody awaits any more are reported by asyncio when
+  # collected ("Future exception was never retrieved"), after the one-line error.
+  import logging as pylogging
+
+  class _Unretrieved(pylogging.Filter):
+    def filter(self, record):
+      exc = record.exc_info[1] if record.exc_info else None
+      return not (record.getMessage().startswith("Future exception was never retrieved")
+                  and "tensorstore_spec" in str(exc))
+
+  pylogging.getLogger("asyncio").addFilter(_Unretrieved())
+
 
 def _quiet_library_info_logs() -> None:
   """Orbax logs every file it writes at INFO, and JAX tells at INFO that a host without
