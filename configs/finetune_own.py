@@ -13,24 +13,51 @@ scaled for a small data set:
 - classes from the training shards' manifest (num_classes 0); validation every epoch.
 The arg picks the variant (default B/16; layer decay 0.75 S/B/L, 0.8 H, 0.9 g).
 
+Ti/16 is the laptop recipe: the model, clip shape (8 frames x 64 x 64) and pre-training of
+configs/demo.py (README command 1, workdir /tmp/vmae2_demo), sampling every 2nd frame (a
+clip spans 16 frames: 0.64 s at 25 fps), batch 8, 2x2 test views, 40 epochs (warmup 2) and
+lr 0.032 x 8/256 = 1e-3 peak: the recipe's 7e-4 x 8/256 = 2.2e-5 is too small to move a fresh
+head in the few dozen updates a small set gives (a model that predicts one class).
+
 python -m vmae2_jax.main --config=configs/finetune_own.py[:S/16] --workdir=DIR --config.data.train_path=/shards/mine_train --config.data.val_path=/shards/mine_val --config.init_from=CKPT
 """
 
+from configs import demo
 from configs._stages import DISTILLED, G_K710, LAYER_DECAY, PRETRAINED
 from configs.common import finetune_recipe
 
-START = {**PRETRAINED, **DISTILLED, "g/14": G_K710}
+DEMO_PRETRAIN = "/tmp/vmae2_demo"  # README command 1's workdir
+START = {**PRETRAINED, **DISTILLED, "g/14": G_K710, "Ti/16": DEMO_PRETRAIN}
 
 
 def get_config(arg=None):
   variant = arg or "B/16"
   if variant not in START:
     raise ValueError(f"configs/finetune_own.py:{variant}: choose one of {sorted(START)}")
+  if variant == "Ti/16":
+    return _laptop()
   giant = variant == "g/14"
   c = finetune_recipe(variant, "k400", per_gpu_batch=8, gpus=8, base_lr=7e-4,
                       layer_decay=LAYER_DECAY[variant], epochs=30, warmup_epochs=3,
                       head_dropout=0.5, init_from=START[variant],
                       remat="full" if giant else "none", scan_layers=giant)
+  return _own_data(c)
+
+
+def _laptop():
+  """Ti/16 at the demo's clip shape, sized for a few hundred clips on a CPU."""
+  pre = demo.get_config()
+  c = finetune_recipe(pre.model.variant, "k400", per_gpu_batch=pre.batch_size, gpus=1,
+                      base_lr=0.032, layer_decay=0.75, epochs=40, warmup_epochs=2,
+                      head_dropout=0.5, init_from=DEMO_PRETRAIN)
+  c.data.update(dict(frames=pre.data.frames, image_size=pre.data.image_size, sampling_rate=2,
+                     test_num_segment=2, test_num_crop=2))
+  c.log_every = 10
+  c.checkpoint_every = 200
+  return _own_data(c)
+
+
+def _own_data(c):
   c.model.num_classes = 0
   c.data.train_path = "/shards/mine_train"
   c.data.val_path = "/shards/mine_val"

@@ -437,7 +437,20 @@ def main(argv: Sequence[str] | None = None) -> int:
   if manifest["num_failed"]:
     print(f"{manifest['num_failed']} failed: see {os.path.join(a.out, 'failures.tsv')} "
           f"({manifest['failure_reasons']})", file=sys.stderr)
+  empty = empty_classes(manifest)
+  if empty:
+    print(f"warning: {len(empty)} of {manifest['classes']['num_classes']} classes have no "
+          f"video in {a.out}: {', '.join(empty[:5])}"
+          + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+          + " (their videos failed, or none were listed)", file=sys.stderr)
   return 0
+
+
+def empty_classes(manifest: dict) -> list[str]:
+  """Names (or indices) of the classes with no written video."""
+  classes = manifest["classes"]
+  names = classes.get("names") or [str(i) for i in range(classes["num_classes"])]
+  return [names[i] for i in range(classes["num_classes"]) if not classes["counts"].get(str(i))]
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
 #                      demo:motion_train, from OUT/pretrain                -> OUT/postpretrain
 #   3. fine-tune       configs/finetune_demo.py: the same labels at a lower lr with mixup,
 #                      from OUT/postpretrain (the head carries over)       -> OUT/finetune
-#   4. multi-view test on demo:motion_val, run at the end of fine-tuning   -> OUT/finetune/test_step<N>
+#   4. multi-view test on demo:motion_val, run at the end of fine-tuning   -> OUT/finetune/test_step<N>_2x2
 #   5. predict one mp4 the model has not seen (a generated clip drifting right) -> top-3 classes
 #   6. extract per-window features of demo:motion_val                     -> OUT/features/*.npy
 #
@@ -18,7 +18,10 @@
 # demo:motion_train (shapes drifting left/right/up/down: only motion tells the classes apart),
 # fine-tuning at a quarter of the post-pre-training lr, which is how K400 follows K710 when
 # the label sets coincide. Each stage starts from the previous stage's workdir
-# (its final step). Rerunning with the same OUT resumes or reuses finished stages.
+# (its final step). Rerunning with the same OUT resumes unfinished stages and reuses
+# finished ones (said in their banner; delete OUT/<stage> to redo one). When README
+# command 1 has run (a finished configs/demo.py run in $DEMO_PRETRAIN, default
+# /tmp/vmae2_demo) and OUT has no pre-training yet, that run is the pre-training.
 # The last line is "final multi-view top-1: XX.X%" from OUT/finetune/summary.json.
 set -euo pipefail
 
@@ -35,10 +38,22 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # Training logs go to OUT/<stage>.log; the terminal shows the banners and results.
 T0=$SECONDS
 banner() { echo "=== [$((SECONDS - T0))s] $*"; }
+finished() {  # workdir: its run reached its last step (summary.json, config.json agree)
+  "$PYTHON" - "$1" <<'EOF' 2>/dev/null
+import json, os, sys
+d = sys.argv[1]
+s = json.load(open(os.path.join(d, "summary.json")))
+c = json.load(open(os.path.join(d, "config.json")))
+sys.exit(0 if "preempted_at" not in s and c["total_steps"] and s["final_step"] == c["total_steps"]
+         else 1)
+EOF
+}
 run_stage() {  # name, config, extra flags...
   local name="$1" config="$2"
   shift 2
-  if ! "$PYTHON" -m vmae2_jax.main --config="$config" --workdir="$OUT/$name" "$@" \
+  if finished "$OUT/$name"; then
+    echo "    reusing $OUT/$name: finished earlier (delete it to run this stage again)"
+  elif ! "$PYTHON" -m vmae2_jax.main --config="$config" --workdir="$OUT/$name" "$@" \
       >"$OUT/$name.log" 2>&1; then
     tail -n 20 "$OUT/$name.log" >&2
     echo "error: $name failed; full log: $OUT/$name.log" >&2
@@ -58,11 +73,27 @@ print("    " + ", ".join(parts))
 EOF
 }
 
-banner "1/6 pre-train: Ti/16, 8x64x64, demo:train -> $OUT/pretrain"
-run_stage pretrain configs/demo.py
+DEMO_PRETRAIN="${DEMO_PRETRAIN:-/tmp/vmae2_demo}"
+PRETRAIN="$OUT/pretrain"
+same_as_demo() {  # workdir: pre-trained with configs/demo.py's model and clip shape
+  "$PYTHON" - "$1" <<'EOF' 2>/dev/null
+import json, os, sys
+from configs import demo
+c, d = json.load(open(os.path.join(sys.argv[1], "config.json"))), demo.get_config()
+sys.exit(0 if (c["stage"], c["model"]["variant"], c["data"]["frames"], c["data"]["image_size"])
+         == (d.stage, d.model.variant, d.data.frames, d.data.image_size) else 1)
+EOF
+}
+if [[ ! -e "$PRETRAIN" ]] && finished "$DEMO_PRETRAIN" && same_as_demo "$DEMO_PRETRAIN"; then
+  PRETRAIN="$DEMO_PRETRAIN"
+  banner "1/6 pre-train: README command 1's run in $PRETRAIN is the pre-training (reused)"
+else
+  banner "1/6 pre-train: Ti/16, 8x64x64, demo:train -> $OUT/pretrain"
+  run_stage pretrain configs/demo.py
+fi
 
-banner "2/6 post-pre-train: 4 motion directions of demo:motion_train, from $OUT/pretrain -> $OUT/postpretrain"
-run_stage postpretrain configs/postpretrain_demo.py --config.init_from="$OUT/pretrain"
+banner "2/6 post-pre-train: 4 motion directions of demo:motion_train, from $PRETRAIN -> $OUT/postpretrain"
+run_stage postpretrain configs/postpretrain_demo.py --config.init_from="$PRETRAIN"
 
 banner "3/6 fine-tune: same classes, lower lr, from $OUT/postpretrain -> $OUT/finetune"
 run_stage finetune configs/finetune_demo.py --config.init_from="$OUT/postpretrain"

@@ -225,7 +225,7 @@ display(Image(filename=os.path.join(FINETUNE, "curves.png")))
 
 # %% [markdown]
 # ### Test results
-# `WORKDIR/finetune/test_step<N>/` holds the report: `metrics.json`, `per_class.csv`,
+# `WORKDIR/finetune/test_step<N>_<segments>x<crops>/` holds the report: `metrics.json`, `per_class.csv`,
 # `predictions.csv` (per video: its top-5 classes) and `confusion.png`.
 
 # %% tags=["plot"]

@@ -18,3 +18,18 @@ jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("VMAE2_TEST_JAX_CACHE", tempfile.mkdtemp(prefix="jax_cache_")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_configure(config):
+  # ml_collections' config_flags loads config files with importlib's load_module (deprecated
+  # since Python 3.10); its warning is about that library, not about the code under test.
+  config.addinivalue_line(
+      "filterwarnings",
+      r"ignore:the load_module\(\) method is deprecated:DeprecationWarning:importlib._bootstrap")
+  # A checkpoint read that fails inside TensorStore leaves callbacks that fire on Orbax's
+  # closed event loop when collected: main.py drops these ("Event loop is closed") for users;
+  # under pytest each arrives as an unraisable-exception warning with its traceback.
+  config.addinivalue_line(
+      "filterwarnings",
+      r"ignore:(?s)Exception ignored in. <coroutine.*Event loop is closed"
+      ":pytest.PytestUnraisableExceptionWarning")

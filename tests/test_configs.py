@@ -27,7 +27,7 @@ CONFIGS = sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
                  if f.endswith(".py") and not f.startswith("_") and f != "common.py")
 ARGS = {"finetune_b_k400": [None, "distilled"], "finetune_b_k710": [None, "distilled"],
         "finetune_g_k400": [None, "direct"],
-        "finetune_own": [None, "S/16", "B/16", "L/16", "H/16", "g/14"]}
+        "finetune_own": [None, "Ti/16", "S/16", "B/16", "L/16", "H/16", "g/14"]}
 CASES = [(name, arg) for name in CONFIGS for arg in ARGS.get(name, [None])]
 
 # run_class_finetuning.py argparse defaults (for the flags a script leaves out).
@@ -327,8 +327,8 @@ def test_own_data_config():
     assert c.model.num_classes == 0 and c.init_fresh_head and c.init_from
     assert c.data.train_path and c.data.val_path
     assert c.eval.every_steps == 0  # once per epoch
-    assert c.optim.layer_decay == {"S/16": 0.75, "B/16": 0.75, "L/16": 0.75, "H/16": 0.8,
-                                   "g/14": 0.9}[arg or "B/16"]
+    assert c.optim.layer_decay == {"Ti/16": 0.75, "S/16": 0.75, "B/16": 0.75, "L/16": 0.75,
+                                   "H/16": 0.8, "g/14": 0.9}[arg or "B/16"]
     assert c.batch_size < 512 and c.epochs < 90
     check_classify_config(c, 8, 10)
 

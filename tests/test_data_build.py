@@ -275,10 +275,19 @@ def test_folder_per_class(tmp_path, capsys):
   assert src.class_names == ("cat", "dog", "eel") and src.num_classes == 3
   assert recs == [("cat/a.MP4", 0, 8), ("cat/b.mp4", 0, 8), ("dog/clip_folder", 1, 8),
                   ("dog/x.avi", 1, 8), ("eel/e.mp4", 2, 8)]
+  assert "warning" not in err
   # Reproducible: a fresh build of the same tree writes the same shards.
   assert _build(f"--folder={data}", f"--out={tmp_path / 'again'}", "--videos_per_shard=3") == 0
   assert [s["sha256"] for s in _read_manifest(tmp_path / "again")["shards"]] == \
       [s["sha256"] for s in m["shards"]]
+  # a class folder left without videos: the build says so
+  (data / "fox").mkdir()
+  (data / "fox" / "broken.mp4").write_bytes(b"not really a video")
+  capsys.readouterr()
+  assert _build(f"--folder={data}", f"--out={tmp_path / 'fox'}") == 0
+  err = capsys.readouterr().err
+  assert "warning: 1 of 4 classes have no video in" in err and err.rstrip().endswith(
+      "fox (their videos failed, or none were listed)")
 
 
 def test_labels_file_sets_the_order(tmp_path, capsys):

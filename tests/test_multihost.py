@@ -133,7 +133,7 @@ def test_two_processes_fine_tune_validate_and_test_every_video_once(tmp_path):
   n = json.load(open(manifest))["num_written"]
   assert n % 8 != 0 or n > 8  # more videos than devices: each process reads several
   assert summary["test_videos"] == n and summary["evaluations"][0]["val_videos"] == n
-  rows = list(csv.DictReader(open(os.path.join(workdir, "test_step2", "predictions.csv"))))
+  rows = list(csv.DictReader(open(os.path.join(workdir, "test_step2_2x2", "predictions.csv"))))
   assert sorted(int(r["video_id"]) for r in rows) == list(range(n))
   # Every view's scores: one part per process, each video in exactly one of them.
   from vmae2_jax.evaluation.view_scores import read_views
@@ -150,7 +150,7 @@ def test_two_processes_fine_tune_validate_and_test_every_video_once(tmp_path):
       capture_output=True, text=True, timeout=600)
   assert single.returncode == 0, single.stderr[-3000:]
   again = {r["video_id"]: r for r in csv.DictReader(
-      open(os.path.join(workdir, "test_step2", "predictions.csv")))}
+      open(os.path.join(workdir, "test_step2_2x2", "predictions.csv")))}
   for r in rows:
     assert again[r["video_id"]]["class_1"] == r["class_1"]
     assert abs(float(again[r["video_id"]]["prob_1"]) - float(r["prob_1"])) < 1e-4

@@ -136,7 +136,11 @@ def test_video_file_record_errors_name_the_file(videos, tmp_path):
 def test_read_video_list(tmp_path):
   lst = tmp_path / "list.txt"
   lst.write_text("# videos\n\na.mp4 3\nb c.mp4\t1\n  d.mp4  \n")
-  assert video_file.read_video_list(str(lst)) == ["a.mp4", "b c.mp4", "d.mp4"]
+  # relative paths: to the list's folder, or to root
+  assert video_file.read_video_list(str(lst)) == [str(tmp_path / n)
+                                                  for n in ("a.mp4", "b c.mp4", "d.mp4")]
+  assert video_file.read_video_list(str(lst), root="/r") == ["/r/a.mp4", "/r/b c.mp4",
+                                                             "/r/d.mp4"]
 
 
 # ---------------------------------------------------------------- predict
@@ -291,9 +295,10 @@ def test_extract_features_match_direct_computation(source, videos, tmp_path, cap
   err = capsys.readouterr().err
   assert code == 1
   assert f"{len(keys)} written, 0 skipped (existing), 1 failed" in err
-  rows = (out / "failures.tsv").read_text().splitlines()
-  assert rows[0] == "video\treason" and len(rows) == 2
-  assert rows[1].startswith(videos["broken"] + "\t") and "broken.mp4" in rows[1].split("\t")[1]
+  rows = [r.split("\t") for r in (out / "failures.tsv").read_text().splitlines()]
+  assert rows[0] == ["time", "video", "reason"] and len(rows) == 2
+  assert rows[1][0].startswith("20") and rows[1][1] == videos["broken"]
+  assert "broken.mp4" in rows[1][2]
   model = _model(source, frames=8)
   for k in keys:
     got = np.load(out / f"{os.path.splitext(os.path.basename(videos[k]))[0]}.npy")
@@ -303,7 +308,7 @@ def test_extract_features_match_direct_computation(source, videos, tmp_path, cap
     np.testing.assert_allclose(got, direct_features(model, frames, 8, 3, 32), atol=2e-5)
   assert sorted(os.listdir(out)) == sorted(
       [f"{os.path.splitext(os.path.basename(videos[k]))[0]}.npy" for k in keys]
-      + ["failures.tsv"])
+      + ["failures.tsv", "extract.json"])
 
 
 def test_extract_resume_skips_existing_and_ignores_tmp(source, videos, tmp_path, capsys):
@@ -326,7 +331,7 @@ def test_extract_resume_skips_existing_and_ignores_tmp(source, videos, tmp_path,
   assert os.stat(out / "syn.npy").st_mtime_ns == 1_000_000_000
   np.testing.assert_array_equal(np.load(out / "tall.npy"), first)
   assert not (out / "tall.npy.tmp").exists()
-  assert (out / "failures.tsv").read_text() == "video\treason\n"
+  assert (out / "failures.tsv").read_text() == "time\tvideo\treason\n"
 
 
 def test_extract_from_shards(source, tmp_path, capsys):
@@ -346,7 +351,7 @@ def test_extract_from_shards(source, tmp_path, capsys):
     assert got.shape == (len(range(0, rec.num_frames - 3, 8)), 32)
     if i < 2:
       np.testing.assert_allclose(got, direct_features(model, frames, 4, 8, 32), atol=2e-5)
-  assert sorted(os.listdir(out)) == sorted(names + ["failures.tsv"])
+  assert sorted(os.listdir(out)) == sorted(names + ["failures.tsv", "extract.json"])
 
 
 def unnormalised_features(model, x01):
@@ -402,3 +407,52 @@ def test_extract_user_errors(source, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: ") and want in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_extract_defaults_settings_check_and_failure_log(source, videos, tmp_path, capsys):
+  """A single video file at the model's clip shape (4 x 32); settings kept beside the
+  features; another setting into the same --out refused; failures appended per run."""
+  out = tmp_path / "feats"
+  base = [f"--init_from={source[0]}", f"--out={out}", "--stride=4", "--no_progress"]
+  assert extract.main(base + [f"--videos={videos['syn']}"]) == 0
+  assert "windows of 4 frames at 32x32" in capsys.readouterr().err
+  got = np.load(out / "syn.npy")
+  frames = decode_all(videos["syn"])
+  np.testing.assert_allclose(got, direct_features(_model(source), frames, 4, 4, 32), atol=2e-5)
+  settings = json.loads((out / "extract.json").read_text())
+  assert (settings["window"], settings["size"], settings["normalization"]) == (4, 32, "training")
+  before = sorted(os.listdir(out))
+  assert extract.main(base + [f"--videos={videos['tall']}", "--window=8"]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith("error: --out=") and "window 4 -> 8" in err
+  assert len(err.strip().splitlines()) == 1 and sorted(os.listdir(out)) == before
+  for _ in range(2):  # each run appends its failures
+    assert extract.main(base + [f"--videos={videos['broken']}"]) == 1
+  rows = (out / "failures.tsv").read_text().splitlines()
+  assert rows[0] == "time\tvideo\treason" and len(rows) == 3
+  assert all(r.split("\t")[1] == videos["broken"] for r in rows[1:])
+
+
+def test_predict_folder_and_list_relative_to_the_list_or_root(source, videos, tmp_path,
+                                                                capsys):
+  folder = tmp_path / "clips"
+  folder.mkdir()
+  for k in ("syn", "tall"):
+    shutil.copy(videos[k], folder / f"{k}.mp4")
+  assert predict.main([f"--init_from={source[0]}", f"--video={folder}", "--top=1"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert [ln.split(":")[0] for ln in lines] == [str(folder / "syn.mp4"), str(folder / "tall.mp4")]
+  lst = folder / "list.txt"
+  lst.write_text("syn.mp4 0\n")  # relative to the list's folder, not the current one
+  assert predict.main([f"--init_from={source[0]}", f"--list={lst}", "--top=1"]) == 0
+  assert capsys.readouterr().out.startswith(f"{folder / 'syn.mp4'}: 1. ")
+  other = tmp_path / "list.txt"
+  other.write_text("clips/tall.mp4\n")
+  assert predict.main([f"--init_from={source[0]}", f"--list={other}", f"--root={tmp_path}",
+                       "--top=1"]) == 0
+  assert capsys.readouterr().out.startswith(f"{tmp_path / 'clips/tall.mp4'}: 1. ")
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  assert predict.main([f"--init_from={source[0]}", f"--video={empty}"]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith(f"error: --video={empty}: a folder without video files")

@@ -82,6 +82,7 @@ def test_run_files_best_checkpoint_and_test_report(runs):
                                                             mapping.flatten(last_params)))
   assert same == (s["best_step"] == 4)  # best/ holds that step's weights, not the last
   report = s["test_dir"]
+  assert os.path.basename(report) == "test_step4_2x2"  # <segments>x<crops>: its own folder
   assert {"predictions.csv", "per_class.csv", "metrics.json", "confusion.png",
           "views.npz"} <= set(os.listdir(report))
   assert _restated_test_top1(report) == pytest.approx(s["test_top1"], abs=1e-4)

@@ -83,7 +83,7 @@ def _classifier_params(variant="S/16", classes=7):
   model = nnx.eval_shape(lambda: Classifier(size, classes, frames=16, image_size=224,
                                             opts=ModelOptions(init="finetune"),
                                             rngs=nnx.Rngs(0)))
-  return size, nnx.state(model, nnx.Param).to_pure_dict()
+  return size, nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def _official_names(params, spec):
@@ -123,7 +123,7 @@ def test_weight_decay_groups_match_the_reference(kind):
   else:
     model = nnx.eval_shape(lambda: PretrainModel(size, frames=4, image_size=32,
                                                  opts=ModelOptions(), rngs=nnx.Rngs(0)))
-    params = nnx.state(model, nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     skip = {"pos_embed", "cls_token", "mask_token"}
     spec = Spec("pretrain", size, None, True)
   mask = dict(mapping.flatten(optimizer.decay_mask(params)))
@@ -263,7 +263,7 @@ def test_accumulated_gradients_equal_the_full_batch():
   task = ClassifyTask(c, batch_shards=1, num_classes=5, class_names=None)
   model = task.build_model(nnx.Rngs(0))
   graphdef, params = nnx.split(model, nnx.Param)
-  params = params.to_pure_dict()
+  params = nnx.to_pure_dict(params)
   rng = np.random.default_rng(0)
   batch = {"video": jnp.asarray(rng.integers(0, 256, (8, 4, 32, 32, 3)), jnp.uint8),
            "label": jnp.asarray(rng.integers(0, 5, 8), jnp.int32)}

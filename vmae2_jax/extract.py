@@ -1,7 +1,7 @@
 """`python -m vmae2_jax.extract`: per-window classifier features for temporal action localisation.
 
   python -m vmae2_jax.extract --init_from=DIR --videos=LIST|FOLDER|SHARDS --out=OUTDIR
-      [--window=16 --stride=4] [--size=224] [--batch=32] [--dtype=float32|bfloat16]
+      [--window=T --stride=4] [--size=S] [--batch=32] [--dtype=float32|bfloat16]
       [--reference_normalization]
 
 The reference's extract_tad_feature.py: windows start at
@@ -26,19 +26,31 @@ model computes (x'/255 - mean)/std, so it is fed x' = 255 * (x/255 * std +
 mean) = x * std + 255 * mean (computed on the device), which it maps back to
 x/255.
 
---videos: a text file of video paths (one a line, # comments, a label column
-ignored), a folder of video files, or a shard set (a folder with
-manifest.json, a manifest file, demo:train / demo:val). Windows of several
-videos share fixed-size batches (one compiled shape; the last batch padded);
-each frame is decoded and resized once however many windows hold it.
+--window and --size default to the model's clip shape (model.json frames and
+image_size: what it was trained on).
+
+--videos: a video file, a text file of video paths (one a line, # comments, a
+label column ignored, paths relative to the list's folder), a folder of video
+files, or a shard set (a folder with manifest.json, a manifest file,
+demo:train / demo:val). Windows of several videos share fixed-size batches
+(one compiled shape; the last batch padded); each frame is decoded and
+resized once however many windows hold it.
+
 Resumable: a video whose .npy exists is skipped; files are written to .tmp
-and renamed, so a killed run leaves no partial .npy. Failures go to
-OUTDIR/failures.tsv (video, reason) and make the exit code 1.
+and renamed, so a killed run leaves no partial .npy. The settings that make
+the features (model source and its step, window, stride, size, normalisation,
+dtype) are kept in OUTDIR/extract.json; a rerun with other settings (or a run
+that has trained on) into the same OUTDIR is refused, naming the
+differences, so features never mix. Failures
+are appended to OUTDIR/failures.tsv (time, video, reason; one block per
+run) and make the exit code 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import os
 import sys
 import time
@@ -57,6 +69,7 @@ from vmae2_jax.models.patching import MEAN, STD
 from vmae2_jax.progress import Progress
 
 FAILURES = "failures.tsv"
+SETTINGS = "extract.json"
 DECODE_CHUNK = 32  # shard frames decoded per call
 
 
@@ -156,6 +169,8 @@ def open_videos(spec: str) -> list:
     return [ShardVideo(source, i) for i in range(len(source))]
   if os.path.isdir(spec):
     return [FileVideo(p) for p in video_file.videos_in_folder(spec)]
+  if os.path.isfile(spec) and spec.lower().endswith(video_file.VIDEO_EXTS):
+    return [FileVideo(spec)]
   if os.path.isfile(spec):
     try:
       return [FileVideo(p) for p in video_file.read_video_list(spec)]
@@ -182,6 +197,8 @@ class ExtractSummary:
   failures: list[tuple[str, str]] = dataclasses.field(default_factory=list)
   windows: int = 0
   seconds: float = 0.0
+  window: int = 0  # frames per window and frame size used (the model's by default)
+  size: int = 0
 
 
 def feature_fn(reference_normalization: bool) -> Callable:
@@ -223,19 +240,21 @@ def _events(videos: Sequence, out: str, window: int, stride: int, size: int):
       yield ("fail", vi, f"{video.label}: {type(e).__name__}: {e}")
 
 
-def extract_features(init_from: str, videos: Sequence, out: str, *, window: int = 16,
-                     stride: int = 4, size: int = 224, batch: int = 32,
+def extract_features(init_from: str, videos: Sequence, out: str, *, window: int | None = None,
+                     stride: int = 4, size: int | None = None, batch: int = 32,
                      reference_normalization: bool = False, dtype: str = "float32",
                      progress: bool = True) -> ExtractSummary:
   """Writes OUT/<name>.npy (float32 [windows, D]) for each of ``videos`` (open_videos items)
-  that has none yet, and OUT/failures.tsv; see the module doc. Paths count as FileVideo."""
+  that has none yet, OUT/extract.json and OUT/failures.tsv; see the module doc. Paths count
+  as FileVideo; window / size None: the model's frames / image_size."""
   videos = [FileVideo(v) if isinstance(v, str) else v for v in videos]
-  if window < 2 or window % 2:
+  if window is not None and (window < 2 or window % 2):
     raise UserError(f"--window={window} must be an even number >= 2 (tubelets are 2 frames)")
   if stride < 1 or batch < 1:
     raise UserError(f"--stride={stride} and --batch={batch} must be >= 1")
   model, meta = inference.load_classifier(init_from, dtype=dtype, frames=window,
                                             image_size=size)
+  window, size = int(meta["frames"]), inference.square_size(meta, init_from)
   patch = model.encoder.size.patch
   if size % patch:
     raise UserError(f"--size={size} is not a multiple of the model's patch size {patch}")
@@ -243,8 +262,12 @@ def extract_features(init_from: str, videos: Sequence, out: str, *, window: int 
     os.makedirs(out, exist_ok=True)
   except OSError as e:
     raise UserError(f"--out={out}: cannot create the output folder ({e})") from e
+  check_settings(out, {"init_from": os.path.abspath(init_from), "step": meta.get("step"),
+                       "window": window,
+                       "stride": stride, "size": size, "dtype": dtype,
+                       "normalization": "reference" if reference_normalization else "training"})
   runner = inference.BatchRunner(model, feature_fn(reference_normalization), batch)
-  summary = ExtractSummary()
+  summary = ExtractSummary(window=window, size=size)
   bar = Progress("extract", "windows") if progress else None
   t0 = time.monotonic()
   rows: dict[int, list] = {}  # features so far, by video
@@ -328,15 +351,44 @@ def extract_features(init_from: str, videos: Sequence, out: str, *, window: int 
   return summary
 
 
+def check_settings(out: str, settings: dict) -> None:
+  """OUT/extract.json holds the settings of OUT's features: written by the first run,
+  compared by each rerun (UserError naming the differences: features never mix)."""
+  path = os.path.join(out, SETTINGS)
+  if os.path.exists(path):
+    try:
+      with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    except (OSError, ValueError) as e:
+      raise UserError(f"--out={out}: {SETTINGS} unreadable ({e}); use another --out") from e
+    # a setting the file lacks was not recorded by the version that wrote it: not compared
+    diff = [f"{k} {saved[k]} -> {v}" for k, v in settings.items() if k in saved and saved[k] != v]
+    if diff:
+      raise UserError(f"--out={out} holds features made with other settings ("
+                      + "; ".join(diff) + "): use another --out, or empty this one to redo "
+                      "them")
+    return
+  existing = [n for n in os.listdir(out) if n.endswith(".npy")]
+  if existing:
+    raise UserError(f"--out={out} holds {len(existing)} .npy files but no {SETTINGS}: the "
+                    "settings that made them are unknown; use another --out")
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(settings, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
 def write_failures(out: str, failures: Sequence[tuple[str, str]]) -> str:
-  """OUT/failures.tsv: a header line, then one (video, reason) line per failed video."""
+  """Appends this run's failed videos to OUT/failures.tsv (time, video, reason); a new file
+  starts with a header line. Earlier runs' lines are kept."""
   path = os.path.join(out, FAILURES)
   clean = lambda s: " ".join(str(s).split())  # noqa: E731 - no tabs/newlines inside a field
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write("video\treason\n")
+  now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  new = not os.path.exists(path)
+  with open(path, "a", encoding="utf-8") as f:
+    if new:
+      f.write("time\tvideo\treason\n")
     for video, reason in failures:
-      f.write(f"{clean(video)}\t{clean(reason)}\n")
-  os.replace(path + ".tmp", path)
+      f.write(f"{now}\t{clean(video)}\t{clean(reason)}\n")
   return path
 
 
@@ -348,13 +400,15 @@ def parser() -> inference.Parser:
   p.add_argument("--init_from", required=True,
                  help="converted classifier DIR, training run WORKDIR, WORKDIR/best or a step")
   p.add_argument("--videos", required=True,
-                 help="list file of video paths, folder of videos, or shard set "
+                 help="video file, list file of video paths, folder of videos, or shard set "
                       "(DIR with manifest.json, demo:train, demo:val)")
   p.add_argument("--out", required=True, help="output folder (<name>.npy per video)")
-  p.add_argument("--window", type=int, default=16, help="frames per window")
+  p.add_argument("--window", type=int, default=None,
+                 help="frames per window (default: the model's clip length)")
   p.add_argument("--stride", type=int, default=4,
                  help="frames between window starts (THUMOS14 4, FineAction 16)")
-  p.add_argument("--size", type=int, default=224, help="frames are resized to size x size")
+  p.add_argument("--size", type=int, default=None,
+                 help="frames are resized to size x size (default: the model's image size)")
   p.add_argument("--batch", type=int, default=32, help="windows per model call")
   p.add_argument("--dtype", choices=inference.DTYPES, default="float32")
   p.add_argument("--reference_normalization", action="store_true",
@@ -382,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
   failed = len(summary.failures)
   print(f"extract: {summary.written} written, {summary.skipped} skipped (existing), "
         f"{failed} failed{f' (see {os.path.join(args.out, FAILURES)})' if failed else ''}; "
-        f"{summary.windows} windows in {summary.seconds:.1f} s ({rate:.1f} windows/s)",
+        f"{summary.windows} windows of {summary.window} frames at {summary.size}x{summary.size} "
+        f"in {summary.seconds:.1f} s ({rate:.1f} windows/s)",
         file=sys.stderr)
   for video, reason in summary.failures[:10]:
     print(f"error: {reason}", file=sys.stderr)

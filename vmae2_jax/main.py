@@ -101,7 +101,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(_one_line(e))
+    _fail(_config_file_error(argv, str(e)) or _one_line(e))
   except (KeyError, AttributeError, TypeError) as e:  # ml_collections: an override of no field
     message = _unknown_field(argv)
     if message is None and isinstance(e, TypeError):
@@ -112,6 +112,22 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except OSError as e:  # an override given while the config file itself failed to load
     _fail(_config_load_error(argv, e))
   return argv  # not reached
+
+
+def _config_file_error(argv: list[str], text: str) -> str | None:
+  """A config file's get_config(arg) that raised (e.g. an unknown `FILE:ARG`): ml_collections
+  wraps its traceback into the flag error; its last line is the message."""
+  if "Error whilst parsing config file" not in text or "Traceback" not in text:
+    return None
+  last = text.strip().splitlines()[-1]
+  kind, _, message = last.partition(": ")
+  if not message or kind in ("SyntaxError", "ImportError", "ModuleNotFoundError",
+                             "NameError", "AttributeError", "TypeError"):
+    return None  # the config file's own bug: keep the whole report
+  spec = _config_file(argv) or ""
+  if os.path.basename(spec.partition(":")[0]) in message:  # it names itself already
+    return message
+  return f"--config={spec}: {message}"
 
 
 def _config_load_error(argv: list[str], e: BaseException) -> str:
@@ -136,6 +152,18 @@ def _quiet_closed_loop_callbacks() -> None:
     previous(unraisable)
 
   sys.unraisablehook = hook
+
+  # The same reads' futures that nobody awaits any more are reported by asyncio when
+  # collected ("Future exception was never retrieved"), after the one-line error.
+  import logging as pylogging
+
+  class _Unretrieved(pylogging.Filter):
+    def filter(self, record):
+      exc = record.exc_info[1] if record.exc_info else None
+      return not (record.getMessage().startswith("Future exception was never retrieved")
+                  and "tensorstore_spec" in str(exc))
+
+  pylogging.getLogger("asyncio").addFilter(_Unretrieved())
 
 
 def _quiet_library_info_logs() -> None:
@@ -166,6 +194,17 @@ def _config_line(argv: list[str]) -> str:
       overrides.append(arg[len("--config."):])
   text = f"config {path}" + (f" with {', '.join(overrides)}" if overrides else "")
   return text + "; resolved in WORKDIR/config.json"
+
+
+def _command_line_source_wins(config, argv: list[str]) -> None:
+  """--config.data.sources on a config file that names data.train_path (configs/demo.py)
+  replaces it, and the other way round: the command line names the training data."""
+  given = {flag[len("config."):] for flag, _ in _flag_args(argv, "config.")}
+  d = config.data
+  for new, old, empty in (("data.sources", "train_path", ""), ("data.train_path", "sources", ())):
+    if new in given and ("data." + old) not in given and d[old] and d[new.split(".")[1]]:
+      logging.info("--config.%s replaces the config file's data.%s=%r", new, old, d[old])
+      d[old] = empty
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -207,7 +246,12 @@ def main(argv):
                jax.default_backend(), jax.process_count())
   logging.info("%s", _config_line(sys.argv))
   logging.vlog(1, "config:\n%s", config)
+  _command_line_source_wins(config, sys.argv)
   try:
+    if config.eval_only:  # the run's own config.json, with only the command line's fields
+      from vmae2_jax.training.run_record import eval_only_config
+      overridden = [flag[len("config."):] for flag, _ in _flag_args(sys.argv, "config.")]
+      config = eval_only_config(_WORKDIR.value, config, overridden)
     if config.compile_only:
       from vmae2_jax.training import compile_only
       compile_only.run(config)

@@ -1,7 +1,7 @@
 """`python -m vmae2_jax.predict`: the top classes of video files with a classifier.
 
-  python -m vmae2_jax.predict --init_from=DIR --video=clip.mp4 [--video=b.mp4 ...]
-      [--list=FILE] [--top=5] [--num_segment=N --num_crop=M --sampling=dense|segment
+  python -m vmae2_jax.predict --init_from=DIR --video=clip.mp4|FOLDER [--video=b.mp4 ...]
+      [--list=FILE [--root=DIR]] [--top=5] [--num_segment=N --num_crop=M --sampling=dense|segment
       --sampling_rate=R] [--batch=V] [--dtype=float32|bfloat16] [--json]
 
 DIR is any model source holding a classifier (a converted checkpoint, a
@@ -14,6 +14,10 @@ the reference's merge. The protocol defaults to the model's model.json "test"
 entry (what the run was trained for), else Kinetics' dense 5 x 3 at sampling
 rate 4; flags override.
 
+--video takes a file or a folder (its video files and its subfolders', as a
+class-per-folder split, in name order); --list a
+file of paths, one a line, relative to the list's folder or to --root.
+
 Output: one line per video, ``clip.mp4: 1. riding a bike 0.913 | 2. ...``, or
 with --json one JSON object per video. A video that does not decode is
 reported in one line (stderr) and the others still run; the exit code is 1
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from typing import Any, Iterator, Sequence
 
@@ -33,7 +38,8 @@ import numpy as np
 from vmae2_jax.conversion.report import ConversionError
 from vmae2_jax.data.pipelines import EvalTransform
 from vmae2_jax.data.shards import CorruptRecordError
-from vmae2_jax.data.video_file import VideoFileRecord, read_video_list
+from vmae2_jax.data.video_file import (VIDEO_EXTS, VideoFileRecord, read_video_list,
+                                       videos_in_folder)
 from vmae2_jax.evaluation.inference import (DTYPES, BatchRunner, Parser, UserError,
                                             class_names_for, load_classifier, parse_args,
                                             prefetch, square_size)
@@ -196,9 +202,12 @@ def parser() -> Parser:
                           "(multi-view test protocol, mean softmax over views).")
   p.add_argument("--init_from", required=True,
                  help="converted checkpoint DIR, training run WORKDIR, WORKDIR/best or a step")
-  p.add_argument("--video", action="append", default=[], help="a video file (repeatable)")
+  p.add_argument("--video", action="append", default=[],
+                 help="a video file or a folder of them (repeatable)")
   p.add_argument("--list", default=None,
                  help="a file of video paths, one a line (# comments; a label column is ignored)")
+  p.add_argument("--root", default=None,
+                 help="folder the --list paths are relative to (default: the list's folder)")
   p.add_argument("--top", type=int, default=5, help="classes to print per video")
   p.add_argument("--num_segment", type=int, default=None, help="temporal clips per video")
   p.add_argument("--num_crop", type=int, default=None, help="spatial crops per clip")
@@ -216,10 +225,21 @@ def main(argv: list[str] | None = None) -> int:
   if isinstance(args, int):
     return args
   try:
-    paths = list(args.video)
+    paths = []
+    for video in args.video:
+      if os.path.isdir(video):
+        found = [p for d, _, _ in sorted(os.walk(video)) for p in videos_in_folder(d)]
+        if not found:
+          raise UserError(f"--video={video}: a folder without video files "
+                          f"({', '.join(VIDEO_EXTS[:4])}, ...)")
+        paths += found
+      else:
+        paths.append(video)
+    if args.root and not args.list:
+      raise UserError("--root applies to --list paths; give --list=FILE")
     if args.list:
       try:
-        paths += read_video_list(args.list)
+        paths += read_video_list(args.list, args.root)
       except (FileNotFoundError, UnicodeDecodeError) as e:
         raise UserError(f"--list: {e}") from e
     if not paths:

@@ -38,6 +38,8 @@ from vmae2_jax.conversion import labels, mapping, surgery
 from vmae2_jax.conversion.report import ConversionError
 from vmae2_jax.data import kinetics
 
+SHOWN_PROBLEMS = 3  # mismatched tensors named in the one-line error; the rest counted
+
 
 def _take(target: dict, source: dict, prefixes: list[tuple[str, ...]],
           skip: list[tuple[str, ...]]) -> tuple[dict, list[str]]:
@@ -72,8 +74,12 @@ def _take(target: dict, source: dict, prefixes: list[tuple[str, ...]],
     counts = ", ".join(f"{sum(p.startswith(k) for p in problems)} {k}" for k in
                        ("mis-shaped", "missing", "unexpected") if any(
                            p.startswith(k) for p in problems))
-    raise ConversionError(f"init_from does not fit the model ({counts}): "
-                          + "; ".join(problems))
+    # The telling ones first (the patch embedding shows the width), then a count.
+    problems.sort(key=lambda p: ("patch_embed" not in p, "encoder." not in p))
+    shown = "; ".join(problems[:SHOWN_PROBLEMS])
+    more = len(problems) - SHOWN_PROBLEMS
+    raise ConversionError(f"init_from does not fit the model ({counts}): {shown}"
+                          + (f"; and {more} more" if more > 0 else ""))
   return out, taken
 
 
@@ -120,7 +126,7 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
   """Returns a copy of `params` (a pure dict) with DIR's weights applied by stage surgery.
 
   Args:
-    params: the target model's nnx.state(model, nnx.Param).to_pure_dict(); its
+    params: the target model's nnx.to_pure_dict(nnx.state(model, nnx.Param)); its
       leaves may be arrays or ShapeDtypeStructs (those taken from DIR become
       numpy arrays in the leaf's dtype; the rest are returned as given).
     directory: any model source (a converted checkpoint, a run's workdir, its

@@ -127,15 +127,18 @@ class VideoFileRecord(HeaderFields):
                              "(truncated or corrupt video)")
 
 
-def read_video_list(path: str) -> list[str]:
+def read_video_list(path: str, root: str | None = None) -> list[str]:
   """Video paths from a list file: one a line, blank and # lines skipped.
 
   A second column (a label) is allowed and ignored: a line holding a tab is
   split on tabs, else a line that is not itself an existing path on
-  whitespace. Relative paths are relative to the current directory.
+  whitespace. A relative path is relative to ``root`` when given, else to the
+  list file's folder (or, where only that exists, the current directory, as
+  lists written for it before are).
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such list file")
+  base = root if root is not None else os.path.dirname(os.path.abspath(path))
   paths = []
   with open(path, encoding="utf-8") as f:
     for line in f:
@@ -144,8 +147,12 @@ def read_video_list(path: str) -> list[str]:
         continue
       if "\t" in line:
         line = line.split("\t")[0].strip()
-      elif not os.path.exists(line):
+      elif not (os.path.exists(line) or os.path.exists(os.path.join(base, line))):
         line = line.split()[0]
+      if not os.path.isabs(line):
+        joined = os.path.join(base, line)
+        if root is not None or os.path.exists(joined) or not os.path.exists(line):
+          line = joined
       paths.append(line)
   return paths
 

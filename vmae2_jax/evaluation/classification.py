@@ -91,8 +91,24 @@ def validate(exp, params) -> dict:
   loss_sum, count = _sum_over_processes(loss_sum, count)
   summary = multiview.gather_results(merger.results().summarize())
   acc = multiview.accuracy(summary)
-  return {"val_top1": float(100.0 * acc["top1"]), "val_top5": float(100.0 * acc["top5"]),
-          "val_loss": float(loss_sum / max(count, 1)), "val_videos": int(acc["num_videos"])}
+  results = {"val_top1": float(100.0 * acc["top1"]), "val_top5": float(100.0 * acc["top5"]),
+             "val_loss": float(loss_sum / max(count, 1)), "val_videos": int(acc["num_videos"])}
+  one_class = one_class_note(summary, exp.task.class_names)
+  if one_class:
+    results["val_one_class"] = one_class
+    logging.warning("validation: %s (a model that has not learnt yet, e.g. an lr too small "
+                    "for the batch)", one_class)
+  return results
+
+
+def one_class_note(summary: multiview.VideoSummary, class_names) -> str | None:
+  """"all N videos predicted as X" when every video of a set of several got one class."""
+  predicted = np.unique(summary.predictions)
+  if len(summary) < 2 or len(predicted) != 1:
+    return None
+  k = int(predicted[0])
+  name = class_names[k] if class_names and k < len(class_names) else f"class {k}"
+  return f"all {len(summary)} videos predicted as {name}"
 
 
 def test(exp, params, out_dir: str) -> dict:
@@ -115,6 +131,10 @@ def test(exp, params, out_dir: str) -> dict:
   acc = multiview.accuracy(summary)
   results = {"test_top1": float(100.0 * acc["top1"]), "test_top5": float(100.0 * acc["top5"]),
              "test_videos": int(acc["num_videos"]), "test_views": views, "test_dir": out_dir}
+  one_class = one_class_note(summary, exp.task.class_names)
+  if one_class:
+    results["test_one_class"] = one_class
+    logging.warning("multi-view test: %s", one_class)
   if jax.process_index() == 0:
     os.makedirs(out_dir, exist_ok=True)
     run = os.path.basename(os.path.dirname(os.path.normpath(out_dir)))

@@ -12,6 +12,7 @@ several hosts) never load a half-written file.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -80,6 +81,9 @@ def build_library(source: Path, include_dir: str, name: str) -> Path:
   if out.exists():
     return out
 
+  # The first model of a machine waits for this (~20 s on 2 cores): say why it is quiet.
+  logging.info("building the CPU kernels %s once for this machine (cached in %s)", source.name,
+               cache_dir())
   errors = []
   for arch in _ARCH_FLAGS:
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")

@@ -67,6 +67,10 @@ def check_common(config, batch_shards: int) -> None:
     raise ConfigError(
         f"config.data.image_size={d.image_size} is not divisible by the patch size {size.patch} "
         f"of {config.model.variant}")
+  if d.source == "shards" and d.train_path and d.sources:
+    raise ConfigError(f"config.data.train_path={d.train_path!r} and config.data.sources are "
+                      "both set: name the training shards in one of them (--config.data."
+                      "train_path= clears the file's path)")
   if d.frames % patching.TUBELET:
     raise ConfigError(f"config.data.frames={d.frames} must be even (tubelet size 2)")
   if config.batch_size < 1:

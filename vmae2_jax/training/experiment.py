@@ -29,7 +29,7 @@ from vmae2_jax.models.platform import building_for
 from vmae2_jax.sharding.constraints import activation_sharding
 from vmae2_jax.training import optimizer as optim
 from vmae2_jax.training.config_checks import ConfigError, check_common
-from vmae2_jax.training.schedules import Schedule, make_schedule
+from vmae2_jax.training.schedules import Schedule, make_schedule, small_batch_warning
 from vmae2_jax.training.state import TrainState
 from vmae2_jax.training.step import make_train_step
 from vmae2_jax.training.tasks import make_task
@@ -202,6 +202,9 @@ class Experiment:
     ]
     if self.frozen_sharding:
       lines.append(_frozen_summary(self))
+    lr_warning = small_batch_warning(self.schedule)
+    if lr_warning and not c.eval_only:
+      lines.append(lr_warning)
     if self.mesh.size > 1 and unsplit > 0.05 * layout["per_device"]:
       lines.append(f"warning: {100 * unsplit / layout['per_device']:.0f}% of the per-device train "
                    "state is not split (mesh sizes do not divide these dims; see "
@@ -259,13 +262,13 @@ def _build(config, mesh: Mesh) -> Experiment:
   abstract_model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
   graphdef, _ = nnx.split(abstract_model)
   axes = sharding.logical_axes_tree(abstract_model)
-  abstract_params = nnx.state(abstract_model, nnx.Param).to_pure_dict()
+  abstract_params = nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param))
   depth = get_variant(config.model.variant).depth
   tx = optim.make_optimizer(config, schedule, abstract_params, depth)
 
   def init():
     model = task.build_model(nnx.Rngs(params=config.seed))
-    return TrainState.create(nnx.state(model, nnx.Param).to_pure_dict(), tx)
+    return TrainState.create(nnx.to_pure_dict(nnx.state(model, nnx.Param)), tx)
 
   shapes = jax.eval_shape(init)
   param_sh = sharding.tree_shardings(shapes.params, axes, mesh, rules)

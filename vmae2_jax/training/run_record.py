@@ -51,6 +51,10 @@ COMPATIBLE = (
     "data.tfds_validation_split",
     "data.read_threads", "data.num_workers", "data.tune_malloc", "data.skip_corrupt",
 )
+# What an eval_only run may not change (the model and what its head was trained on);
+# everything else (views, sampling, batch, the test set) is the test's own choice.
+EVAL_FIXED = ("stage", "model.", "data.frames", "data.image_size", "data.train_path",
+              "data.class_names", "data.source", "data.tfds_name")
 # Fields whose change moves the lr schedule: the message shows the lr before and after.
 _SCHEDULE = ("batch_size", "epochs", "total_steps", "warmup_steps", "optim.base_lr",
              "optim.min_lr", "optim.warmup_epochs", "data.num_videos")
@@ -64,8 +68,14 @@ class ConfigChangeError(ConfigError):
   """A resume with a config that would make a different run than the one in WORKDIR."""
 
 
-def compatible(field: str) -> bool:
-  return any(field == c or (c.endswith(".") and field.startswith(c)) for c in COMPATIBLE)
+def _matches(field: str, names) -> bool:
+  return any(field == c or (c.endswith(".") and field.startswith(c)) for c in names)
+
+
+def compatible(field: str, eval_only: bool = False) -> bool:
+  if eval_only:
+    return not _matches(field, EVAL_FIXED) or _matches(field, COMPATIBLE)
+  return _matches(field, COMPATIBLE)
 
 
 # ---------------------------------------------------------------- a clean start
@@ -136,18 +146,24 @@ def check_resume(workdir: str, exp, step: int) -> dict:
   changes = {}
   for field, value in now.items():
     before = saved.get(field, defaults.get(field, value))  # a field added since: its default
-    if before != value and not compatible(field):
+    if before != value and not compatible(field, config.eval_only):
       changes[field] = [before, value]
-  processes = _last_entry(workdir).get("processes")
-  if processes is not None and processes != jax.process_count():
-    changes["processes"] = [processes, jax.process_count()]
-  _note_mesh_change(workdir, exp)
+  if not config.eval_only:  # a test splits no training data: any mesh or process count
+    processes = _last_entry(workdir).get("processes")
+    if processes is not None and processes != jax.process_count():
+      changes["processes"] = [processes, jax.process_count()]
+    _note_mesh_change(workdir, exp)
   if not changes:
     return {}
   lines = [f"  {field}: {_show(a)} -> {_show(b)}" for field, (a, b) in changes.items()]
   lr = _lr_jump(path, exp, step) if any(f in _SCHEDULE for f in changes) else None
   if lr:
     lines.append(f"  lr at step {step}: {lr[0]:.4g} -> {lr[1]:.4g}")
+  if config.eval_only and not config.allow_config_change:
+    raise ConfigChangeError(
+        f"{workdir} holds a model of step {step} made with another config; eval_only tests it "
+        "as it was made (leave these off the command line, or use another --workdir):\n"
+        + "\n".join(lines))
   if not config.allow_config_change:
     raise ConfigChangeError(
         f"{workdir} holds a run at step {step} with another config (rerun with "
@@ -156,6 +172,32 @@ def check_resume(workdir: str, exp, step: int) -> dict:
   logging.warning("resuming step %d with a changed config (allow_config_change):\n%s", step,
                   "\n".join(lines))
   return changes
+
+
+# ---------------------------------------------------------------- eval_only
+def eval_only_config(workdir: str, config, overridden: list[str]):
+  """The config an eval_only run of WORKDIR tests with: the run's own config.json (its
+  clip shape, sampling, views, normalisation, classes) with only the fields given on the
+  command line (``overridden``: dotted paths) taken from ``config``. Without a config.json
+  (a fresh workdir testing an init_from model), ``config`` itself."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return config
+  try:
+    saved = config_from_json(path)
+  except (OSError, ValueError) as e:
+    raise ConfigChangeError(f"{path}: unreadable ({e}); eval_only reads the run's config "
+                            "from it") from None
+  for field in overridden:
+    parts = field.split(".")
+    source, target = config, saved
+    for part in parts[:-1]:
+      source, target = source[part], target[part]
+    target[parts[-1]] = source[parts[-1]]
+  saved.eval_only = True
+  logging.info("eval_only: the run's %s%s", path,
+               f" with {', '.join(overridden)} from the command line" if overridden else "")
+  return saved
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

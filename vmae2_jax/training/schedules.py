@@ -7,6 +7,10 @@ import dataclasses
 import jax.numpy as jnp
 
 REFERENCE_BATCH = 256
+# A peak lr under this after scaling a batch of at most 1/8 of REFERENCE_BATCH is worth a
+# warning: a recipe's base lr made for hundreds of videos per update barely moves a fresh
+# head at a laptop's batch (seen: 7e-4 x 8/256 = 2.2e-5, a model predicting one class).
+SMALL_PEAK_LR = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +55,17 @@ class Schedule:
     return (f"lr {self.base_lr:g} x {self.batch_size}/{REFERENCE_BATCH} = {self.peak_lr:.4g} peak, "
             f"min {self.min_lr_base:g} x {self.batch_size}/{REFERENCE_BATCH} = {self.min_lr:.4g}; "
             f"warmup {self.warmup_steps} of {self.total_steps} steps ({sizing})")
+
+
+def small_batch_warning(schedule: Schedule) -> str | None:
+  """The start-up warning when the batch/256 scaling leaves a tiny peak lr, else None."""
+  if schedule.lr_scale > 1 / 8 or schedule.peak_lr >= SMALL_PEAK_LR:
+    return None
+  return (f"warning: batch {schedule.batch_size} scales the lr by {schedule.batch_size}/"
+          f"{REFERENCE_BATCH} to a peak of {schedule.peak_lr:.2g}: recipes made for hundreds "
+          "of videos per update learn little at this batch (a model that predicts one class); "
+          f"raise config.optim.base_lr (0.032 gives a 1e-3 peak at batch 8, as "
+          "configs/finetune_own.py:Ti/16)")
 
 
 def make_schedule(config, num_videos: int = 0) -> Schedule:

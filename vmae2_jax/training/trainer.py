@@ -70,8 +70,8 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
     latest = ckpt.latest_step()
     if latest is not None:
       _check_class_names(workdir, exp)
-    changes = ({} if latest is None or config.eval_only
-               else run_record.check_resume(workdir, exp, latest))
+    # eval_only compares too: a model field changed on the command line cannot restore
+    changes = {} if latest is None else run_record.check_resume(workdir, exp, latest)
     restored = None if latest is None else ckpt.restore_latest(
         exp.abstract_state, data=not config.eval_only, fallback=config.checkpoint_fallback)
     skipped, meta = 0, {}
@@ -135,6 +135,9 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
     if frozen_results:
       log.report(step, frozen_results, "teacher")
 
+  if step < last:  # the first step waits for its compilation: say so before the silence
+    logging.info("compiling the training step and reading the first batch; the next line comes "
+                 "at step %d", min(last, (step // config.log_every + 1) * config.log_every))
   while step < last:
     batch = exp.global_batch(next(data_iter))
     state, metrics = step_fn(state, batch, *frozen)
@@ -169,6 +172,9 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
              "seconds": time.perf_counter() - t_start, **best.summary(), **frozen_results}
   if guard.skipped:
     summary["skipped_updates"] = guard.skipped
+  last_eval = log.evaluations[-1] if log.evaluations else {}
+  if "val_one_class" in last_eval:  # said in the log at each validation; kept with the run
+    summary["val_one_class"] = f"{last_eval['val_one_class']} (step {last_eval['step']})"
   if preempted:
     summary["preempted_at"] = step
     logging.warning("preempted: step %d saved in %s; the same command resumes from step %d",
@@ -270,8 +276,8 @@ def _apply_init_from(exp: Experiment, state: TrainState) -> TrainState:
                              class_names=exp.task.class_names)
   except (ConversionError, FileNotFoundError) as e:
     text = " ".join(str(e).split())
-    if "does not fit the model" in text:
-      text += _variant_note(c)
+    if "does not fit the model" in text:  # what the source holds first: the useful part
+      text = _variant_note(c) + text
     if c.init_from not in text and os.path.abspath(c.init_from) not in text:
       text = f"config.init_from={c.init_from}: {text}"
     raise type(e)(text) from None
@@ -301,14 +307,14 @@ def _check_class_names(workdir: str, exp: Experiment) -> None:
 
 
 def _variant_note(config) -> str:
-  """' (it holds a Ti/16 pretrain model; config.model.variant='mu/16')' when known."""
+  """'it holds a Ti/16 pretrain model, config.model.variant='mu/16': ' when known."""
   from vmae2_jax.checkpointing import model_io
   try:
     meta = model_io.read_source_meta(config.init_from)
   except (OSError, ValueError):
     return ""
   held = " ".join(str(meta[k]) for k in ("variant", "kind") if meta.get(k))
-  return (f" (it holds a {held} model; config.model.variant={config.model.variant!r})"
+  return (f"it holds a {held} model, config.model.variant={config.model.variant!r}: "
           if held else "")
 
 

@@ -101,7 +101,14 @@ class ClassifyTask:
     return classification.validate(exp, params)
 
   def finish(self, exp, params, workdir: str, step: int) -> dict:
-    """The multi-view test on the evaluation set, written to WORKDIR/test_step<N>/."""
+    """The multi-view test on the evaluation set, written to
+    WORKDIR/test_step<N>_<segments>x<crops>/ (each protocol its own report)."""
     if not (self.has_eval_set and (self.config.eval.test_at_end or self.config.eval_only)):
       return {}
-    return classification.test(exp, params, os.path.join(workdir, f"test_step{step}"))
+    return classification.test(exp, params, os.path.join(workdir, test_dir_name(self.config, step)))
+
+
+def test_dir_name(config, step: int) -> str:
+  """test_step<N>_<segments>x<crops>: another view count never overwrites a report."""
+  d = config.data
+  return f"test_step{step}_{d.test_num_segment}x{d.test_num_crop}"
