@@ -25,11 +25,13 @@ only the parameters are read, never the optimizer state.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from absl import logging
 
 from vmae2_jax.checkpointing import model_io
-from vmae2_jax.conversion import labels, mapping, surgery
+from vmae2_jax.conversion import hub, labels, mapping, surgery
 from vmae2_jax.conversion.report import ConversionError
 
 
@@ -74,13 +76,20 @@ def _take(target: dict, source: dict, prefixes: list[tuple[str, ...]],
 def _kind_of(params: dict) -> str:
   if "decoder" in params:
     return "pretrain"
-  if "head" in params:
+  if "head" in params or "fc_norm" in params:  # fc_norm alone: a published feature model
     return "classifier"
   return "encoder"
 
 
 def read_init_source(path: str) -> tuple[dict, dict]:
-  """(params as numpy, meta with the kind the weights show) of any model source."""
+  """(params as numpy, meta with the kind the weights show) of any model source, or of a
+  PyTorch file, HF folder or hf://ORG/NAME, converted in memory (conversion.api)."""
+  if hub.is_hub(path) or not model_io.is_source(path):
+    if hub.is_hub(path) or os.path.exists(path):
+      from vmae2_jax.conversion import api  # noqa: PLC0415  (api imports the models)
+      params, meta, rep = api.import_checkpoint(path)
+      logging.info("init_from %s: converted in memory\n%s", path, rep.summary())
+      return params, dict(meta, kind=_kind_of(params))
   params, meta = model_io.load_source(path)
   return params, dict(meta, kind=_kind_of(params))
 
@@ -132,14 +141,19 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
       logging.info("init_from %s: %s encoder -> classifier; fc_norm and head start fresh",
                    directory, kind)
     elif kind == "classifier":
-      k_src = src["head"]["kernel"].shape[-1]
+      k_src = src["head"]["kernel"].shape[-1] if "head" in src else 0  # 0: a feature model
       k_dst = np.shape(params["head"]["kernel"])[-1]
-      name = label_map or (labels.auto_label_map(k_src, k_dst) if k_src != k_dst else None)
+      name = label_map or (labels.auto_label_map(k_src, k_dst) if k_src not in (0, k_dst)
+                           else None)
+      if label_map and not k_src:
+        raise ConversionError(f"label_map given but {directory} is a feature model without a "
+                              "classification head to re-index")
       if fresh_head or (k_src != k_dst and not name):
         out, taken = _take(params, src, [()], [("head",)])
         logging.info("init_from %s: %s; the head (%d classes) starts fresh, fc_norm and encoder "
                      "are taken", directory, "fresh_head requested" if fresh_head else
-                     f"no label map relates {k_src} to {k_dst} classes", k_dst)
+                     f"no label map relates {k_src} to {k_dst} classes" if k_src else
+                     "a feature model without a head", k_dst)
       else:
         if name:
           src = dict(src)
