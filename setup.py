@@ -21,6 +21,7 @@ CORE = [
     "opencv-python-headless>=4.9",
     "simplejpeg>=1.7",           # fast JPEG decoding of frame shards (OpenCV otherwise)
     "safetensors>=0.4",          # Hugging Face checkpoints (.pth files need no extra package)
+    "huggingface_hub>=0.23",     # hf://ORG/NAME from the local hub cache (light; no torch)
 ]
 
 setup(
