@@ -147,6 +147,12 @@ def test_opengvlab_hub_layout_parity_and_report(work):
   assert diff <= TOL
   with pytest.raises(ValueError, match="no head"):
     model(np.zeros((1, 4, 32, 32, 3), np.float32))
+  # predict needs a head; extraction reads the features
+  from vmae2_jax.evaluation import inference
+  with pytest.raises(inference.UserError, match="feature model without a classification head"):
+    inference.load_classifier(dst)
+  got, _ = inference.load_classifier(dst, need_head=False)
+  assert got.head is None
 
 
 def test_opengvlab_feature_model_fine_tuning_keeps_fc_norm(work):

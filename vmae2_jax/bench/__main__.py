@@ -5,6 +5,7 @@
   hf           pre-training step side by side with Hugging Face VideoMAEForPreTraining
   hf_finetune  fine-tuning step, multi-view inference and features side by side with
                Hugging Face VideoMAEForVideoClassification
+  kernels      the CPU kernels (attention, weight gradient) as a fraction of FMA peak
   memory       per-device memory of a config's step from compile-only runs on fake devices
   gpu          ViT-g/14 pre-training step on one GPU at a few batch sizes (MFU)
   learning     pre-trained vs from-scratch fine-tuning on generated motion clips (accuracy)
@@ -23,6 +24,7 @@ SUBCOMMANDS = {
     "data": "data_bench",
     "hf": "hf_pretrain",
     "hf_finetune": "hf_finetune",
+    "kernels": "kernels",
     "memory": "memory",
     "gpu": "gpu",
     "learning": "learning",
