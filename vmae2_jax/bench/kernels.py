@@ -48,8 +48,9 @@ def _peak_lib():
   return lib
 
 
-def fma_peak(lib, threads: int, seconds: float = 0.2) -> float:
-  """GFLOP/s of `threads` threads each running FMA chains for ~`seconds`."""
+def fma_peak(lib, threads: int, seconds: float = 0.2) -> tuple[float, float]:
+  """(GFLOP/s, GFLOP per CPU second) of `threads` threads each running FMA chains for
+  ~`seconds`. The second is one core's peak whatever else the machine runs."""
   iters = int(seconds * 3e9 / 12)  # ~3 GHz, one round of 12 FMAs per cycle at most
   out = [0.0] * threads
 
@@ -57,12 +58,13 @@ def fma_peak(lib, threads: int, seconds: float = 0.2) -> float:
     out[i] = lib.vmae2_fma_run(iters)
 
   workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   for w in workers:
     w.start()
   for w in workers:
     w.join()
-  return sum(out) / (time.perf_counter() - t0) / 1e9
+  wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+  return sum(out) / wall / 1e9, sum(out) / max(cpu, 1e-9) / 1e9
 
 
 def _cases():
@@ -95,10 +97,11 @@ def _cases():
   return cases
 
 
-def _time(fn, args) -> float:
-  t0 = time.perf_counter()
+def _time(fn, args) -> tuple[float, float]:
+  """(wall, CPU) seconds of one call; CPU seconds of all the process's threads."""
+  t0, c0 = time.perf_counter(), time.process_time()
   fn(*args).block_until_ready()
-  return time.perf_counter() - t0
+  return time.perf_counter() - t0, time.process_time() - c0
 
 
 def measure(repeats: int) -> dict:
@@ -112,23 +115,34 @@ def measure(repeats: int) -> dict:
   for fn, args, _ in cases.values():  # compile and warm
     _time(fn, args)
   times = {name: [] for name in cases}
-  peaks1, peaksn = [], []
+  cpus = {name: [] for name in cases}
+  peaks1, peaksn, peaks_cpu = [], [], []
   for _ in range(repeats):
-    peaks1.append(fma_peak(lib, 1))
-    peaksn.append(fma_peak(lib, threads))
+    wall1, cpu1 = fma_peak(lib, 1)
+    peaks1.append(wall1)
+    peaks_cpu.append(cpu1)
+    peaksn.append(fma_peak(lib, threads)[0])
     for name, (fn, args, _) in cases.items():
-      times[name].append(_time(fn, args))
-  peak = max(peaksn)
+      wall, cpu_s = _time(fn, args)
+      times[name].append(wall)
+      cpus[name].append(cpu_s)
+  peak, peak_core = max(peaksn), max(peaks_cpu)
   out = {"machine": _cpu_name(), "isa_width_floats": lib.vmae2_fma_width(),
          "defines": os.environ.get("VMAE2_JAX_KERNEL_DEFINES", ""),
          "threads": threads, "jax": jax.__version__, "load_avg_1min": os.getloadavg()[0],
          "fma_peak_gflops_1core": round(max(peaks1), 1),
-         "fma_peak_gflops": round(peak, 1), "cases": {}}
+         "fma_peak_gflops": round(peak, 1),
+         "fma_peak_gflops_per_cpu_s": round(peak_core, 1), "cases": {}}
   for name, (_, _, flops) in cases.items():
     best, med = min(times[name]), statistics.median(times[name])
+    cpu_best = min(cpus[name])
+    # Two measures: wall-clock against the all-threads peak (the real speed on an idle
+    # machine), and FLOPs per CPU second against one core's (robust on a loaded one).
     out["cases"][name] = {"ms_min": round(best * 1e3, 2), "ms_median": round(med * 1e3, 2),
+                          "cpu_ms_min": round(cpu_best * 1e3, 2),
                           "gflops_best": round(flops / best / 1e9, 1),
-                          "peak_fraction_best": round(flops / best / 1e9 / peak, 3)}
+                          "peak_fraction_best": round(flops / best / 1e9 / peak, 3),
+                          "cpu_peak_fraction": round(flops / cpu_best / 1e9 / peak_core, 3)}
   return out
 
 
@@ -146,10 +160,11 @@ def _print(res: dict) -> None:
   print(f"{res['machine']} ({res['isa_width_floats'] * 32}-bit vectors), {res['threads']} "
         f"threads, defines {res['defines'] or '(ISA defaults)'}, load {res['load_avg_1min']:.1f}")
   print(f"FMA peak: {res['fma_peak_gflops_1core']} GFLOP/s one core, {res['fma_peak_gflops']} "
-        f"all threads")
+        f"all threads; {res['fma_peak_gflops_per_cpu_s']} GFLOP per CPU second")
   for name, c in res["cases"].items():
     print(f"  {name:22s} {c['ms_min']:8.2f} ms (median {c['ms_median']:8.2f})  "
-          f"{c['gflops_best']:6.1f} GFLOP/s = {100 * c['peak_fraction_best']:5.1f}% of peak")
+          f"{c['gflops_best']:6.1f} GFLOP/s = {100 * c['peak_fraction_best']:5.1f}% of peak; "
+          f"{c['cpu_ms_min']:8.2f} CPU ms = {100 * c['cpu_peak_fraction']:5.1f}% of a core's peak")
 
 
 def sweep(variants: list[str], rounds: int, repeats: int) -> dict:
@@ -163,11 +178,14 @@ def sweep(variants: list[str], rounds: int, repeats: int) -> dict:
       if proc.returncode:
         raise SystemExit(f"error: defines {v!r}: {proc.stderr.strip().splitlines()[-1:]}")
       results[v].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+      print(f"# {v or '(ISA defaults)'}: " + json.dumps(results[v][-1]), file=sys.stderr,
+            flush=True)  # each run as it ends: a long sweep on a busy machine shows progress
   summary = {}
   for v, runs in results.items():
     summary[v or "(ISA defaults)"] = {
         name: {"ms_min": min(r["cases"][name]["ms_min"] for r in runs),
-               "peak_fraction_best": max(r["cases"][name]["peak_fraction_best"] for r in runs)}
+               "peak_fraction_best": max(r["cases"][name]["peak_fraction_best"] for r in runs),
+               "cpu_peak_fraction": max(r["cases"][name]["cpu_peak_fraction"] for r in runs)}
         for name in runs[0]["cases"]}
   return summary
 
@@ -191,7 +209,8 @@ def main(argv=None) -> int:
         print(name)
         for v, cases in res.items():
           c = cases[name]
-          print(f"  {v:50s} {c['ms_min']:8.2f} ms  {100 * c['peak_fraction_best']:5.1f}%")
+          print(f"  {v:50s} {c['ms_min']:8.2f} ms  {100 * c['peak_fraction_best']:5.1f}% "
+                f"(per CPU second {100 * c['cpu_peak_fraction']:5.1f}%)")
     return 0
   res = measure(args.repeats)
   if args.json:

@@ -51,13 +51,14 @@ namespace {
 //   VMAE2_WG_MC/NC   weight-gradient output block: MC x kR rows, NC x kPanel columns
 //                    (large blocks; small ones are half of each when items are few)
 //   VMAE2_WG_KC      weight-gradient depth chunk
-//   VMAE2_WG_PACK    weight gradient: 1 copies b's slice, 2 also a's, before use
-//   VMAE2_PANELS     attention: K^T, Q^T and dO^T packed panel by panel (each
-//                    kPanel-column panel [d, kPanel] contiguous) instead of [d, n]
+//   VMAE2_WG_KERNEL  whether models should send weight gradients here (1) or keep
+//                    XLA's dot (0); read through vmae2_weight_gradient_preferred()
 // AVX-512 (tuned on Xeon / Zen 4, 1-2 MB L2): 6 x 64 micro-kernel, 512 KB score
-// blocks, [192, 384] x 256 weight-gradient blocks. AVX2 (tuned on Zen 3, 512 KB L2,
-// 16 vector registers): 6 x 16 micro-kernel (12 accumulators + 2 B vectors + 1
-// broadcast), score blocks and weight-gradient panels that fit half the L2.
+// blocks, [192, 384] x 256 weight-gradient blocks. AVX2 (measured on Zen 3, 512 KB
+// L2, 16 vector registers): 6 x 16 micro-kernel (12 accumulators + 2 B vectors + 1
+// broadcast) and the same score blocks (K^T packed in panels was tried: no gain
+// beyond the noise of a loaded machine; BENCHMARKS.md); XLA's dot does the weight
+// gradients there (VMAE2_WG_KERNEL below).
 #if defined(__AVX512F__)
 constexpr int kW = 16;   // floats per vector register
 #define VMAE2_DEFAULT_NV 4
@@ -65,17 +66,19 @@ constexpr int kW = 16;   // floats per vector register
 #define VMAE2_DEFAULT_WG_MC 32
 #define VMAE2_DEFAULT_WG_NC 6
 #define VMAE2_DEFAULT_WG_KC 256
-#define VMAE2_DEFAULT_WG_PACK 0
-#define VMAE2_DEFAULT_PANELS 0
 #elif defined(__AVX__)
 constexpr int kW = 8;
+#if defined(__AVX2__)
+// Zen 3 (AVX2): XLA's own dot (its YNNPACK/Eigen kernels, packed panels) ran the
+// weight gradients 1.1-1.5x faster per CPU second than this kernel on all four
+// ViT-S shapes, packing a and b here included (BENCHMARKS.md): models use XLA's.
+#define VMAE2_DEFAULT_WG_KERNEL 0
+#endif
 #define VMAE2_DEFAULT_NV 2
 #define VMAE2_DEFAULT_SCORE_KB 512
 #define VMAE2_DEFAULT_WG_MC 32
 #define VMAE2_DEFAULT_WG_NC 6
 #define VMAE2_DEFAULT_WG_KC 256
-#define VMAE2_DEFAULT_WG_PACK 0
-#define VMAE2_DEFAULT_PANELS 0
 #else
 constexpr int kW = 4;
 #define VMAE2_DEFAULT_NV 2
@@ -83,8 +86,12 @@ constexpr int kW = 4;
 #define VMAE2_DEFAULT_WG_MC 32
 #define VMAE2_DEFAULT_WG_NC 6
 #define VMAE2_DEFAULT_WG_KC 256
-#define VMAE2_DEFAULT_WG_PACK 0
-#define VMAE2_DEFAULT_PANELS 0
+#endif
+#ifndef VMAE2_DEFAULT_WG_KERNEL
+#define VMAE2_DEFAULT_WG_KERNEL 1
+#endif
+#ifndef VMAE2_WG_KERNEL
+#define VMAE2_WG_KERNEL VMAE2_DEFAULT_WG_KERNEL
 #endif
 #ifndef VMAE2_NV
 #define VMAE2_NV VMAE2_DEFAULT_NV
@@ -97,12 +104,6 @@ constexpr int kW = 4;
 #endif
 #ifndef VMAE2_WG_NC
 #define VMAE2_WG_NC VMAE2_DEFAULT_WG_NC
-#endif
-#ifndef VMAE2_PANELS
-#define VMAE2_PANELS VMAE2_DEFAULT_PANELS
-#endif
-#ifndef VMAE2_WG_PACK
-#define VMAE2_WG_PACK VMAE2_DEFAULT_WG_PACK
 #endif
 #ifndef VMAE2_WG_KC
 #define VMAE2_WG_KC VMAE2_DEFAULT_WG_KC
@@ -222,29 +223,6 @@ void gemm(int64_t M, int64_t nvec, int64_t K, const float* A, int64_t sr, int64_
       const int r = static_cast<int>(std::min<int64_t>(kR, M - i));
       table[r - 1][nv - 1](K, A + i * (at ? 1 : sr), sa, B + j * kW, ldb, C + i * ldc + j * kW,
                            ldc);
-    }
-  }
-}
-
-// As gemm, with B packed panel by panel: the kPanel columns from j * kPanel are
-// [K, kPanel] contiguous at B + j * panel_stride. A micro-kernel then reads its
-// B panel from one run of memory, not from K rows n floats apart (with 16-column
-// AVX2 panels each of those rows is a cache line on its own page).
-void gemm_panels(int64_t M, int64_t nvec, int64_t K, const float* A, int64_t sr, int64_t sk,
-                 const float* B, int64_t panel_stride, float* C, int64_t ldc, bool accumulate) {
-  if (K <= 0) {
-    gemm(M, nvec, K, A, sr, sk, B, kPanel, C, ldc, accumulate);
-    return;
-  }
-  const bool at = sk != 1;
-  const int64_t sa = at ? sk : sr;
-  const MicroTable& table = kMicro[accumulate][at];
-  for (int64_t j = 0; j < nvec; j += kNV) {
-    const int nv = static_cast<int>(std::min<int64_t>(kNV, nvec - j));
-    const float* b = B + (j / kNV) * panel_stride;
-    for (int64_t i = 0; i < M; i += kR) {
-      const int r = static_cast<int>(std::min<int64_t>(kR, M - i));
-      table[r - 1][nv - 1](K, A + i * (at ? 1 : sr), sa, b, kPanel, C + i * ldc + j * kW, ldc);
     }
   }
 }
@@ -369,43 +347,7 @@ struct Src {
       }
     for (int64_t c = 0; c < d; ++c) std::memset(dst + c * ld + n, 0, (ld - n) * 4);
   }
-  // All n tokens transposed, in panels: token i, channel c at
-  // dst[(i / kPanel) * d * kPanel + c * kPanel + i % kPanel] (zeros past n).
-  void transposed_panels(int64_t g, int64_t n, float* dst) const {
-    const float* b = bias ? bias + (g % heads) * d : nullptr;
-    const int64_t panels = (n + kPanel - 1) / kPanel;
-    for (int64_t p = 0; p < panels; ++p) {
-      float* out = dst + p * d * kPanel;
-      const int64_t i0 = p * kPanel, i1 = std::min(n, i0 + kPanel);
-      if (i1 - i0 < kPanel) std::memset(out, 0, d * kPanel * 4);
-      for (int64_t i = i0; i < i1; ++i) {
-        const float* src = at(g, i);
-        for (int64_t c = 0; c < d; ++c)
-          out[c * kPanel + (i - i0)] = (src[c] + (b ? b[c] : 0.0f)) * scale;
-      }
-    }
-  }
 };
-
-// Floats of a [d, n] transposed operand: plain (rows padded to whole vectors) or in
-// panels (padded to whole panels).
-inline int64_t transposed_floats(int64_t d, int64_t n) {
-  return VMAE2_PANELS ? d * round_up(n, kPanel) : d * round_up(n, kW);
-}
-
-// [d, n] transposed operand, either layout; then Q.K^T-style products through `mul`.
-inline void pack_transposed(const Src& src, int64_t g, int64_t n, float* dst) {
-  if (VMAE2_PANELS) src.transposed_panels(g, n, dst);
-  else src.transposed(g, n, dst, round_up(n, kW));
-}
-
-// C[M, n] = A[M, d] @ T for T packed by pack_transposed from n tokens.
-inline void gemm_transposed(int64_t M, int64_t n, int64_t d, const float* A, int64_t lda,
-                            const float* T, float* C, int64_t ldc) {
-  const int64_t nvec = round_up(n, kW) / kW;
-  if (VMAE2_PANELS) gemm_panels(M, nvec, d, A, lda, 1, T, d * kPanel, C, ldc, false);
-  else gemm(M, nvec, d, A, lda, 1, T, round_up(n, kW), C, ldc, false);
-}
 
 // Where a gradient goes: row i of head g at p[b * batch + i * row + h * d], times scale.
 struct Dst {
@@ -445,10 +387,9 @@ void attention_forward(ffi::ThreadPool& pool, const Dims& s, const Src& q, const
   // over the workers; then items are (head, block of query rows).
   const int64_t br = block_rows(nkp), qblocks = (s.nq + br - 1) / br, items = bh * qblocks;
   const int workers = pool_workers(pool, items);
-  const int64_t head_t = transposed_floats(s.d, s.nk);
-  Arena arena = Arena::reserve(arena_floats({bh * head_t, bh * s.nk * dp, workers * br * nkp,
+  Arena arena = Arena::reserve(arena_floats({bh * s.d * nkp, bh * s.nk * dp, workers * br * nkp,
                                              workers * br * dp, workers * br * s.d}));
-  float *kt = arena.take(bh * head_t), *vpad = arena.take(bh * s.nk * dp);
+  float *kt = arena.take(bh * s.d * nkp), *vpad = arena.take(bh * s.nk * dp);
   float *sbuf = arena.take(workers * br * nkp), *obuf = arena.take(workers * br * dp);
   float* qbuf = arena.take(workers * br * s.d);
   const int64_t full = s.nk / kW * kW;
@@ -457,7 +398,7 @@ void attention_forward(ffi::ThreadPool& pool, const Dims& s, const Src& q, const
   // head packing while the other workers waited for it) 2 workers lost 3-6% of
   // the 1,568-token attention to waiting.
   parallel_for(pool, bh, pool_workers(pool, bh), [&](int64_t g, int) {
-    pack_transposed(k, g, s.nk, kt + g * head_t);
+    k.transposed(g, s.nk, kt + g * s.d * nkp, nkp);
     v.rows(g, 0, s.nk, vpad + g * s.nk * dp, dp);
   });
   parallel_for(pool, items, workers, [&](int64_t item, int w) {
@@ -465,7 +406,7 @@ void attention_forward(ffi::ThreadPool& pool, const Dims& s, const Src& q, const
     float *S = sbuf + w * br * nkp, *O = obuf + w * br * dp, *Q = qbuf + w * br * s.d;
     float inv[16 * kR];  // 1 / row sum; block_rows() caps m at 16 * kR
     q.rows(g, i0, m, Q, s.d);
-    gemm_transposed(m, s.nk, s.d, Q, s.d, kt + g * head_t, S, nkp);
+    gemm(m, nkp / kW, s.d, Q, s.d, 1, kt + g * s.d * nkp, nkp, S, nkp, false);
     for (int64_t r = 0; r < m; ++r) {
       float* sr = S + r * nkp;
       vf mv = splat(-INFINITY);
@@ -511,7 +452,7 @@ void attention_backward(ffi::ThreadPool& pool, const Dims& s, const Src& q, cons
   // delta = rowsum(dO * O), heads split over the workers.
   const int64_t bc = block_rows(nqp), kblocks = (s.nk + bc - 1) / bc, items = bh * kblocks;
   const int workers = pool_workers(pool, items);
-  const int64_t head_t = transposed_floats(s.d, s.nq), head_p = s.nq * dp, blk = bc * nqp;
+  const int64_t head_t = s.d * nqp, head_p = s.nq * dp, blk = bc * nqp;
   Arena arena = Arena::reserve(arena_floats(
       {bh * head_t, bh * head_t, bh * head_p, bh * head_p, bh * nqp, bh * nqp,
        workers * blk, workers * blk, workers * bc * dp, workers * bc * dp, workers * bc * dp,
@@ -528,8 +469,8 @@ void attention_backward(ffi::ThreadPool& pool, const Dims& s, const Src& q, cons
   const int64_t full = s.nq / kW * kW;
 
   parallel_for(pool, bh, pool_workers(pool, bh), [&](int64_t g, int) {
-    pack_transposed(q, g, s.nq, qt + g * head_t);
-    pack_transposed(dout, g, s.nq, dot + g * head_t);
+    q.transposed(g, s.nq, qt + g * head_t, nqp);
+    dout.transposed(g, s.nq, dot + g * head_t, nqp);
     q.rows(g, 0, s.nq, qpad + g * head_p, dp);
     dout.rows(g, 0, s.nq, dopad + g * head_p, dp);
     for (int64_t i = 0; i < nqp; ++i) {
@@ -550,8 +491,8 @@ void attention_backward(ffi::ThreadPool& pool, const Dims& s, const Src& q, cons
     k.rows(g, c0, m, Kb, dp);
     v.rows(g, c0, m, Vb, dp);
     // P^T = exp(K Q^T - lse) and dP^T = V dO^T: [m keys, nq queries].
-    gemm_transposed(m, s.nq, s.d, Kb, dp, qt + g * head_t, P, nqp);
-    gemm_transposed(m, s.nq, s.d, Vb, dp, dot + g * head_t, dS, nqp);
+    gemm(m, nqp / kW, s.d, Kb, dp, 1, qt + g * head_t, nqp, P, nqp, false);
+    gemm(m, nqp / kW, s.d, Vb, dp, 1, dot + g * head_t, nqp, dS, nqp, false);
     for (int64_t r = 0; r < m; ++r) {
       float *pr = P + r * nqp, *dr = dS + r * nqp;
       int64_t j = 0;
@@ -744,12 +685,7 @@ void weight_gradient(ffi::ThreadPool& pool, int64_t K, int64_t M, int64_t N, con
   // A width that is not a whole number of vectors: b padded to np columns,
   // each item's output through a padded buffer.
   const bool padded = np != N;
-  // VMAE2_WG_PACK 1: each item copies its [kKc, n] slice of b, 2: also its [kKc, m]
-  // slice of a, into contiguous buffers before the micro-kernels read them.
-  constexpr int kPack = VMAE2_WG_PACK;
-  const int64_t pack_a = kPack >= 2 ? kKc * kMc : 0, pack_b = kPack >= 1 ? kKc * kNc : 0;
-  Arena arena = Arena::reserve(arena_floats({padded ? K * np : 0, padded ? workers * kMc * np : 0,
-                                             workers * pack_a, workers * pack_b}));
+  Arena arena = Arena::reserve(arena_floats({padded ? K * np : 0, padded ? workers * kMc * np : 0}));
   int64_t ldb = N;
   float* cbuf = nullptr;
   if (padded) {
@@ -759,30 +695,14 @@ void weight_gradient(ffi::ThreadPool& pool, int64_t K, int64_t M, int64_t N, con
     ldb = np;
     cbuf = arena.take(workers * kMc * np);
   }
-  float *abuf = arena.take(workers * pack_a), *bbuf = arena.take(workers * pack_b);
   parallel_for(pool, items, workers, [&](int64_t item, int w) {
     const int64_t i0 = (item / nblocks) * kMc, j0 = (item % nblocks) * kNc;
     const int64_t m = std::min(kMc, M - i0), n = std::min(kNc, np - j0);
     float* c = padded ? cbuf + w * kMc * np + j0 : C + i0 * N + j0;
     const int64_t ldc = padded ? np : N;
-    for (int64_t k0 = 0; k0 < K; k0 += kKc) {
-      const int64_t kc = std::min(kKc, K - k0);
-      const float *a = A + k0 * M + i0, *b = B + k0 * ldb + j0;
-      int64_t sa = M, sb = ldb;
-      if (kPack >= 2) {
-        float* pa = abuf + w * pack_a;
-        for (int64_t k = 0; k < kc; ++k) std::memcpy(pa + k * m, a + k * M, m * 4);
-        a = pa;
-        sa = m;
-      }
-      if (kPack >= 1) {
-        float* pb = bbuf + w * pack_b;
-        for (int64_t k = 0; k < kc; ++k) std::memcpy(pb + k * n, b + k * ldb, n * 4);
-        b = pb;
-        sb = n;
-      }
-      gemm(m, n / kW, kc, a, 1, sa, b, sb, c, ldc, k0 > 0);
-    }
+    for (int64_t k0 = 0; k0 < K; k0 += kKc)
+      gemm(m, n / kW, std::min(kKc, K - k0), A + k0 * M + i0, 1, M, B + k0 * ldb + j0, ldb, c,
+           ldc, k0 > 0);
     if (padded)
       for (int64_t r = 0; r < m; ++r)
         std::memcpy(C + (i0 + r) * N + j0, c + r * np, std::min(n, N - j0) * 4);
@@ -804,6 +724,10 @@ ffi::Error WeightGradient(ffi::ThreadPool pool, Matrix a, Matrix b, ffi::Result<
 }
 
 }  // namespace
+
+// Whether this build's weight-gradient matmul is the one to use on this ISA (see
+// VMAE2_WG_KERNEL above); vmae2_jax/kernels/cpu.py reads it through ctypes.
+extern "C" int vmae2_weight_gradient_preferred() { return VMAE2_WG_KERNEL; }
 
 // Bindings: XLA's thread pool first, then operands, results and attributes in
 // the order of the functions' parameters.
