@@ -175,6 +175,14 @@ def test_build_is_cached_and_a_broken_compiler_is_reported(tmp_path, monkeypatch
   bad.write_text("this is not C++\n")
   with pytest.raises(build.KernelBuildError, match="broken.cc"):
     build.build_library(bad, include, "broken")
+  # tuning -D flags: their own cache entry (the build keys on them), nothing else accepted
+  monkeypatch.setenv("VMAE2_JAX_KERNEL_DEFINES", "-DVMAE2_SCORE_KB=256 -DVMAE2_WG_KERNEL=1")
+  tuned = build.build_library(source, include, "cpu_kernels")
+  assert tuned != first and tuned.exists()
+  monkeypatch.setenv("VMAE2_JAX_KERNEL_DEFINES", "-O0 -DVMAE2_NV=1")
+  with pytest.raises(build.KernelBuildError, match="only -DNAME=VALUE flags; got -O0"):
+    build.build_library(source, include, "cpu_kernels")
+  monkeypatch.delenv("VMAE2_JAX_KERNEL_DEFINES")
   monkeypatch.setenv("CXX", "no-such-compiler-anywhere")
   with pytest.raises(build.KernelBuildError, match="no C\\+\\+ compiler"):
     build.build_library(source, include, "cpu_kernels")

@@ -11,7 +11,7 @@ the least disturbed run.
 
 `--sweep` rebuilds the kernels with other block sizes (-D flags, see
 cpu_kernels.cc) and times each build in its own process, rounds interleaved:
-  python -m vmae2_jax.bench kernels --sweep="; -DVMAE2_SCORE_KB=256; -DVMAE2_PANELS=1"
+  python -m vmae2_jax.bench kernels --sweep="; -DVMAE2_SCORE_KB=256; -DVMAE2_WG_KC=128"
 (variants separated by ';', an empty one = the ISA defaults)
 """
 
