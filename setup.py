@@ -22,6 +22,7 @@ CORE = [
     "simplejpeg>=1.7",           # fast JPEG decoding of frame shards (OpenCV otherwise)
     "safetensors>=0.4",          # Hugging Face checkpoints (.pth files need no extra package)
     "matplotlib>=3.7,<4",        # curves.png, confusion.png, the reconstruction grid (Agg)
+    "huggingface_hub>=0.23",     # hf://ORG/NAME from the local hub cache (light; no torch)
 ]
 
 setup(

@@ -12,7 +12,8 @@ import pytest
 from flax import nnx
 
 from vmae2_jax.kernels import build, cpu
-from vmae2_jax.models.layers import Attention, BlockStack, dense_matmul, softmax_attention
+from vmae2_jax.models.layers import (Attention, BlockStack, Dense, dense_matmul,
+                                     softmax_attention)
 from vmae2_jax.models.options import ModelOptions
 
 pytestmark = pytest.mark.skipif(build.find_compiler() is None,
@@ -129,6 +130,25 @@ def test_model_layers_pick_the_kernels_and_match_xla():
     np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
 
 
+def test_weight_gradient_kernel_chosen_per_isa(monkeypatch):
+  """The build says whether its weight-gradient matmul beats XLA's dot on this ISA (no with
+  AVX2 only, measured on Zen 3); Dense layers follow it, and the env var overrides it."""
+  flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+  if "avx2" in flags:
+    want = "avx512f" in flags
+    assert bool(cpu.load().vmae2_weight_gradient_preferred()) == want
+  layer = Dense(16, 24, axes=(None, None), opts=ModelOptions(), rngs=nnx.Rngs(0))
+  gd, st = nnx.split(layer)
+  x = jnp.ones((2, 5, 16))
+  for env in ("1", "0", ""):
+    monkeypatch.setenv("VMAE2_JAX_CPU_WEIGHT_GRADIENT", env)
+    cpu.weight_gradient_preferred.cache_clear()
+    hlo = jax.jit(jax.grad(lambda st: jnp.sum(nnx.merge(gd, st)(x)))).lower(st).as_text()
+    uses = "vmae2_cpu_weight_gradient" in hlo
+    assert uses == (env == "1" if env else bool(cpu.load().vmae2_weight_gradient_preferred()))
+  cpu.weight_gradient_preferred.cache_clear()
+
+
 def test_block_stack_num_outputs_equals_slicing_the_full_output():
   x = jax.random.normal(jax.random.key(5), (2, 19, 32))
   for scan in (False, True):
@@ -155,6 +175,14 @@ def test_build_is_cached_and_a_broken_compiler_is_reported(tmp_path, monkeypatch
   bad.write_text("this is not C++\n")
   with pytest.raises(build.KernelBuildError, match="broken.cc"):
     build.build_library(bad, include, "broken")
+  # tuning -D flags: their own cache entry (the build keys on them), nothing else accepted
+  monkeypatch.setenv("VMAE2_JAX_KERNEL_DEFINES", "-DVMAE2_SCORE_KB=256 -DVMAE2_WG_KERNEL=1")
+  tuned = build.build_library(source, include, "cpu_kernels")
+  assert tuned != first and tuned.exists()
+  monkeypatch.setenv("VMAE2_JAX_KERNEL_DEFINES", "-O0 -DVMAE2_NV=1")
+  with pytest.raises(build.KernelBuildError, match="only -DNAME=VALUE flags; got -O0"):
+    build.build_library(source, include, "cpu_kernels")
+  monkeypatch.delenv("VMAE2_JAX_KERNEL_DEFINES")
   monkeypatch.setenv("CXX", "no-such-compiler-anywhere")
   with pytest.raises(build.KernelBuildError, match="no C\\+\\+ compiler"):
     build.build_library(source, include, "cpu_kernels")

@@ -253,7 +253,7 @@ def extract_features(init_from: str, videos: Sequence, out: str, *, window: int 
   if stride < 1 or batch < 1:
     raise UserError(f"--stride={stride} and --batch={batch} must be >= 1")
   model, meta = inference.load_classifier(init_from, dtype=dtype, frames=window,
-                                            image_size=size)
+                                            image_size=size, need_head=False)
   window, size = int(meta["frames"]), inference.square_size(meta, init_from)
   patch = model.encoder.size.patch
   if size % patch:

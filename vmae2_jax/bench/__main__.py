@@ -5,6 +5,7 @@
   hf           pre-training step side by side with Hugging Face VideoMAEForPreTraining
   hf_finetune  fine-tuning step, multi-view inference and features side by side with
                Hugging Face VideoMAEForVideoClassification
+  kernels      the CPU kernels (attention, weight gradient) as a fraction of FMA peak
   memory       per-device memory of a config's step from compile-only runs on fake devices
   aot          a stage's step compiled for a TPU pod by libtpu, without one (HBM, FLOPs,
                compiler-estimated MFU, collectives; the `aot` extra)
@@ -25,6 +26,7 @@ SUBCOMMANDS = {
     "data": "data_bench",
     "hf": "hf_pretrain",
     "hf_finetune": "hf_finetune",
+    "kernels": "kernels",
     "memory": "memory",
     "aot": "aot",
     "gpu": "gpu",

@@ -16,7 +16,7 @@ from flax import nnx
 
 from vmae2_jax.checkpointing import model_io
 from vmae2_jax.conversion import detect as detect_lib
-from vmae2_jax.conversion import labels, mapping, surgery, torch_io
+from vmae2_jax.conversion import hub, labels, mapping, surgery, torch_io
 from vmae2_jax.conversion.layouts import KINDS, Spec
 from vmae2_jax.conversion.report import ConversionError, ConversionReport
 from vmae2_jax.models.options import ModelOptions
@@ -68,6 +68,8 @@ def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto
   path, hf_config = torch_io.resolve_source(src)
   state, read_notes = torch_io.read_state_dict(
       path, on_bytes=_phase(f"reading {os.path.basename(path)}") if progress else None)
+  if hub.is_hub(src):
+    read_notes.insert(0, f"{src} read from the Hugging Face cache: {path}")
   mapping.refuse_unsupported_options(state, path)  # before detection guesses a layout
   flavour = detect_lib.detect(state)
   name, spec, size_notes = detect_lib.infer_spec(flavour, variant=variant, hf_config=hf_config)
@@ -167,6 +169,9 @@ def export_params(params: dict, meta: dict[str, Any], to: str = "official", *,
     state = mapping.export_state_dict(params, "official", spec)
     return state, ("module" if spec.kind == "classifier" else "model")
   if to == "hf":
+    if spec.kind == "classifier" and not spec.num_classes:
+      raise ConversionError("a feature model (fc_norm, no head) has no transformers VideoMAE "
+                            "class; export it with --to=official")
     prefix = "" if spec.kind == "encoder" else "videomae."
     state = mapping.export_state_dict(params, "hf", spec, hf_prefix=prefix)
     if hf_bias_layout == "legacy":

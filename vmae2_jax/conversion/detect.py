@@ -20,11 +20,19 @@ _HF_LEGACY_BIAS = {".attention.attention.q_bias": ".attention.attention.query.bi
 REFERENCE_LN_EPS = 1e-6
 
 
+# Prefixes that wrap a whole state dict: mmaction2 backbone-only files, and OpenGVLab's
+# Hugging Face repositories (their custom VideoMAEv2 class holds the reference model as
+# `self.model`).
+_WHOLE_PREFIXES = {"backbone.": "", "model.": " (OpenGVLab's Hugging Face VideoMAEv2 wrapper)"}
+_HEAD_KEYS = {"official": "head.weight", "hf": "classifier.weight",
+              "mmaction2": "cls_head.fc_cls.weight"}
+
+
 @dataclasses.dataclass
 class Flavour:
-  layout: str                 # "official" | "hf"
+  layout: str                 # "official" | "hf" | "mmaction2"
   kind: str                   # "pretrain" | "classifier" | "encoder"
-  hf_prefix: str              # "videomae." or "" (bare VideoMAEModel)
+  hf_prefix: str              # backbone key prefix: hf "videomae." / "", mmaction2 "backbone." / ""
   state: dict[str, np.ndarray]
   notes: list[str]
 
@@ -36,6 +44,12 @@ def _strip(state: dict, prefix: str) -> dict:
 def _is_hf(state: dict) -> bool:
   return any("patch_embeddings.projection" in k or ".attention.attention." in k
              or k.startswith("videomae.") for k in state)
+
+
+def _is_mmaction2(state: dict) -> bool:
+  """mmaction2's vit_mae.py: mmcv's PatchEmbed / FFN names, or its recognizer head."""
+  return any("patch_embed.projection." in k or ".mlp.layers.0.0." in k
+             or k.startswith("cls_head.") for k in state)
 
 
 def _has_decoder(state: dict) -> bool:
@@ -54,10 +68,11 @@ def detect(state: dict[str, np.ndarray]) -> Flavour:
         state = _strip(state, pfx)
         notes.append(f"stripped key prefix {pfx!r}")
         changed = True
-    if state and all(k.startswith("backbone.") for k in state):
-      state = _strip(state, "backbone.")
-      notes.append("stripped key prefix 'backbone.'")
-      changed = True
+    for pfx, why in _WHOLE_PREFIXES.items():
+      if state and all(k.startswith(pfx) for k in state):
+        state = _strip(state, pfx)
+        notes.append(f"stripped key prefix {pfx!r}{why}")
+        changed = True
 
   if _is_hf(state):
     renamed = {}
@@ -71,19 +86,27 @@ def detect(state: dict[str, np.ndarray]) -> Flavour:
       notes.append("HF legacy q_bias/v_bias names read as query.bias/value.bias")
     state = renamed
     prefix = "videomae." if any(k.startswith("videomae.") for k in state) else ""
-    return Flavour("hf", _kind(state, "classifier.weight"), prefix, state, notes)
+    return Flavour("hf", _kind(state, _HEAD_KEYS["hf"], "fc_norm.weight"), prefix,
+                   state, notes)
+
+  if _is_mmaction2(state):
+    prefix = "backbone." if any(k.startswith("backbone.") for k in state) else ""
+    return Flavour("mmaction2", _kind(state, _HEAD_KEYS["mmaction2"], prefix + "fc_norm.weight"),
+                   prefix, state, notes)
 
   if not _has_decoder(state) and state and all(k.startswith("encoder.") for k in state):
     state = _strip(state, "encoder.")
     notes.append("stripped key prefix 'encoder.' (an encoder taken out of a pre-training model)")
-  return Flavour("official", _kind(state, "head.weight"), "", state, notes)
+  return Flavour("official", _kind(state, _HEAD_KEYS["official"], "fc_norm.weight"), "", state,
+                 notes)
 
 
-def _kind(state: dict, head_key: str) -> str:
-  """pretrain (has a decoder), classifier (has a head or fc_norm) or a bare encoder."""
+def _kind(state: dict, head_key: str, fc_norm_key: str) -> str:
+  """pretrain (has a decoder), classifier (has a head or fc_norm: without a head it is a
+  published feature model) or a bare encoder."""
   if _has_decoder(state):
     return "pretrain"
-  if head_key in state or "fc_norm.weight" in state:
+  if head_key in state or fc_norm_key in state:
     return "classifier"
   return "encoder"
 
@@ -118,7 +141,6 @@ def infer_spec(flavour: Flavour, *, variant: str | None = None,
   """
   st, kind = flavour.state, flavour.kind
   names = key_names(flavour.layout, kind, flavour.hf_prefix)
-  off = flavour.layout == "official"
   notes: list[str] = []
   w = _first(st, names.patch + "weight", "patch embedding", flavour)
   if w.ndim != 5 or w.shape[1] != 3 or w.shape[2] != 2 or w.shape[3] != w.shape[4]:
@@ -126,7 +148,8 @@ def infer_spec(flavour: Flavour, *, variant: str | None = None,
                           "[D, 3, 2, p, p] (tubelet 2, RGB, square patches)")
   width, patch = int(w.shape[0]), int(w.shape[3])
   depth = len(_block_indices(st, names.block))
-  fc1 = "mlp.fc1.weight" if off else "intermediate.dense.weight"
+  fc1 = {"official": "mlp.fc1.weight", "hf": "intermediate.dense.weight",
+         "mmaction2": "mlp.layers.0.0.weight"}[flavour.layout]
   mlp = int(_first(st, names.block.format(i=0) + fc1, "first block MLP", flavour).shape[0])
   dec = None
   if kind == "pretrain":
@@ -147,7 +170,13 @@ def infer_spec(flavour: Flavour, *, variant: str | None = None,
       raise ConversionError(
           f"{flavour.layout} classifier with a final norm and no fc_norm: it classifies the first "
           "token (use_mean_pooling=False); the reference and this port mean-pool the tokens")
-    num_classes = int(_first(st, names.head + "weight", "head", flavour).shape[0])
+    if (names.head + "weight") in st or (names.head + "bias") in st:
+      num_classes = int(_first(st, names.head + "weight", "head", flavour).shape[0])
+    else:
+      num_classes = 0
+      notes.append("no classification head: a feature model (fc_norm of the mean token); "
+                   "fine-tuning it (init_from, or --kind=classifier --num_classes=K) adds a "
+                   "fresh head")
   encoder_norm = kind == "pretrain" or (kind == "encoder" and
                                          (names.encoder_norm + "weight") in st)
 

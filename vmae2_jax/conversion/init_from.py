@@ -30,11 +30,13 @@ map's names) and the run name their classes, a mismatch is refused in one line.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from absl import logging
 
 from vmae2_jax.checkpointing import model_io
-from vmae2_jax.conversion import labels, mapping, surgery
+from vmae2_jax.conversion import hub, labels, mapping, surgery
 from vmae2_jax.conversion.report import ConversionError
 from vmae2_jax.data import kinetics
 
@@ -86,13 +88,20 @@ def _take(target: dict, source: dict, prefixes: list[tuple[str, ...]],
 def _kind_of(params: dict) -> str:
   if "decoder" in params:
     return "pretrain"
-  if "head" in params:
+  if "head" in params or "fc_norm" in params:  # fc_norm alone: a published feature model
     return "classifier"
   return "encoder"
 
 
 def read_init_source(path: str) -> tuple[dict, dict]:
-  """(params as numpy, meta with the kind the weights show) of any model source."""
+  """(params as numpy, meta with the kind the weights show) of any model source, or of a
+  PyTorch file, HF folder or hf://ORG/NAME, converted in memory (conversion.api)."""
+  if hub.is_hub(path) or not model_io.is_source(path):
+    if hub.is_hub(path) or os.path.exists(path):
+      from vmae2_jax.conversion import api  # noqa: PLC0415  (api imports the models)
+      params, meta, rep = api.import_checkpoint(path)
+      logging.info("init_from %s: converted in memory\n%s", path, rep.summary())
+      return params, dict(meta, kind=_kind_of(params))
   params, meta = model_io.load_source(path)
   return params, dict(meta, kind=_kind_of(params))
 
@@ -166,13 +175,17 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
       logging.info("init_from %s: %s encoder -> classifier; fc_norm and head start fresh",
                    directory, kind)
     elif kind == "classifier":
-      k_src = src["head"]["kernel"].shape[-1]
+      k_src = src["head"]["kernel"].shape[-1] if "head" in src else 0  # 0: a feature model
       k_dst = np.shape(params["head"]["kernel"])[-1]
       src_names = meta.get("class_names")
+      if label_map and not k_src:
+        raise ConversionError(f"label_map given but {directory} is a feature model without a "
+                              "classification head to re-index")
       name = label_map or (_kinetics_map(k_src, src_names, class_names)
-                           if k_src != k_dst else None)
+                           if k_src not in (0, k_dst) else None)
       if fresh_head or (k_src != k_dst and not name):
         why = ("fresh_head requested" if fresh_head else
+               "a feature model without a head" if not k_src else
                f"no label map relates {k_src} to {k_dst} classes" +
                (" (the run's classes are not a Kinetics set by name; pass "
                 f"init_label_map=710to{k_dst} to re-index anyway)"

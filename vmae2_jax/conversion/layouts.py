@@ -1,12 +1,17 @@
 """Tensor-by-tensor correspondence between PyTorch key layouts and our parameters.
 
-Two PyTorch layouts are known:
-  "official": the VideoMAE V2 reference code (fused qkv, q_bias/v_bias).
-  "hf":       Hugging Face transformers' VideoMAE (query/key/value Linears,
-              query.bias/value.bias; older files name them q_bias/v_bias).
+Three PyTorch layouts are known:
+  "official":  the VideoMAE V2 reference code (fused qkv, q_bias/v_bias); also
+               OpenGVLab's Hugging Face Hub repositories (OpenGVLab/VideoMAEv2-*),
+               whose custom code wraps the same module as `model.`.
+  "hf":        Hugging Face transformers' VideoMAE (query/key/value Linears,
+               query.bias/value.bias; older files name them q_bias/v_bias).
+  "mmaction2": mmaction2's VisionTransformer (mmaction/models/backbones/vit_mae.py)
+               under `backbone.`, with its head as `cls_head.fc_cls.`: the reference
+               blocks with mmcv names (patch_embed.projection, mlp.layers.0.0 / .1).
 and three model kinds: "pretrain" (encoder + decoder), "classifier" (encoder
-with fc_norm and head, no final norm) and "encoder" (backbone only, optional
-final norm).
+with fc_norm and head, no final norm; num_classes 0 is the published feature
+model: fc_norm without a head) and "encoder" (backbone only, optional final norm).
 
 Each Rule says which source tensor(s) make one of our parameters (or one layer
 slice of a stacked parameter) and how to reshape in both directions. Import
@@ -24,7 +29,7 @@ from vmae2_jax.models.patching import TUBELET
 from vmae2_jax.models.variants import ViTSize
 
 KINDS = ("pretrain", "classifier", "encoder")
-LAYOUTS = ("official", "hf")
+LAYOUTS = ("official", "hf", "mmaction2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +44,8 @@ class Spec:
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"kind={self.kind!r} is not one of {KINDS}")
-    if self.kind == "classifier" and not self.num_classes:
-      raise ValueError("a classifier spec needs num_classes")
+    if self.kind == "classifier" and (self.num_classes is None or self.num_classes < 0):
+      raise ValueError("a classifier spec needs num_classes (0: fc_norm without a head)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +116,18 @@ def _split_qkv(dim, heads):
 
 
 # --------------------------------------------------------------- block rules
+# mmcv's FFN names the reference's mlp.fc1 / mlp.fc2 layers.0.0 / layers.1.
+_MMACTION2_BLOCK_NAMES = (("mlp.fc1.", "mlp.layers.0.0."), ("mlp.fc2.", "mlp.layers.1."))
+
+
+def _block_key(layout: str, official: str) -> str:
+  if layout == "mmaction2":
+    for old, new in _MMACTION2_BLOCK_NAMES:
+      if official.startswith(old):
+        return new + official[len(old):]
+  return official
+
+
 # our suffix -> (official suffix, hf suffix(es), transform factory)
 def _block_rules(layout: str, prefix: str, base: tuple[str, ...], i: int, dim: int, heads: int,
                  mlp: int) -> list[Rule]:
@@ -121,7 +138,7 @@ def _block_rules(layout: str, prefix: str, base: tuple[str, ...], i: int, dim: i
       (("attn", "qkv", "kernel"), "attn.qkv.weight",
        ("attention.attention.query.weight", "attention.attention.key.weight",
         "attention.attention.value.weight"),
-       _fused_qkv(dim, heads) if layout == "official" else _split_qkv(dim, heads)),
+       _split_qkv(dim, heads) if layout == "hf" else _fused_qkv(dim, heads)),
       (("attn", "q_bias"), "attn.q_bias", ("attention.attention.query.bias",),
        _reshape((heads * hd,), (heads, hd))),
       (("attn", "v_bias"), "attn.v_bias", ("attention.attention.value.bias",),
@@ -140,7 +157,7 @@ def _block_rules(layout: str, prefix: str, base: tuple[str, ...], i: int, dim: i
   ]
   rules = []
   for ours, off, hf, (to_ours, to_src, shapes) in table:
-    names = (off,) if layout == "official" else hf
+    names = hf if layout == "hf" else (_block_key(layout, off),)
     rules.append(Rule(tuple(prefix + n for n in names), base + ours, i, shapes, to_ours, to_src))
   return rules
 
@@ -179,6 +196,8 @@ class KeyNames:
 
 
 def key_names(layout: str, kind: str, hf_prefix: str = "videomae.") -> KeyNames:
+  """hf_prefix: the backbone's key prefix ("videomae." or "" for hf, "backbone." or "" for
+  mmaction2); the official layout has none."""
   if layout == "official":
     if kind == "pretrain":
       return KeyNames("encoder.patch_embed.proj.", "encoder.blocks.{i}.", "encoder.norm.")
@@ -188,6 +207,10 @@ def key_names(layout: str, kind: str, hf_prefix: str = "videomae.") -> KeyNames:
     return KeyNames(p + "embeddings.patch_embeddings.projection.", p + "encoder.layer.{i}.",
                     p + "layernorm.", decoder_block="decoder.decoder_layers.{i}.",
                     head="classifier.")
+  if layout == "mmaction2":  # classifiers and backbones only: mmaction2 has no decoder
+    p = hf_prefix
+    return KeyNames(p + "patch_embed.projection.", p + "blocks.{i}.", p + "norm.",
+                    fc_norm=p + "fc_norm.", head="cls_head.fc_cls.")
   raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
 
 
@@ -215,7 +238,8 @@ def rules_for(layout: str, spec: Spec, hf_prefix: str = "videomae.") -> list[Rul
     rules += _dense(names.decoder_head, ("decoder_head",), dd, cube)
   if spec.kind == "classifier":
     rules += _ln(names.fc_norm, ("fc_norm",), d)
-    rules += _dense(names.head, ("head",), d, spec.num_classes)
+    if spec.num_classes:
+      rules += _dense(names.head, ("head",), d, spec.num_classes)
   return rules
 
 

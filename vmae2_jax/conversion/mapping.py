@@ -13,7 +13,7 @@ from vmae2_jax.models.posemb import sinusoid_table
 # Position tables some files carry. The reference's are fixed sinusoids and are
 # regenerated for the token grid at run time, so a table equal to the sinusoid
 # is dropped; a learned one cannot be represented by these models.
-POS_EMBED_KEYS = ("pos_embed", "encoder.pos_embed", "decoder.pos_embed",
+POS_EMBED_KEYS = ("pos_embed", "encoder.pos_embed", "decoder.pos_embed", "backbone.pos_embed",
                   "videomae.embeddings.position_embeddings", "embeddings.position_embeddings",
                   "position_embeddings")
 

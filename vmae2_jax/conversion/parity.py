@@ -63,7 +63,10 @@ def _pretrain_forward(model: PretrainModel, video, visible_idx, target_idx):
 @nnx.jit
 def _classifier_forward(model: Classifier, video):
   x = _encode(model.encoder, video, None)
-  return model.head(model.fc_norm(jnp.mean(x.astype(jnp.float32), axis=1))).astype(jnp.float32)
+  pooled = model.fc_norm(jnp.mean(x.astype(jnp.float32), axis=1))
+  if model.head is None:  # a feature model: what OpenGVLab's VideoMAEv2 returns
+    return pooled.astype(jnp.float32)
+  return model.head(pooled).astype(jnp.float32)
 
 
 @nnx.jit
@@ -86,7 +89,8 @@ def reference_forward(model: nnx.Module, video, encoder_mask=None, decoder_mask=
   Returns:
     PretrainModel: predictions [B, N_dec, 3*2*p*p] for the decoder-kept tokens
       in ascending token order, each in (t, h, w, c) order (normalised pixels).
-    Classifier: logits [B, classes] (eval mode: no dropout, no drop path).
+    Classifier: logits [B, classes] (eval mode: no dropout, no drop path); for a
+      feature model (no head) the pooled features fc_norm(mean of tokens) [B, D].
     Encoder: tokens [B, N_visible, D] after the final norm if it has one.
   """
   video = _to_numpy(video).astype(np.float32)

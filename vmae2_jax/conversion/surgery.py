@@ -72,6 +72,19 @@ def retarget(params: dict, spec: Spec, target_kind: str, *, num_classes: int | N
       log.dropped.append((("encoder", "norm"), why))
     params["encoder"] = enc
 
+  if src == target_kind == "classifier" and "head" not in params:  # a feature model
+    if label_map:
+      raise ConversionError("a label map re-indexes a classifier head; this feature model "
+                            "has none (pass --num_classes for a fresh head)")
+    if not num_classes:
+      return params, dataclasses.replace(spec, num_classes=0), log
+    head = fresh_head(width, num_classes, seed=seed, init_scale=head_init_scale)["head"]
+    params["head"] = head
+    log.created += [(("head", "kernel"), (width, num_classes),
+                     f"trunc_normal(0.02) * {head_init_scale}, seed {seed}"),
+                    (("head", "bias"), (num_classes,), "zeros")]
+    log.notes.append(f"fresh {num_classes}-way head on the feature model's fc_norm")
+    return params, dataclasses.replace(spec, num_classes=num_classes), log
   if src == target_kind == "classifier":
     k = params["head"]["kernel"].shape[-1]
     # Never re-indexed by the class count alone: 400 classes need not be Kinetics-400's.

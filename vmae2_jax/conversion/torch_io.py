@@ -13,7 +13,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from vmae2_jax.conversion import torch_pickle
+from vmae2_jax.conversion import hub, torch_pickle
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
@@ -26,16 +26,24 @@ HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 def resolve_source(path: str) -> tuple[str, dict[str, Any] | None]:
   """A weights file and the Hugging Face config.json beside it, if any.
 
-  `path` may be a file or a Hugging Face snapshot directory holding
-  model.safetensors / pytorch_model.bin and config.json.
+  `path` may be a file, a Hugging Face snapshot directory holding
+  model.safetensors / pytorch_model.bin and config.json, or hf://ORG/NAME
+  (that snapshot in the local hub cache; see conversion.hub). The config is
+  returned in transformers' VideoMAEConfig keys; OpenGVLab's VideoMAEv2
+  config (a `model_config` dict of the reference's arguments) is translated.
   """
+  uri = path if hub.is_hub(path) else None
+  if uri:
+    path = hub.resolve(uri)
   if os.path.isdir(path):
     for name in HF_WEIGHT_FILES:
       if os.path.exists(os.path.join(path, name)):
         path = os.path.join(path, name)
         break
     else:
-      raise FileNotFoundError(f"{path}: a directory without {' or '.join(HF_WEIGHT_FILES)}")
+      hint = f"; fetch the weights with: {hub.download_hint(*hub.parse(uri))}" if uri else ""
+      raise FileNotFoundError(f"{uri or path}: a directory without "
+                              f"{' or '.join(HF_WEIGHT_FILES)}{hint}")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no such file or directory")
   cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
@@ -45,7 +53,29 @@ def resolve_source(path: str) -> tuple[str, dict[str, Any] | None]:
       cfg = json.load(f)
     if cfg.get("model_type") == "videomae":
       hf_config = cfg
+    elif isinstance(cfg.get("model_config"), dict):
+      hf_config = opengvlab_config(cfg["model_config"], cfg_path)
   return path, hf_config
+
+
+def opengvlab_config(mc: dict[str, Any], where: str) -> dict[str, Any]:
+  """OpenGVLab/VideoMAEv2-* config.json `model_config` (the reference VisionTransformer's
+  arguments) -> the VideoMAEConfig keys detect.infer_spec reads. Options these models do
+  not implement are refused here, naming the field."""
+  supported = {"init_values": 0, "cos_attn": False, "use_learnable_pos_emb": False,
+               "tubelet_size": 2, "in_chans": 3}
+  for key, want in supported.items():
+    if mc.get(key) not in (want, None):  # 0 == 0.0 == False: init_values 0.0 passes
+      raise ValueError(f"{where}: model_config.{key}={mc[key]!r}; these models support only "
+                       f"{want!r} (as every published VideoMAE V2 model)")
+  if not mc.get("use_mean_pooling", True):
+    raise ValueError(f"{where}: model_config.use_mean_pooling=false classifies the first "
+                     "token; the reference's published models and this port mean-pool")
+  out = {"hidden_act": "gelu", "layer_norm_eps": mc.get("layer_norm_eps", 1e-6),
+         "num_frames": mc.get("num_frames", 16), "image_size": mc.get("img_size", 224)}
+  if mc.get("num_heads"):
+    out["num_attention_heads"] = int(mc["num_heads"])
+  return out
 
 
 def _widen(arrays: dict[str, Any], notes: list[str]) -> dict[str, np.ndarray]:

@@ -27,8 +27,10 @@ class UserError(ValueError):
 
 
 def load_classifier(init_from: str, *, dtype: str = "float32", frames: int | None = None,
-                    image_size: int | None = None) -> tuple[nnx.Module, dict[str, Any]]:
-  """(Classifier, meta) from any model source; UserError for a non-classifier source.
+                    image_size: int | None = None, need_head: bool = True
+                    ) -> tuple[nnx.Module, dict[str, Any]]:
+  """(Classifier, meta) from any model source; UserError for a non-classifier source, or
+  (need_head) for a feature model without a head (num_classes 0).
 
   frames / image_size rebuild the model for another clip shape (the weights do
   not depend on it; position tables are regenerated).
@@ -43,6 +45,10 @@ def load_classifier(init_from: str, *, dtype: str = "float32", frames: int | Non
     raise UserError(f"--init_from={init_from} holds a {meta.get('kind')} model without a "
                     "classification head; fine-tune it, or convert a fine-tuned checkpoint "
                     "with python -m vmae2_jax.convert --kind=classifier")
+  if need_head and not meta.get("num_classes"):
+    raise UserError(f"--init_from={init_from} holds a feature model without a classification "
+                    "head (num_classes 0); fine-tune it first (python -m vmae2_jax.extract "
+                    "reads its features)")
   params, meta = model_io.load_source(init_from)
   if frames is not None:
     meta["frames"] = int(frames)

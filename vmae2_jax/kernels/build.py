@@ -3,7 +3,8 @@
 The library is built on first use with the host's C++ compiler for the host
 CPU (-march=native) and cached under ~/.cache/vmae2_jax/kernels (or
 $VMAE2_JAX_KERNEL_CACHE), keyed by the source, the XLA FFI headers, the
-compiler and the CPU's feature flags, so a shared home directory on a
+compiler, the CPU's feature flags and any tuning -D flags
+($VMAE2_JAX_KERNEL_DEFINES), so a shared home directory on a
 cluster with mixed CPUs never loads a library built for another CPU. Builds
 write to a temporary name and rename, so concurrent processes (pytest -n,
 several hosts) never load a half-written file.
@@ -65,6 +66,16 @@ def _cpu_features() -> str:
 _ARCH_FLAGS = (["-march=native"], ["-mcpu=native"], [])
 
 
+def _defines() -> list[str]:
+  """-D flags from $VMAE2_JAX_KERNEL_DEFINES (block sizes for tuning; see cpu_kernels.cc)."""
+  flags = os.environ.get("VMAE2_JAX_KERNEL_DEFINES", "").split()
+  bad = [f for f in flags if not f.startswith("-D")]
+  if bad:
+    raise KernelBuildError(f"VMAE2_JAX_KERNEL_DEFINES may hold only -DNAME=VALUE flags; got "
+                           f"{' '.join(bad[:3])}")
+  return flags
+
+
 def build_library(source: Path, include_dir: str, name: str) -> Path:
   """Path of the compiled shared library for `source`, building it if needed."""
   compiler = find_compiler()
@@ -74,8 +85,10 @@ def build_library(source: Path, include_dir: str, name: str) -> Path:
   version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
   headers = sorted(Path(include_dir).rglob("*.h"))
   digest = hashlib.sha256()
+  defines = _defines()
   for part in [source.read_bytes(), version.encode(), _cpu_features().encode(),
-               platform.machine().encode()] + [h.read_bytes() for h in headers]:
+               platform.machine().encode(), " ".join(defines).encode()] + [
+                   h.read_bytes() for h in headers]:
     digest.update(part)
   out = cache_dir() / f"{name}-{digest.hexdigest()[:16]}.so"
   if out.exists():
@@ -87,7 +100,7 @@ def build_library(source: Path, include_dir: str, name: str) -> Path:
   errors = []
   for arch in _ARCH_FLAGS:
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    cmd = [compiler, "-O3", "-std=c++17", "-shared", "-fPIC", *arch,
+    cmd = [compiler, "-O3", "-std=c++17", "-shared", "-fPIC", *arch, *defines,
            "-isystem", include_dir, str(source), "-o", str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode == 0:

@@ -41,7 +41,7 @@ _F32 = jnp.float32
 
 
 @functools.lru_cache(maxsize=None)
-def load() -> None:
+def load() -> ctypes.CDLL:
   """Builds (or finds) the library and registers its FFI targets; raises KernelBuildError."""
   path = build_library(_SOURCE, jax.ffi.include_dir(), "cpu_kernels")
   try:
@@ -50,6 +50,21 @@ def load() -> None:
     raise KernelBuildError(f"cannot load {path}: {e}") from e
   for target, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+  return lib
+
+
+@functools.lru_cache(maxsize=None)
+def weight_gradient_preferred() -> bool:
+  """Whether dense layers should compute x^T dy with `weight_gradient` here.
+
+  Chosen per ISA when the library is built (cpu_kernels.cc, VMAE2_WG_KERNEL):
+  yes with AVX-512, where it beats XLA's dot; no with AVX2 only (Zen 3), where
+  XLA's dot is faster. VMAE2_JAX_CPU_WEIGHT_GRADIENT=1 / 0 overrides (A/B runs).
+  """
+  env = os.environ.get("VMAE2_JAX_CPU_WEIGHT_GRADIENT", "")
+  if env in ("0", "1"):
+    return env == "1"
+  return available() and bool(load().vmae2_weight_gradient_preferred())
 
 
 @functools.lru_cache(maxsize=None)

@@ -43,16 +43,72 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+// Block sizes per ISA, chosen at build time (-march=native decides the ISA).
+// Each can be overridden with -D for tuning (build.py passes
+// $VMAE2_JAX_KERNEL_DEFINES; `python -m vmae2_jax.bench kernels --sweep` uses it).
+//   VMAE2_NV         vectors per micro-kernel row (kR * kNV accumulators)
+//   VMAE2_SCORE_KB   attention score block (rows x padded length floats)
+//   VMAE2_WG_MC/NC   weight-gradient output block: MC x kR rows, NC x kPanel columns
+//                    (large blocks; small ones are half of each when items are few)
+//   VMAE2_WG_KC      weight-gradient depth chunk
+//   VMAE2_WG_KERNEL  whether models should send weight gradients here (1) or keep
+//                    XLA's dot (0); read through vmae2_weight_gradient_preferred()
+// AVX-512 (tuned on Xeon / Zen 4, 1-2 MB L2): 6 x 64 micro-kernel, 512 KB score
+// blocks, [192, 384] x 256 weight-gradient blocks. AVX2 (measured on Zen 3, 512 KB
+// L2, 16 vector registers): 6 x 16 micro-kernel (12 accumulators + 2 B vectors + 1
+// broadcast) and the same score blocks (K^T packed in panels was tried: no gain
+// beyond the noise of a loaded machine; BENCHMARKS.md); XLA's dot does the weight
+// gradients there (VMAE2_WG_KERNEL below).
 #if defined(__AVX512F__)
 constexpr int kW = 16;   // floats per vector register
-constexpr int kNV = 4;   // vectors per micro-kernel row: 64 columns
+#define VMAE2_DEFAULT_NV 4
+#define VMAE2_DEFAULT_SCORE_KB 512
+#define VMAE2_DEFAULT_WG_MC 32
+#define VMAE2_DEFAULT_WG_NC 6
+#define VMAE2_DEFAULT_WG_KC 256
 #elif defined(__AVX__)
 constexpr int kW = 8;
-constexpr int kNV = 2;
+#if defined(__AVX2__)
+// Zen 3 (AVX2): XLA's own dot (its YNNPACK/Eigen kernels, packed panels) ran the
+// weight gradients 1.1-1.5x faster per CPU second than this kernel on all four
+// ViT-S shapes, packing a and b here included (BENCHMARKS.md): models use XLA's.
+#define VMAE2_DEFAULT_WG_KERNEL 0
+#endif
+#define VMAE2_DEFAULT_NV 2
+#define VMAE2_DEFAULT_SCORE_KB 512
+#define VMAE2_DEFAULT_WG_MC 32
+#define VMAE2_DEFAULT_WG_NC 6
+#define VMAE2_DEFAULT_WG_KC 256
 #else
 constexpr int kW = 4;
-constexpr int kNV = 2;
+#define VMAE2_DEFAULT_NV 2
+#define VMAE2_DEFAULT_SCORE_KB 512
+#define VMAE2_DEFAULT_WG_MC 32
+#define VMAE2_DEFAULT_WG_NC 6
+#define VMAE2_DEFAULT_WG_KC 256
 #endif
+#ifndef VMAE2_DEFAULT_WG_KERNEL
+#define VMAE2_DEFAULT_WG_KERNEL 1
+#endif
+#ifndef VMAE2_WG_KERNEL
+#define VMAE2_WG_KERNEL VMAE2_DEFAULT_WG_KERNEL
+#endif
+#ifndef VMAE2_NV
+#define VMAE2_NV VMAE2_DEFAULT_NV
+#endif
+#ifndef VMAE2_SCORE_KB
+#define VMAE2_SCORE_KB VMAE2_DEFAULT_SCORE_KB
+#endif
+#ifndef VMAE2_WG_MC
+#define VMAE2_WG_MC VMAE2_DEFAULT_WG_MC
+#endif
+#ifndef VMAE2_WG_NC
+#define VMAE2_WG_NC VMAE2_DEFAULT_WG_NC
+#endif
+#ifndef VMAE2_WG_KC
+#define VMAE2_WG_KC VMAE2_DEFAULT_WG_KC
+#endif
+constexpr int kNV = VMAE2_NV;   // vectors per micro-kernel row
 constexpr int kR = 6;    // micro-kernel rows: kR * kNV accumulators
 constexpr int64_t kPanel = kNV * kW;  // micro-kernel columns
 
@@ -244,9 +300,9 @@ int pool_workers(ffi::ThreadPool& pool, int64_t items) {
   return static_cast<int>(std::min<int64_t>(t, std::max<int64_t>(items, 1)));
 }
 
-// Rows per block so that a [rows, padded length] float block stays ~512 KB.
+// Rows per block so that a [rows, padded length] float block stays ~VMAE2_SCORE_KB.
 int64_t block_rows(int64_t padded_len) {
-  const int64_t rows = (512 * 1024 / 4) / std::max<int64_t>(padded_len, 1);
+  const int64_t rows = (VMAE2_SCORE_KB * 1024 / 4) / std::max<int64_t>(padded_len, 1);
   return std::clamp<int64_t>(rows / kR * kR, kR, 16 * kR);
 }
 
@@ -618,11 +674,12 @@ using Matrix = ffi::Buffer<ffi::F32, 2>;
 void weight_gradient(ffi::ThreadPool& pool, int64_t K, int64_t M, int64_t N, const float* A,
                      const float* B, float* C) {
   const int64_t np = round_up(N, kW);
-  constexpr int64_t kKc = 256;
+  constexpr int64_t kKc = VMAE2_WG_KC, kMl = VMAE2_WG_MC * kR, kNl = VMAE2_WG_NC * kPanel;
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   auto count = [&](int64_t mc, int64_t nc) { return ((M + mc - 1) / mc) * ((np + nc - 1) / nc); };
-  const bool large = count(32 * kR, 6 * kPanel) >= 2 * threads;
-  const int64_t kMc = large ? 32 * kR : 16 * kR, kNc = large ? 6 * kPanel : 4 * kPanel;
+  const bool large = count(kMl, kNl) >= 2 * threads;
+  const int64_t kMc = large ? kMl : std::max<int64_t>(kR, kMl / 2 / kR * kR);
+  const int64_t kNc = large ? kNl : std::max<int64_t>(kPanel, kNl * 2 / 3 / kPanel * kPanel);
   const int64_t nblocks = (np + kNc - 1) / kNc, items = count(kMc, kNc);
   const int workers = pool_workers(pool, items);
   // A width that is not a whole number of vectors: b padded to np columns,
@@ -667,6 +724,10 @@ ffi::Error WeightGradient(ffi::ThreadPool pool, Matrix a, Matrix b, ffi::Result<
 }
 
 }  // namespace
+
+// Whether this build's weight-gradient matmul is the one to use on this ISA (see
+// VMAE2_WG_KERNEL above); vmae2_jax/kernels/cpu.py reads it through ctypes.
+extern "C" int vmae2_weight_gradient_preferred() { return VMAE2_WG_KERNEL; }
 
 // Bindings: XLA's thread pool first, then operands, results and attributes in
 // the order of the functions' parameters.

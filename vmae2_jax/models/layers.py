@@ -125,7 +125,7 @@ class Dense(nnx.Module):
     on_kernel = False
     if self.cpu_kernel:
       from vmae2_jax.kernels import cpu
-      on_kernel = cpu.whole_arrays()
+      on_kernel = cpu.whole_arrays() and cpu.weight_gradient_preferred()
     y = dense_matmul(x.astype(self.dtype), k, on_kernel)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
@@ -163,8 +163,13 @@ def cpu_kernels_enabled(opts: ModelOptions) -> bool:
 def resolved_numerics(opts: ModelOptions) -> dict:
   """What a model built with `opts` runs here: the attention implementation and
   whether the CPU kernels are in use (for logs and benchmark records)."""
+  kernels = cpu_kernels_enabled(opts)
+  if kernels:
+    from vmae2_jax.kernels import cpu
   return {"attention": attention_implementation(opts.attention, opts.dtype, opts.cpu_kernels),
-          "cpu_kernels": cpu_kernels_enabled(opts)}
+          "cpu_kernels": kernels,
+          "weight_gradient": "cpu_kernel" if kernels and cpu.weight_gradient_preferred()
+                             else "xla"}
 
 
 def attention_implementation(name: str, dtype=jnp.bfloat16, cpu_kernels: bool = True) -> str | None:

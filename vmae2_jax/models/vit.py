@@ -102,10 +102,13 @@ class Classifier(nnx.Module):
     self.encoder = Encoder(size, frames=frames, image_size=image_size, opts=opts,
                            rngs=rngs, drop_path_rate=drop_path_rate, final_norm=False)
     self.fc_norm = LayerNorm(size.width, opts=opts)
-    self.head = Dense(size.width, num_classes, axes=("embed", "classes"), opts=opts,
-                      rngs=rngs, init="finetune")
-    self.head.kernel[...] = self.head.kernel[...] * head_init_scale
-    self.head.bias[...] = self.head.bias[...] * head_init_scale
+    # num_classes 0: a published feature model (features() only), no head
+    self.head = nnx.data(None)
+    if num_classes:
+      self.head = Dense(size.width, num_classes, axes=("embed", "classes"), opts=opts,
+                        rngs=rngs, init="finetune")
+      self.head.kernel[...] = self.head.kernel[...] * head_init_scale
+      self.head.bias[...] = self.head.bias[...] * head_init_scale
     self.head_dropout = head_dropout
 
   def features(self, video, *, key=None, deterministic=True):
@@ -117,6 +120,9 @@ class Classifier(nnx.Module):
     fkey = hkey = None
     if key is not None:
       fkey, hkey = jax.random.split(key)
+    if self.head is None:
+      raise ValueError("this classifier has no head (a feature model, num_classes 0): call "
+                       "features(), or fine-tune it to add one")
     x = self.features(video, key=fkey, deterministic=deterministic)
     if not deterministic and self.head_dropout > 0 and hkey is not None:
       keep = 1.0 - self.head_dropout
