@@ -76,7 +76,10 @@ class GcsServer:
 
   def env(self) -> dict:
     return {"STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url,
-            "CLOUD_STORAGE_EMULATOR_ENDPOINT": self.url, "GOOGLE_CLOUD_PROJECT": PROJECT}
+            "CLOUD_STORAGE_EMULATOR_ENDPOINT": self.url, "GOOGLE_CLOUD_PROJECT": PROJECT,
+            # gcsfs asks the storage control API (absent here) whether a bucket is
+            # hierarchical before each call; the emulator buckets are flat.
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
 
   def make_bucket(self) -> str:
     name = f"b-{uuid.uuid4().hex[:12]}"

@@ -61,10 +61,10 @@ def test_segment_logs_from_several_writers_merge_in_order(bucket):
   path = paths.join(bucket, "run", "metrics.jsonl")
   first = paths.SegmentLog(path, roll=2)
   for i in range(3):
-    first.write(f'{{"step": {i}}}')
+    first.write(f'{{"step": {i}}}\n')
   first.close()
   second = paths.SegmentLog(path, roll=2)  # a resumed segment: its own objects
-  second.write('{"step": 3}')
+  second.write('{"step": 3}\n')
   second.close()
   assert paths.read_lines(path) == [f'{{"step": {i}}}' for i in range(4)]
   assert len(paths.listdir(paths.parts_dir(path))) == 3  # 2 + 1 for the first, 1 for the second

@@ -265,7 +265,7 @@ class SegmentLog:
   def __init__(self, path, roll: int = 500):
     self.path = resolve(path)
     self._roll = roll
-    self._lines: list[str] = []
+    self._text = ""
     self._part = 0
     self._file = None
     if is_remote(self.path):
@@ -279,19 +279,26 @@ class SegmentLog:
           if r.read(1) != b"\n":  # a kill cut the last line short: start a fresh one
             self._file.write("\n")
 
-  def write(self, line: str) -> None:
+  def write(self, text: str) -> None:
+    """Appends text (lines end with "\n"); in a bucket, visible once this returns."""
     if self._file is not None:
-      self._file.write(line if line.endswith("\n") else line + "\n")
+      self._file.write(text)
       return
-    self._lines.append(line.rstrip("\n"))
-    write_text(f"{self._prefix}-{self._part:04d}", "\n".join(self._lines) + "\n")
-    if len(self._lines) >= self._roll:
-      self._lines, self._part = [], self._part + 1
+    self._text += text
+    write_text(f"{self._prefix}-{self._part:04d}", self._text)
+    if self._text.count("\n") >= self._roll:
+      self._text, self._part = "", self._part + 1
 
   def close(self) -> None:
     if self._file is not None:
       self._file.close()
       self._file = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 def parts_dir(path) -> str:

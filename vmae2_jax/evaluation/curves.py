@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
+
+from vmae2_jax import paths
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -24,34 +25,23 @@ _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
 
 
 def open_metrics(workdir: str):
-  """WORKDIR/metrics.jsonl for appending, line-buffered, starting on a fresh line (a kill
-  may have cut the last one short)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  f = open(path, "a", buffering=1)
-  if f.tell() > 0:
-    with open(path, "rb") as r:
-      r.seek(-1, os.SEEK_END)
-      if r.read(1) != b"\n":
-        f.write("\n")
-  return f
+  """WORKDIR/metrics.jsonl for appending (a paths.SegmentLog: a local file line-buffered,
+  starting on a fresh line after a kill; in a bucket, this segment's own objects)."""
+  return paths.SegmentLog(paths.join(workdir, METRICS_FILE))
 
 
 def read_metrics(workdir: str) -> tuple[list[dict], list[dict]]:
   """(training rows, evaluation rows) of the whole run, one per step, by step."""
   train: dict[int, dict] = {}
   evals: dict[int, dict] = {}
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return [], []
-  with open(path) as f:
-    for line in f:
-      try:
-        row = json.loads(line)
-      except ValueError:  # a line cut short by a kill
-        continue
-      table = {"train": train, "val": evals}.get(row.get("kind"))
-      if table is not None and "step" in row:
-        table[int(row["step"])] = row
+  for line in paths.read_lines(paths.join(workdir, METRICS_FILE)):
+    try:
+      row = json.loads(line)
+    except ValueError:  # a line cut short by a kill
+      continue
+    table = {"train": train, "val": evals}.get(row.get("kind"))
+    if table is not None and "step" in row:
+      table[int(row["step"])] = row
   return ([train[k] for k in sorted(train)], [evals[k] for k in sorted(evals)])
 
 
@@ -139,7 +129,9 @@ def write_curves(workdir: str) -> str | None:
   train, evals = read_metrics(workdir)
   if not train and not evals:
     return None
-  path = os.path.join(workdir, CURVES_FILE)
-  draw_curves(train, evals).save(path + ".tmp.png")
-  os.replace(path + ".tmp.png", path)
+  import io
+  path = paths.join(workdir, CURVES_FILE)
+  png = io.BytesIO()
+  draw_curves(train, evals).save(png, format="PNG")
+  paths.write_bytes(path, png.getvalue())
   return path
