@@ -10,7 +10,6 @@ gathered so every video counts exactly once.
 
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import jax
@@ -106,7 +105,6 @@ def test(exp, params, out_dir: str) -> dict:
   results = {"test_top1": float(100.0 * acc["top1"]), "test_top5": float(100.0 * acc["top5"]),
              "test_videos": int(acc["num_videos"]), "test_views": views, "test_dir": out_dir}
   if jax.process_index() == 0:
-    os.makedirs(out_dir, exist_ok=True)
     report.write_test_report(out_dir, summary, exp.task.num_classes, exp.task.class_names,
                              max_confusion_classes=c.eval.confusion_max_classes)
     logging.info("multi-view test (%d temporal x %d spatial views) on %d videos: top-1 %.2f%%, "

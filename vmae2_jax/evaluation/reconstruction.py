@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
+from vmae2_jax import paths
 from vmae2_jax.data import make_train_iterator
 from vmae2_jax.data.info import train_info
 from vmae2_jax.data.pipelines import make_validation_iterator
@@ -100,5 +102,7 @@ def write_reconstruction_grid(config, graphdef, params, path: str, num_clips: in
   grid = np.concatenate(rows, axis=0)
   zoom = max(1, 192 // max(video.shape[2:4]))  # small demo frames: enlarge, keep pixels sharp
   grid = grid.repeat(zoom, axis=0).repeat(zoom, axis=1)
-  Image.fromarray(grid).save(path)
+  png = io.BytesIO()
+  Image.fromarray(grid).save(png, format="PNG")
+  paths.write_bytes(path, png.getvalue())  # a local file or a bucket object
   return path

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
-import os
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from vmae2_jax import paths as storage  # `paths` names the report's files below
 from vmae2_jax.evaluation.multiview import VideoSummary, accuracy, confusion, per_class
 
 HEAT_TARGET_PX = 640  # side of the heat map before clamping the cell size
@@ -25,16 +26,14 @@ WHITE, DARK_BLUE = np.array([255, 255, 255.0]), np.array([8, 48, 107.0])
 
 
 @contextlib.contextmanager
-def _atomic(path: str, mode: str = "w", **kwargs):
-  """Opens a temporary file next to `path`; replaces `path` with it on success."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    with open(tmp, mode, **kwargs) as f:
-      yield f
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+def _atomic(path: str, mode: str = "w", encoding: str = "utf-8", **kwargs):
+  """A buffer whose content becomes `path` whole on success (storage.write_bytes: a local
+  temporary renamed, or one upload to a bucket)."""
+  del kwargs  # newline="": the buffer keeps line ends as written
+  buffer = io.BytesIO() if "b" in mode else io.StringIO()
+  yield buffer
+  data = buffer.getvalue()
+  storage.write_bytes(path, data if isinstance(data, bytes) else data.encode(encoding))
 
 
 def _class_names(num_classes: int, class_names: Sequence[str] | None) -> list[str]:
@@ -102,18 +101,18 @@ def write_test_report(directory: str, summary: VideoSummary, num_classes: int,
   Accuracies in per_class.csv and metrics.json are percentages, as the
   reference prints them. Returns {"paths": {kind: path}, "metrics": metrics}.
   """
-  os.makedirs(directory, exist_ok=True)
+  storage.makedirs(directory)
   names = _class_names(num_classes, class_names)
   stats = per_class(summary, num_classes)
   metrics = _metrics(summary, stats, num_classes)
-  paths = {kind: os.path.join(directory, f"{kind}.{ext}") for kind, ext in
+  paths = {kind: storage.join(directory, f"{kind}.{ext}") for kind, ext in
            (("predictions", "csv"), ("per_class", "csv"), ("metrics", "json"))}
   _write_predictions(paths["predictions"], summary, names)
   _write_per_class(paths["per_class"], stats, names)
   with _atomic(paths["metrics"], encoding="utf-8") as f:
     json.dump(metrics, f, indent=2)
   if num_classes <= max_confusion_classes:
-    paths["confusion"] = os.path.join(directory, "confusion.png")
+    paths["confusion"] = storage.join(directory, "confusion.png")
     image = draw_confusion(confusion(summary, num_classes), names, _title(metrics))
     with _atomic(paths["confusion"], "wb") as f:
       image.save(f, format="PNG")

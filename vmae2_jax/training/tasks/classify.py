@@ -7,13 +7,13 @@ checkpoint is kept by its top-1) and the multi-view test at the end.
 
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vmae2_jax import paths
 from vmae2_jax.data import make_train_iterator
 from vmae2_jax.evaluation import classification
 from vmae2_jax.models import build_classifier
@@ -98,4 +98,4 @@ class ClassifyTask:
     """The multi-view test on the evaluation set, written to WORKDIR/test_step<N>/."""
     if not (self.has_eval_set and (self.config.eval.test_at_end or self.config.eval_only)):
       return {}
-    return classification.test(exp, params, os.path.join(workdir, f"test_step{step}"))
+    return classification.test(exp, params, paths.join(workdir, f"test_step{step}"))
