@@ -39,6 +39,7 @@ OUTDIR/failures.tsv (video, reason) and make the exit code 1.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import sys
 import time
@@ -48,6 +49,7 @@ import cv2
 import jax.numpy as jnp
 import numpy as np
 
+from vmae2_jax import paths
 from vmae2_jax.conversion.report import ConversionError
 from vmae2_jax.data import shards, video_file
 from vmae2_jax.data.shards import CorruptRecordError
@@ -147,16 +149,16 @@ class ShardVideo:
 def open_videos(spec: str) -> list:
   """--videos: a list file, a folder of videos, or a shard set -> FileVideo/ShardVideo items."""
   is_shards = (spec == "demo" or spec.startswith("demo:") or spec.endswith(".json")
-               or os.path.isfile(os.path.join(spec, shards.MANIFEST)))
+               or paths.isfile(paths.join(spec, shards.MANIFEST)))
   if is_shards:
     try:
       source = shards.ShardSource(spec)
     except (FileNotFoundError, ValueError) as e:
       raise UserError(f"--videos={spec}: {e}") from e
     return [ShardVideo(source, i) for i in range(len(source))]
-  if os.path.isdir(spec):
+  if paths.isdir(spec):
     return [FileVideo(p) for p in video_file.videos_in_folder(spec)]
-  if os.path.isfile(spec):
+  if paths.isfile(spec):
     try:
       return [FileVideo(p) for p in video_file.read_video_list(spec)]
     except UnicodeDecodeError as e:
@@ -166,11 +168,11 @@ def open_videos(spec: str) -> list:
 
 # ---------------------------------------------------------------- output
 def save_atomic(path: str, array: np.ndarray) -> None:
-  """np.save to path + '.tmp', then rename: a killed run never leaves a partial ``path``."""
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
-    np.save(f, array)
-  os.replace(tmp, path)
+  """np.save, then the whole file at once (paths.write_bytes: a local temporary renamed, or
+  one upload): a killed run never leaves a partial ``path``."""
+  buffer = io.BytesIO()  # a file object: np.save would append .npy to a name
+  np.save(buffer, array)
+  paths.write_bytes(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- extraction
@@ -205,8 +207,8 @@ def _events(videos: Sequence, out: str, window: int, stride: int, size: int):
         raise CorruptRecordError(f"{video.label}: {name}.npy is also the output of "
                                  f"{videos[names[name]].label}; rename one of them")
       names[name] = vi
-      path = os.path.join(out, name + ".npy")
-      if os.path.exists(path):
+      path = paths.join(out, name + ".npy")
+      if paths.exists(path):
         yield ("skip", vi, path)
         continue
       yield ("start", vi, len(window_starts(num_frames(), window, stride)), path)
@@ -240,9 +242,9 @@ def extract_features(init_from: str, videos: Sequence, out: str, *, window: int 
   if size % patch:
     raise UserError(f"--size={size} is not a multiple of the model's patch size {patch}")
   try:
-    os.makedirs(out, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"--out={out}: cannot create the output folder ({e})") from e
+    paths.check_writable(out, "--out")  # a bucket: missing, no permission, no credentials
+  except paths.PathAccessError as e:
+    raise UserError(str(e)) from None
   runner = inference.BatchRunner(model, feature_fn(reference_normalization), batch)
   summary = ExtractSummary()
   bar = Progress("extract", "windows") if progress else None
@@ -330,13 +332,10 @@ def extract_features(init_from: str, videos: Sequence, out: str, *, window: int 
 
 def write_failures(out: str, failures: Sequence[tuple[str, str]]) -> str:
   """OUT/failures.tsv: a header line, then one (video, reason) line per failed video."""
-  path = os.path.join(out, FAILURES)
+  path = paths.join(out, FAILURES)
   clean = lambda s: " ".join(str(s).split())  # noqa: E731 - no tabs/newlines inside a field
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write("video\treason\n")
-    for video, reason in failures:
-      f.write(f"{clean(video)}\t{clean(reason)}\n")
-  os.replace(path + ".tmp", path)
+  paths.write_text(path, "video\treason\n" + "".join(
+      f"{clean(video)}\t{clean(reason)}\n" for video, reason in failures))
   return path
 
 
