@@ -93,3 +93,26 @@ def test_predict_and_extract_read_videos_and_write_features_in_a_bucket(
                        *args]) != 0
   err = capsys.readouterr().err.strip()
   assert err.count("\n") == 0 and f"--out={missing}" in err and "does not exist" in err
+
+
+def test_build_shards_into_a_bucket_and_read_them_from_it(gcs_bucket, tmp_path):
+  from data_prep import build_shards
+  from tests.test_data_build import _frame_folders
+  from vmae2_jax.data import shards
+  root = tmp_path / "root"
+  root.mkdir()
+  (tmp_path / "list.txt").write_text("\n".join(_frame_folders(str(root), n=3, frames=10)))
+  args = [f"--list={tmp_path / 'list.txt'}", f"--root={root}", "--videos_per_shard=2",
+          "--workers=1", "--short_side=32"]
+  out = paths.join(gcs_bucket, "shards")
+  assert build_shards.main(args + [f"--out={out}"]) == 0
+  assert build_shards.main(args + [f"--out={tmp_path / 'local'}"]) == 0
+  assert paths.exists(paths.join(out, "manifest.json"))
+  src, ref = shards.ShardSource(out), shards.ShardSource(str(tmp_path / "local"))
+  assert src.paths[0].startswith(out + "/")  # ArrayRecord reads the gs:// objects itself
+  assert len(src) == len(ref) == 3
+  for i in range(3):
+    assert src[i][0] == ref[i][0]
+  # an unwritable --out: one line, nothing built
+  missing = gcs_bucket.replace("gs://b-", "gs://nobucket-") + "/shards"
+  assert build_shards.main(args + [f"--out={missing}"]) == 2
