@@ -116,3 +116,30 @@ def test_build_shards_into_a_bucket_and_read_them_from_it(gcs_bucket, tmp_path):
   # an unwritable --out: one line, nothing built
   missing = gcs_bucket.replace("gs://b-", "gs://nobucket-") + "/shards"
   assert build_shards.main(args + [f"--out={missing}"]) == 2
+
+
+def test_damaged_bucket_step_is_named_and_set_aside(gcs_bucket):
+  """The size list, the damage check and set_aside (a copy then a delete there) in gs://."""
+  from vmae2_jax.checkpointing import Checkpointer
+  from vmae2_jax.checkpointing.manager import SET_ASIDE
+  directory = paths.join(gcs_bucket, "run", "checkpoints")
+  state = {"w": np.arange(64, dtype=np.float32)}
+  ckpt = Checkpointer(directory, save_every=1, keep=3, async_save=False)
+  for step in (1, 2):
+    ckpt.save(step, jax.tree.map(lambda x, s=step: x * s, state), {"i": step})
+  ckpt.wait()
+  listed = paths.join(directory, "2", "vmae2_file_sizes.json")
+  assert paths.exists(listed)
+  sizes = __import__("json").loads(paths.read_text(listed))["files"]
+  victim = max(sizes, key=lambda rel: sizes[rel] if rel.startswith("state/") else -1)
+  data = paths.read_bytes(paths.join(directory, "2", victim))
+  paths.write_bytes(paths.join(directory, "2", victim), data[:len(data) // 2])
+  assert ckpt.damage(2) == (f"{paths.join(directory, '2', victim)} has {len(data) // 2} bytes; "
+                            f"{len(data)} were written")
+  step, got, data_state, _ = ckpt.restore_latest(state, fallback=True)
+  assert step == 1 and data_state == {"i": 1}
+  np.testing.assert_array_equal(got["w"], state["w"])
+  assert ckpt.all_steps() == [1]
+  assert paths.listdir(paths.join(gcs_bucket, "run", SET_ASIDE)) == ["2_damaged"]
+  assert paths.exists(paths.join(gcs_bucket, "run", SET_ASIDE, "2_damaged", victim))
+  ckpt.close()
