@@ -8,6 +8,7 @@
   memory       per-device memory of a config's step from compile-only runs on fake devices
   gpu          ViT-g/14 pre-training step on one GPU at a few batch sizes (MFU)
   learning     pre-trained vs from-scratch fine-tuning on generated motion clips (accuracy)
+  storage      checkpoint save/restore and shard reads: a local folder against a bucket
 
 `python -m vmae2_jax.bench SUBCOMMAND --help` for each one's flags. Each
 module is imported only when asked for: `memory` and `gpu` set environment
@@ -26,6 +27,7 @@ SUBCOMMANDS = {
     "memory": "memory",
     "gpu": "gpu",
     "learning": "learning",
+    "storage": "storage",
 }
 # Side-by-side benchmarks run Hugging Face's torch models (the `bench` extra).
 NEEDS = {"hf": ("torch", "transformers"), "hf_finetune": ("torch", "transformers")}
