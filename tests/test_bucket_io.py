@@ -143,3 +143,21 @@ def test_damaged_bucket_step_is_named_and_set_aside(gcs_bucket):
   assert paths.listdir(paths.join(gcs_bucket, "run", SET_ASIDE)) == ["2_damaged"]
   assert paths.exists(paths.join(gcs_bucket, "run", SET_ASIDE, "2_damaged", victim))
   ckpt.close()
+
+
+def test_s3_workdir_and_shards_are_refused_naming_the_mount_route(s3_server, tmp_path):  # noqa: F811
+  """Orbax and ArrayRecord cannot reach s3://: one line each, nothing written."""
+  import pytest
+  from vmae2_jax.checkpointing import Checkpointer
+  from vmae2_jax.checkpointing.manager import CheckpointError
+  from vmae2_jax.data import shards
+  bucket_url = s3_server.make_bucket()
+  with pytest.raises(CheckpointError, match=r"^s3://.*writes checkpoints to local paths and "
+                     r"gs:// only; mount the S3 bucket"):
+    Checkpointer(paths.join(bucket_url, "run", "checkpoints"), save_every=1)
+  assert paths.listdir(bucket_url) == []
+  local = shards.demo_path("val")
+  paths.write_text(paths.join(bucket_url, "val", "manifest.json"), paths.read_text(local))
+  with pytest.raises(shards.ShardFileError, match="ArrayRecord reads shards from local paths "
+                     "and gs:// only; mount this bucket"):
+    shards.ShardSource(paths.join(bucket_url, "val"))
