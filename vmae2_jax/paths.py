@@ -342,6 +342,8 @@ def check_readable(path, what: str) -> None:
 
 def reason(error: BaseException, path=None) -> str:
   """A short, user-facing reason for a storage client's exception on `path`."""
+  if path is not None and not is_remote(path) and isinstance(error, OSError):
+    return error.strerror or str(error)  # the OS says it best ("Not a directory")
   if path is not None and is_remote(path) and isinstance(error, FileNotFoundError):
     root = bucket(path)
     with contextlib.suppress(Exception):
