@@ -161,3 +161,19 @@ def test_s3_workdir_and_shards_are_refused_naming_the_mount_route(s3_server, tmp
   with pytest.raises(shards.ShardFileError, match="ArrayRecord reads shards from local paths "
                      "and gs:// only; mount this bucket"):
     shards.ShardSource(paths.join(bucket_url, "val"))
+
+
+def test_storage_bench_times_a_local_folder_and_a_bucket(gcs_bucket, tmp_path, capsys):
+  import json
+
+  from tests.test_fault_injection import _config_file
+  from vmae2_jax.bench.__main__ import main as bench_main
+  cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", {})
+  folders = [str(tmp_path / "ck"), paths.join(gcs_bucket, "ck")]
+  assert bench_main(["storage", f"--dirs={','.join(folders)}", f"--config={cfg}",
+                     "--repeats=1", "--shards=demo:val", "--json"]) == 0
+  rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+  assert [r.get("dir") for r in rows[:2]] == folders and rows[2]["shards"] == "demo:val"
+  assert all(r["save_s"] > 0 and r["restore_s"] > 0 and r["state_mb"] > 0 for r in rows[:2])
+  assert rows[2]["records"] > 0 and rows[2]["mb_per_s"] > 0
+  assert paths.listdir(folders[1]) == []  # the timed checkpoints are removed
