@@ -77,7 +77,14 @@ def test_missing_bucket_is_one_line_naming_the_path(bucket):
   text = str(e.value)
   assert "\n" not in text and text.startswith(f"--workdir={missing}: cannot create or write it")
   assert "does not exist" in text and paths.bucket(missing) in text
-  with pytest.raises(paths.PathAccessError, match="no such file"):
-    paths.check_readable(paths.join(bucket, "nothing.pth"), "init_from")
   paths.check_writable(paths.join(bucket, "run"), "--workdir")  # the real bucket passes
   assert paths.listdir(paths.join(bucket, "run")) == []  # and the probe is gone
+
+
+def test_copy_between_gcs_and_s3(gcs_bucket, s3_server, tmp_path):
+  s3 = s3_server.make_bucket()
+  paths.write_bytes(paths.join(gcs_bucket, "a.bin"), b"12345")
+  paths.copy(paths.join(gcs_bucket, "a.bin"), paths.join(s3, "x", "a.bin"))
+  paths.copy(paths.join(s3, "x", "a.bin"), paths.join(gcs_bucket, "b.bin"))
+  paths.copy(paths.join(gcs_bucket, "b.bin"), str(tmp_path / "c.bin"))
+  assert (tmp_path / "c.bin").read_bytes() == b"12345"

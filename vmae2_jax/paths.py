@@ -193,11 +193,15 @@ def copy(src, dst) -> None:
   src, dst = resolve(src), resolve(dst)
   if not is_remote(src) and not is_remote(dst):
     shutil.copyfile(src, dst)
-  elif is_remote(src) and is_remote(dst) and src.split("://")[0] == dst.split("://")[0]:
-    _fs(src).copy(src, dst)
+  elif is_remote(src) and is_remote(dst):
+    if src.split("://")[0] == dst.split("://")[0]:
+      _fs(src).copy(src, dst)  # server-side
+    else:  # gs:// <-> s3://: through a local file
+      with local_copy(src) as local:
+        _fs(dst).put_file(local, dst)
   elif is_remote(dst):
     _fs(dst).put_file(src, dst)
-  elif not is_remote(dst):
+  else:
     _fs(src).get_file(src, dst)
 
 
@@ -328,16 +332,6 @@ def check_writable(folder, what: str) -> None:
   except Exception as e:  # noqa: BLE001  every client has its own exception types
     raise PathAccessError(f"{what}={folder}: cannot create or write it "
                           f"({reason(e, folder)})") from None
-
-
-def check_readable(path, what: str) -> None:
-  """Raises PathAccessError naming `what` when `path` does not exist or cannot be reached."""
-  try:
-    found = exists(path)
-  except Exception as e:  # noqa: BLE001
-    raise PathAccessError(f"{what}={resolve(path)}: cannot be read ({reason(e, path)})") from None
-  if not found:
-    raise PathAccessError(f"{what}={resolve(path)}: no such file or folder")
 
 
 def reason(error: BaseException, path=None) -> str:
