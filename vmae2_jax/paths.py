@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import posixpath
 import shutil
@@ -373,6 +374,18 @@ def _fs(path):
   """The fsspec file system epath uses for this URL (gcsfs, s3fs)."""
   from etils.epath import backend
   return backend.fsspec_backend.fs(resolve(path))
+
+
+class _NoTraceback(logging.Filter):
+  """gcsfs logs each request it gives up on with the whole traceback; the error then reaches
+  the caller, which reports it in one line naming the path. Keep gcsfs's line, drop the rest."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
+logging.getLogger("gcsfs").addFilter(_NoTraceback())
 
 
 def _url(folder: str, found: str) -> str:
