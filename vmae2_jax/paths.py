@@ -161,7 +161,7 @@ def write_bytes(path, data: bytes) -> None:
     to_epath(path).write_bytes(data)
     return
   path = resolve(path)
-  tmp = f"{path}.tmp.{os.getpid()}"
+  tmp = path + ".tmp"  # one name: a killed writer's leftover is replaced by the next write
   with open(tmp, "wb") as f:
     f.write(data)
   os.replace(tmp, path)
