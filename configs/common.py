@@ -224,8 +224,9 @@ def finetune_recipe(variant: str, dataset: str, *, per_gpu_batch: int, gpus: int
 def config_from_json(path: str) -> ml_collections.ConfigDict:
   """A run's saved config.json on top of today's defaults (fields added since keep theirs)."""
   import json
-  with open(path) as f:
-    saved = json.load(f)
+
+  from vmae2_jax import paths
+  saved = json.loads(paths.read_text(path))
   config = base_config()
 
   def merge(target, values):

@@ -57,7 +57,9 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Callable, Sequence
 
@@ -65,6 +67,7 @@ from data_prep.decode import VideoFailure, decode_video, read_frame_folder
 from data_prep.lists import (FORMATS, Entry, ListError, Listing, dry_run, listing_text,
                              read_label_names, read_list, read_ssv2_json, resolve_candidates,
                              scan_folder)
+from vmae2_jax import paths
 from vmae2_jax.data import shards as shard_format
 from vmae2_jax.progress import duration
 
@@ -390,7 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--folder", default="",
                  help="instead of --list: a folder per class, DIR/<class>/<video or frame folder>")
   p.add_argument("--root", default="", help="directory the list's paths are relative to")
-  p.add_argument("--out", default="", help="output directory for shards + manifest")
+  p.add_argument("--out", default="", help="output directory for shards + manifest "
+                 "(gs:// or s3:// too: built in --staging, then uploaded)")
+  p.add_argument("--staging", default="",
+                 help="with a bucket --out: the local folder the shards are built in first "
+                 "(default: a temporary one; give one to resume an interrupted build)")
   p.add_argument("--short_side", type=int, default=320, help="resize short side (0 = keep)")
   p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
                  help="parallel processes, one shard each at a time")
@@ -429,11 +436,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"note: {note}", file=sys.stderr)
   if a.dry_run:
     return dry_run(listing, root, a.videos_per_shard)
-  opts = BuildOptions(root=root, out=a.out, short_side=a.short_side, quality=a.quality,
+  # ArrayRecord writes local files: a bucket --out is built in a local folder, then
+  # uploaded, the manifest last (so a reader never finds a manifest before its shards).
+  try:
+    paths.check_writable(a.out, "--out")
+  except paths.PathAccessError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  remote = paths.is_remote(a.out)
+  staging = (a.staging or tempfile.mkdtemp(prefix="vmae2_shards_")) if remote else a.out
+  opts = BuildOptions(root=root, out=staging, short_side=a.short_side, quality=a.quality,
                       min_frames=a.min_frames, videos_per_shard=a.videos_per_shard,
                       name=a.name, source=a.source or source)
   manifest = build(listing.entries, opts, workers=a.workers,
                    list_sha256=hashlib.sha256(raw).hexdigest(), label_names=listing.names)
+  if remote:
+    _upload(staging, a.out, opts.manifest_name)
+    if not a.staging:
+      shutil.rmtree(staging, ignore_errors=True)
   if manifest["num_failed"]:
     print(f"{manifest['num_failed']} failed: see {os.path.join(a.out, 'failures.tsv')} "
           f"({manifest['failure_reasons']})", file=sys.stderr)
@@ -444,6 +464,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
           + " (their videos failed, or none were listed)", file=sys.stderr)
   return 0
+
+
+def _upload(staging: str, out: str, manifest_name: str) -> None:
+  """The built shard set to a bucket: every file but the manifest, then the manifest."""
+  files = [rel for rel, _ in paths.walk_files(staging)]
+  for rel in sorted(files, key=lambda r: r == manifest_name):
+    paths.copy(os.path.join(staging, rel), paths.join(out, rel))
+  print(f"[build_shards] uploaded {len(files)} files to {out}", file=sys.stderr)
 
 
 def empty_classes(manifest: dict) -> list[str]:

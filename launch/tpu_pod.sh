@@ -55,7 +55,7 @@ on_all() {  # the same command on every worker, in parallel
   if [ ! -d ~/vmae2_jax ]; then git clone -q '$REPO_URL' ~/vmae2_jax; fi
   cd ~/vmae2_jax && git fetch -q origin && git checkout -q '$REF'
   python3 -m venv ~/venv && . ~/venv/bin/activate
-  pip install -q --upgrade pip && pip install -q -e '.[tpu]'"
+  pip install -q --upgrade pip && pip install -q -e '.[tpu,cloud]'"
 [[ "${SETUP_ONLY:-0}" == 1 ]] && exit 0
 
 # ---------------------------------------------------------------- run

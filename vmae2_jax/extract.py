@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import io
 import json
 import os
 import sys
@@ -60,6 +61,7 @@ import cv2
 import jax.numpy as jnp
 import numpy as np
 
+from vmae2_jax import paths
 from vmae2_jax.conversion.report import ConversionError
 from vmae2_jax.data import shards, video_file
 from vmae2_jax.data.shards import CorruptRecordError
@@ -160,18 +162,18 @@ class ShardVideo:
 def open_videos(spec: str) -> list:
   """--videos: a list file, a folder of videos, or a shard set -> FileVideo/ShardVideo items."""
   is_shards = (spec == "demo" or spec.startswith("demo:") or spec.endswith(".json")
-               or os.path.isfile(os.path.join(spec, shards.MANIFEST)))
+               or paths.isfile(paths.join(spec, shards.MANIFEST)))
   if is_shards:
     try:
       source = shards.ShardSource(spec)
     except (FileNotFoundError, ValueError) as e:
       raise UserError(f"--videos={spec}: {e}") from e
     return [ShardVideo(source, i) for i in range(len(source))]
-  if os.path.isdir(spec):
+  if paths.isdir(spec):
     return [FileVideo(p) for p in video_file.videos_in_folder(spec)]
-  if os.path.isfile(spec) and spec.lower().endswith(video_file.VIDEO_EXTS):
+  if paths.isfile(spec) and spec.lower().endswith(video_file.VIDEO_EXTS):
     return [FileVideo(spec)]
-  if os.path.isfile(spec):
+  if paths.isfile(spec):
     try:
       return [FileVideo(p) for p in video_file.read_video_list(spec)]
     except UnicodeDecodeError as e:
@@ -181,11 +183,11 @@ def open_videos(spec: str) -> list:
 
 # ---------------------------------------------------------------- output
 def save_atomic(path: str, array: np.ndarray) -> None:
-  """np.save to path + '.tmp', then rename: a killed run never leaves a partial ``path``."""
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
-    np.save(f, array)
-  os.replace(tmp, path)
+  """np.save, then the whole file at once (paths.write_bytes: a local temporary renamed, or
+  one upload): a killed run never leaves a partial ``path``."""
+  buffer = io.BytesIO()  # a file object: np.save would append .npy to a name
+  np.save(buffer, array)
+  paths.write_bytes(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- extraction
@@ -222,8 +224,8 @@ def _events(videos: Sequence, out: str, window: int, stride: int, size: int):
         raise CorruptRecordError(f"{video.label}: {name}.npy is also the output of "
                                  f"{videos[names[name]].label}; rename one of them")
       names[name] = vi
-      path = os.path.join(out, name + ".npy")
-      if os.path.exists(path):
+      path = paths.join(out, name + ".npy")
+      if paths.exists(path):
         yield ("skip", vi, path)
         continue
       yield ("start", vi, len(window_starts(num_frames(), window, stride)), path)
@@ -259,10 +261,10 @@ def extract_features(init_from: str, videos: Sequence, out: str, *, window: int 
   if size % patch:
     raise UserError(f"--size={size} is not a multiple of the model's patch size {patch}")
   try:
-    os.makedirs(out, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"--out={out}: cannot create the output folder ({e})") from e
-  check_settings(out, {"init_from": os.path.abspath(init_from), "step": meta.get("step"),
+    paths.check_writable(out, "--out")  # a bucket: missing, no permission, no credentials
+  except paths.PathAccessError as e:
+    raise UserError(str(e)) from None
+  check_settings(out, {"init_from": paths.resolve(init_from), "step": meta.get("step"),
                        "window": window,
                        "stride": stride, "size": size, "dtype": dtype,
                        "normalization": "reference" if reference_normalization else "training"})
@@ -354,11 +356,10 @@ def extract_features(init_from: str, videos: Sequence, out: str, *, window: int 
 def check_settings(out: str, settings: dict) -> None:
   """OUT/extract.json holds the settings of OUT's features: written by the first run,
   compared by each rerun (UserError naming the differences: features never mix)."""
-  path = os.path.join(out, SETTINGS)
-  if os.path.exists(path):
+  path = paths.join(out, SETTINGS)
+  if paths.exists(path):
     try:
-      with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
+      saved = json.loads(paths.read_text(path))
     except (OSError, ValueError) as e:
       raise UserError(f"--out={out}: {SETTINGS} unreadable ({e}); use another --out") from e
     # a setting the file lacks was not recorded by the version that wrote it: not compared
@@ -368,27 +369,24 @@ def check_settings(out: str, settings: dict) -> None:
                       + "; ".join(diff) + "): use another --out, or empty this one to redo "
                       "them")
     return
-  existing = [n for n in os.listdir(out) if n.endswith(".npy")]
+  existing = ([n for n in paths.listdir(out) if n.endswith(".npy")] if paths.isdir(out)
+              else [])
   if existing:
     raise UserError(f"--out={out} holds {len(existing)} .npy files but no {SETTINGS}: the "
                     "settings that made them are unknown; use another --out")
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(settings, f, indent=2)
-  os.replace(path + ".tmp", path)
+  paths.write_text(path, json.dumps(settings, indent=2))
 
 
 def write_failures(out: str, failures: Sequence[tuple[str, str]]) -> str:
   """Appends this run's failed videos to OUT/failures.tsv (time, video, reason); a new file
-  starts with a header line. Earlier runs' lines are kept."""
-  path = os.path.join(out, FAILURES)
+  starts with a header line. Earlier runs' lines are kept (rewritten whole: a bucket object
+  has no append; one extract process writes OUT)."""
+  path = paths.join(out, FAILURES)
   clean = lambda s: " ".join(str(s).split())  # noqa: E731 - no tabs/newlines inside a field
   now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-  new = not os.path.exists(path)
-  with open(path, "a", encoding="utf-8") as f:
-    if new:
-      f.write("time\tvideo\treason\n")
-    for video, reason in failures:
-      f.write(f"{now}\t{clean(video)}\t{clean(reason)}\n")
+  old = paths.read_text(path) if paths.exists(path) else "time\tvideo\treason\n"
+  paths.write_text(path, old + "".join(f"{now}\t{clean(video)}\t{clean(reason)}\n"
+                                       for video, reason in failures))
   return path
 
 

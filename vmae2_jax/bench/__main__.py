@@ -11,6 +11,7 @@
                compiler-estimated MFU, collectives; the `aot` extra)
   gpu          ViT-g/14 pre-training step on one GPU at a few batch sizes (MFU)
   learning     pre-trained vs from-scratch fine-tuning on generated motion clips (accuracy)
+  storage      checkpoint save/restore and shard reads: a local folder against a bucket
 
 `python -m vmae2_jax.bench SUBCOMMAND --help` for each one's flags. Each
 module is imported only when asked for: `memory`, `aot` and `gpu` set environment
@@ -31,6 +32,7 @@ SUBCOMMANDS = {
     "aot": "aot",
     "gpu": "gpu",
     "learning": "learning",
+    "storage": "storage",
 }
 # Side-by-side benchmarks run Hugging Face's torch models (the `bench` extra).
 NEEDS = {"hf": ("torch", "transformers"), "hf_finetune": ("torch", "transformers")}

@@ -15,14 +15,14 @@ restored; if Orbax then fails, the error names the file its message mentions.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+from vmae2_jax import paths
 
 FILE_SIZES = "vmae2_file_sizes.json"
 SET_ASIDE = "set_aside"  # WORKDIR/set_aside/STEP_REASON: steps taken out of the resume order
@@ -45,7 +45,13 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, save_every: int, keep: int | None = 3,
                keep_period: int | None = None, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.resolve(directory)
+    if self.directory.startswith("s3://"):
+      # Orbax hands TensorStore local paths and gs:// URLs only (its s3:// paths are refused
+      # as "not absolute"): say so now, before anything is written or compiled.
+      raise CheckpointError(f"{self.directory}: Orbax {ocp.__version__} writes checkpoints to "
+                            "local paths and gs:// only; mount the S3 bucket (mountpoint-s3, "
+                            "s3fs-fuse) and give its local path (docs/scaling.md)")
     self._async = async_save
     self._unlisted: list[int] = []  # async saves whose file list is not written yet
     options = ocp.CheckpointManagerOptions(
@@ -143,7 +149,7 @@ class Checkpointer:
         logging.warning("%s; checkpoint_fallback: trying step %s instead", e, earlier)
         damaged.append(step)
         continue
-      if _read_file_sizes(os.path.join(self.directory, str(step))) is None:
+      if _read_file_sizes(paths.join(self.directory, str(step))) is None:
         self._list_files(step)  # unlisted (its process died first), read whole just now
       if damaged:
         moved = self.set_aside(damaged, "damaged")
@@ -158,21 +164,22 @@ class Checkpointer:
 
   def damage(self, step: int) -> str | None:
     """What is wrong with committed `step` by its file list (None: intact or unlisted)."""
-    step_dir = os.path.join(self.directory, str(step))
+    step_dir = paths.join(self.directory, str(step))
     listed = _read_file_sizes(step_dir)
     if listed is None:
       return None
+    present = dict(paths.walk_files(step_dir))  # one listing (a bucket: no stat per file)
     for rel, size in sorted(listed.items()):
-      path = os.path.join(step_dir, rel)
-      if not os.path.exists(path):
+      path = paths.join(step_dir, rel)
+      if rel not in present:
         return f"{path} is missing"
-      actual = os.path.getsize(path)
+      actual = present[rel]
       if actual != size:
         return f"{path} has {actual} bytes; {size} were written"
     return None
 
   def _restore_error(self, step: int, error: Exception) -> CheckpointError:
-    step_dir = os.path.join(self.directory, str(step))
+    step_dir = paths.join(self.directory, str(step))
     path = re.escape(step_dir) + r"/[^\s\"':,\]]*"
     # The innermost error of the chain that names a path of the step says most (TensorStore:
     # which array, which byte range); Orbax's own wrappers only say that reading failed.
@@ -195,18 +202,18 @@ class Checkpointer:
     """Moves committed steps out of the resume order to WORKDIR/set_aside/STEP_REASON."""
     self._manager.wait_until_finished()
     moved = []
-    root = os.path.join(os.path.dirname(self.directory), SET_ASIDE)
+    root = paths.join(paths.dirname(self.directory), SET_ASIDE)
     for step in sorted(steps):
-      src = os.path.join(self.directory, str(step))
-      dst = os.path.join(root, f"{step}_{reason}")
+      src = paths.join(self.directory, str(step))
+      dst = paths.join(root, f"{step}_{reason}")
       n = 1
-      while os.path.exists(dst):
+      while paths.exists(dst):
         n += 1
-        dst = os.path.join(root, f"{step}_{reason}.{n}")
+        dst = paths.join(root, f"{step}_{reason}.{n}")
       moved.append(dst)
-      if jax.process_index() == 0 and os.path.isdir(src):
-        os.makedirs(root, exist_ok=True)
-        shutil.move(src, dst)
+      if jax.process_index() == 0 and paths.isdir(src):
+        paths.makedirs(root)
+        paths.move(src, dst)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("vmae2_set_aside")
@@ -231,31 +238,24 @@ class Checkpointer:
 
   def _list_files(self, step: int) -> None:
     """STEP/vmae2_file_sizes.json: every file of the committed step and its size (process 0)."""
-    step_dir = os.path.join(self.directory, str(step))
-    if jax.process_index() != 0 or not os.path.isdir(step_dir):
+    step_dir = paths.join(self.directory, str(step))
+    if jax.process_index() != 0 or not paths.isdir(step_dir):
       return  # another process's job, or already removed by max_to_keep
     try:
-      sizes = {}
-      for root, _, files in os.walk(step_dir):
-        for name in files:
-          rel = os.path.relpath(os.path.join(root, name), step_dir)
-          if not rel.startswith(FILE_SIZES):
-            sizes[rel] = os.path.getsize(os.path.join(root, name))
-      tmp = os.path.join(step_dir, FILE_SIZES + ".tmp")
-      with open(tmp, "w") as f:
-        json.dump({"step": step, "files": sizes}, f, indent=0, sort_keys=True)
-      os.replace(tmp, os.path.join(step_dir, FILE_SIZES))
+      sizes = {rel: size for rel, size in paths.walk_files(step_dir)
+               if not rel.startswith(FILE_SIZES)}
+      paths.write_text(paths.join(step_dir, FILE_SIZES),
+                       json.dumps({"step": step, "files": sizes}, indent=0, sort_keys=True))
     except OSError as e:  # the step stays restorable; only the size check is lost
       logging.warning("checkpoint step %d: could not write %s: %s", step, FILE_SIZES, e)
 
 
 def _read_file_sizes(step_dir: str) -> dict | None:
-  path = os.path.join(step_dir, FILE_SIZES)
-  if not os.path.exists(path):
+  path = paths.join(step_dir, FILE_SIZES)
+  if not paths.exists(path):
     return None
   try:
-    with open(path) as f:
-      return dict(json.load(f)["files"])
+    return dict(json.loads(paths.read_text(path))["files"])
   except (ValueError, KeyError, OSError):
     return None  # the list itself damaged: fall back to Orbax's own errors
 

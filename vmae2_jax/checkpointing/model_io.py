@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from vmae2_jax import paths
 
 META_FILE = "model.json"
 RUN_CONFIG = "config.json"
@@ -33,55 +34,51 @@ RUN_CONFIG = "config.json"
 
 def save_model_params(directory: str, params: dict, meta: dict[str, Any]) -> None:
   """Writes a nested dict of arrays and its description (atomically complete)."""
-  directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
-  meta_path = os.path.join(directory, META_FILE)
-  if os.path.exists(meta_path):
-    os.remove(meta_path)
+  directory = paths.resolve(directory)
+  paths.makedirs(directory)
+  meta_path = paths.join(directory, META_FILE)
+  if paths.exists(meta_path):
+    paths.remove(meta_path)
   params = jax.tree.map(np.asarray, params)
   with ocp.PyTreeCheckpointer() as ckptr:
-    ckptr.save(os.path.join(directory, "params"), params, force=True)
+    ckptr.save(paths.join(directory, "params"), params, force=True)
   write_meta(directory, meta)
 
 
 def write_meta(directory: str, meta: dict[str, Any]) -> None:
   """DIR/model.json, replaced atomically."""
-  path = os.path.join(directory, META_FILE)
-  with open(path + ".tmp", "w") as f:
-    json.dump(meta, f, indent=2, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  paths.write_text(paths.join(directory, META_FILE), json.dumps(meta, indent=2, sort_keys=True))
 
 
 def read_model_meta(directory: str) -> dict[str, Any]:
-  path = os.path.join(directory, META_FILE)
-  if not os.path.exists(path):
+  path = paths.join(directory, META_FILE)
+  if not paths.exists(path):
     raise FileNotFoundError(
         f"{directory}: no {META_FILE}; not a vmae2_jax model checkpoint or an incomplete write")
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(paths.read_text(path))
 
 
 def load_model_params(directory: str) -> tuple[dict, dict[str, Any]]:
   """(nested dict of numpy arrays, meta) of a model-only checkpoint."""
   meta = read_model_meta(directory)
   with ocp.PyTreeCheckpointer() as ckptr:
-    params = ckptr.restore(os.path.abspath(os.path.join(directory, "params")))
+    params = ckptr.restore(paths.resolve(paths.join(directory, "params")))
   return jax.tree.map(np.asarray, params), meta
 
 
 # ---------------------------------------------------------------- any source
 def _is_model_dir(path: str) -> bool:
-  return (os.path.exists(os.path.join(path, META_FILE))
-          and os.path.isdir(os.path.join(path, "params")))
+  return (paths.exists(paths.join(path, META_FILE))
+          and paths.isdir(paths.join(path, "params")))
 
 
 def _latest_step(directory: str) -> str | None:
   """The newest complete step directory of an Orbax checkpoint directory."""
-  if not os.path.isdir(directory):
+  if not paths.isdir(directory):
     return None
-  steps = [int(n) for n in os.listdir(directory)
-           if n.isdigit() and os.path.isdir(os.path.join(directory, n, "state"))]
-  return os.path.join(directory, str(max(steps))) if steps else None
+  steps = [int(n) for n in paths.listdir(directory)
+           if n.isdigit() and paths.isdir(paths.join(directory, n, "state"))]
+  return paths.join(directory, str(max(steps))) if steps else None
 
 
 def resolve(path: str) -> tuple[str, str | None, str]:
@@ -90,22 +87,22 @@ def resolve(path: str) -> tuple[str, str | None, str]:
   kind is "model" (converted, params/ + model.json) or "run" (a training
   step; the meta directory is the run's workdir).
   """
-  path = os.path.abspath(path)
-  if not os.path.isdir(path):
+  path = paths.resolve(path)
+  if not paths.isdir(path):
     raise FileNotFoundError(f"{path}: no such directory (a converted checkpoint or a "
                             "training run's workdir)")
   if _is_model_dir(path):
     return "model", None, path
-  if os.path.isdir(os.path.join(path, "checkpoints")):  # a workdir: its final step
-    step = _latest_step(os.path.join(path, "checkpoints"))
+  if paths.isdir(paths.join(path, "checkpoints")):  # a workdir: its final step
+    step = _latest_step(paths.join(path, "checkpoints"))
     if step is None:
       raise FileNotFoundError(f"{path}: a run directory without a complete checkpoint")
     return "run", step, path
-  if os.path.isdir(os.path.join(path, "state")):  # one step: WORKDIR/checkpoints/STEP
-    return "run", path, os.path.dirname(os.path.dirname(path))
+  if paths.isdir(paths.join(path, "state")):  # one step: WORKDIR/checkpoints/STEP
+    return "run", path, paths.dirname(paths.dirname(path))
   step = _latest_step(path)  # WORKDIR/checkpoints or WORKDIR/best
   if step is not None:
-    return "run", step, os.path.dirname(path)
+    return "run", step, paths.dirname(path)
   raise FileNotFoundError(
       f"{path}: neither a model checkpoint (no {META_FILE} + params/; make one with "
       "python -m vmae2_jax.convert) nor a training run (no checkpoints/ with a complete step)")
@@ -123,9 +120,9 @@ def is_source(path: str) -> bool:
 def run_meta(workdir: str, step_dir: str | None = None) -> dict[str, Any]:
   """What a run's model is: WORKDIR/model.json; for runs from before it existed, their
   config.json; for a bare checkpoint directory, the step's own meta item."""
-  if os.path.exists(os.path.join(workdir, META_FILE)):
+  if paths.exists(paths.join(workdir, META_FILE)):
     return read_model_meta(workdir)
-  cfg = _read_json(os.path.join(workdir, RUN_CONFIG))
+  cfg = _read_json(paths.join(workdir, RUN_CONFIG))
   if cfg and "model" in cfg and "data" in cfg:
     kind = "pretrain" if cfg.get("stage", "pretrain") == "pretrain" else "classifier"
     return {"kind": kind, "variant": cfg["model"]["variant"],
@@ -133,7 +130,7 @@ def run_meta(workdir: str, step_dir: str | None = None) -> dict[str, Any]:
             "num_classes": cfg["model"].get("num_classes") or None,
             "frames": cfg["data"]["frames"], "image_size": cfg["data"]["image_size"],
             "encoder_norm": kind == "pretrain"}
-  step_meta = _read_json(os.path.join(step_dir, "meta", "metadata")) if step_dir else None
+  step_meta = _read_json(paths.join(step_dir, "meta", "metadata")) if step_dir else None
   if step_meta is not None:
     return dict(step_meta)
   raise FileNotFoundError(f"{workdir}: no {META_FILE} or {RUN_CONFIG} saying what the run "
@@ -141,10 +138,9 @@ def run_meta(workdir: str, step_dir: str | None = None) -> dict[str, Any]:
 
 
 def _read_json(path: str) -> dict | None:
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(paths.read_text(path))
 
 
 def read_source_meta(path: str) -> dict[str, Any]:
@@ -152,7 +148,7 @@ def read_source_meta(path: str) -> dict[str, Any]:
   kind, step, meta_dir = resolve(path)
   meta = read_model_meta(meta_dir) if kind == "model" else run_meta(meta_dir, step)
   if step is not None:
-    meta = dict(meta, source=step, step=int(os.path.basename(step)))
+    meta = dict(meta, source=step, step=int(paths.basename(step)))
   return meta
 
 
@@ -166,7 +162,7 @@ class _NoItemMetadataWarning(logging.Filter):
 
 def read_step_params(step_dir: str) -> dict:
   """Only the parameters of a training checkpoint step, as numpy (no optimizer state)."""
-  path = os.path.join(step_dir, "state")
+  path = paths.join(step_dir, "state")
   quiet = _NoItemMetadataWarning()
   logging.getLogger("absl").addFilter(quiet)
   try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from vmae2_jax import paths
 from vmae2_jax.checkpointing import model_io
 from vmae2_jax.conversion import detect as detect_lib
 from vmae2_jax.conversion import hub, labels, mapping, surgery, torch_io
@@ -67,7 +67,7 @@ def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto
     raise ValueError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)}")
   path, hf_config = torch_io.resolve_source(src)
   state, read_notes = torch_io.read_state_dict(
-      path, on_bytes=_phase(f"reading {os.path.basename(path)}") if progress else None)
+      path, on_bytes=_phase(f"reading {paths.basename(path)}") if progress else None)
   if hub.is_hub(src):
     read_notes.insert(0, f"{src} read from the Hugging Face cache: {path}")
   mapping.refuse_unsupported_options(state, path)  # before detection guesses a layout
@@ -104,7 +104,7 @@ def import_checkpoint(src: str, *, variant: str | None = None, kind: str = "auto
     if isinstance(image_size, (list, tuple)):
       image_size = [int(x) for x in image_size]
   meta = meta_for(new_spec, name, frames=frames, image_size=image_size,
-                  source=os.path.abspath(path), layout=flavour.layout)
+                  source=paths.resolve(path), layout=flavour.layout)
   if label_map in labels.LABEL_MAPS:  # a head re-indexed to a Kinetics set: its names, in order
     meta["class_names"] = list(labels.class_names("k" + label_map.split("to")[1]))
   for w in rep.warnings:
@@ -130,8 +130,7 @@ def convert_file(src: str, dst: str, **kwargs) -> ConversionReport:
     size = sum(np.asarray(a).nbytes for a in jax.tree.leaves(params))
     print(f"convert: writing {dst} ({size / 2**20:.0f} MB)", file=sys.stderr, flush=True)
   model_io.save_model_params(dst, params, meta)
-  with open(os.path.join(dst, REPORT_FILE), "w") as f:
-    f.write(rep.full_text())
+  paths.write_text(paths.join(dst, REPORT_FILE), rep.full_text())
   return rep
 
 
@@ -203,11 +202,11 @@ def export_checkpoint(src_dir: str, dst: str, to: str = "official", *,
       size = sum(np.asarray(a).nbytes for a in state.values())
       print(f"convert: writing {dst} ({size / 2**20:.0f} MB)", file=sys.stderr, flush=True)
   elif progress:
-    on_bytes = _phase(f"writing {os.path.basename(dst)}")
+    on_bytes = _phase(f"writing {paths.basename(dst)}")
   torch_io.write_state_dict(dst, state, container, on_bytes=on_bytes)
   if to == "hf" and hf_config:
-    cfg_path = os.path.join(os.path.dirname(os.path.abspath(dst)), "config.json")
-    with open(cfg_path, "w") as f:
+    cfg_path = paths.join(paths.dirname(paths.resolve(dst)), "config.json")
+    with paths.open_file(cfg_path, "w") as f:
       json.dump(hf_config_for(meta), f, indent=2, sort_keys=True)
   return meta
 

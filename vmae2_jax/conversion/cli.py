@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from vmae2_jax import paths
 from vmae2_jax.conversion import api
 from vmae2_jax.conversion.report import ConversionError
 
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         label_map=args.label_map, frames=args.frames, image_size=args.image_size, dtype=args.dtype,
         zero_bias=args.zero_bias, seed=args.seed, progress=True)
     print(rep.full_text() if args.verbose else rep.summary())
-    print(f"wrote {os.path.abspath(args.dst)} (report: {api.REPORT_FILE})")
+    print(f"wrote {paths.resolve(args.dst)} (report: {api.REPORT_FILE})")
     return 0
-  except (ConversionError, FileNotFoundError, ValueError) as e:
+  except (ConversionError, FileNotFoundError, ValueError, paths.PathAccessError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

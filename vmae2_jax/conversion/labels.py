@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from importlib import resources
 
 import numpy as np
+
+from vmae2_jax import paths
 
 DATASETS = ("k400", "k600", "k700", "k710")
 LABEL_MAPS = ("710to400", "710to600", "710to700")
@@ -50,9 +51,8 @@ def label_map(spec: str) -> np.ndarray:
   """Row indices into a larger head: a packaged name ("710to400") or a JSON list file."""
   if spec in LABEL_MAPS:
     rows = np.asarray(_packaged_map(spec), np.int64)
-  elif os.path.exists(spec):
-    with open(spec) as f:
-      rows = np.asarray(json.load(f), np.int64)
+  elif paths.exists(spec):
+    rows = np.asarray(json.loads(paths.read_text(spec)), np.int64)
   else:
     raise ValueError(f"label map {spec!r} is neither one of {LABEL_MAPS} nor a JSON file")
   if rows.ndim != 1 or rows.size == 0:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
+from vmae2_jax import paths
 from vmae2_jax.conversion import hub, torch_pickle
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -35,22 +37,21 @@ def resolve_source(path: str) -> tuple[str, dict[str, Any] | None]:
   uri = path if hub.is_hub(path) else None
   if uri:
     path = hub.resolve(uri)
-  if os.path.isdir(path):
+  if paths.isdir(path):
     for name in HF_WEIGHT_FILES:
-      if os.path.exists(os.path.join(path, name)):
-        path = os.path.join(path, name)
+      if paths.exists(paths.join(path, name)):
+        path = paths.join(path, name)
         break
     else:
       hint = f"; fetch the weights with: {hub.download_hint(*hub.parse(uri))}" if uri else ""
       raise FileNotFoundError(f"{uri or path}: a directory without "
                               f"{' or '.join(HF_WEIGHT_FILES)}{hint}")
-  if not os.path.exists(path):
+  if not paths.exists(path):
     raise FileNotFoundError(f"{path}: no such file or directory")
-  cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+  cfg_path = paths.join(paths.dirname(paths.resolve(path)), "config.json")
   hf_config = None
-  if os.path.exists(cfg_path):
-    with open(cfg_path) as f:
-      cfg = json.load(f)
+  if paths.exists(cfg_path):
+    cfg = json.loads(paths.read_text(cfg_path))
     if cfg.get("model_type") == "videomae":
       hf_config = cfg
     elif isinstance(cfg.get("model_config"), dict):
@@ -101,6 +102,12 @@ def read_state_dict(path: str, on_bytes=None) -> tuple[dict[str, np.ndarray], li
   Pickles are read without running any code from them (torch_pickle).
   `on_bytes(done, total)` reports reading progress.
   """
+  if paths.is_remote(path):  # both readers map a local file: stage the object, name the URL
+    with paths.local_copy(path) as local:
+      try:
+        return read_state_dict(local, on_bytes)
+      except ValueError as e:
+        raise ValueError(str(e).replace(local, path)) from None
   notes: list[str] = []
   if path.endswith(SAFETENSORS_SUFFIXES):
     from safetensors import safe_open  # noqa: PLC0415
@@ -145,6 +152,12 @@ def write_state_dict(path: str, state: dict[str, np.ndarray], container: str | N
   """Writes `state` as .safetensors (bare, no container) or a torch pickle {container: sd}.
 
   `on_bytes(done, total)` reports progress while a pickle's tensors are written."""
+  if paths.is_remote(path):  # written locally, then uploaded whole
+    with tempfile.TemporaryDirectory(prefix="vmae2_export_") as tmp:
+      local = os.path.join(tmp, paths.basename(path))
+      write_state_dict(local, state, container, on_bytes)
+      paths.copy(local, path)
+    return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   state = {k: v if v.flags.c_contiguous else np.array(v, order="C") for k, v in state.items()}
   if path.endswith(SAFETENSORS_SUFFIXES):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from vmae2_jax import paths
 from vmae2_jax.data import mixture, shards
 
 
@@ -68,7 +69,7 @@ def read_class_names(path: str) -> tuple[str, ...]:
   """
   field = f"config.data.class_names={path!r}"
   try:
-    with open(path, encoding="utf-8-sig") as f:
+    with paths.open_file(path, encoding="utf-8-sig") as f:
       lines = [line.strip() for line in f.read().splitlines()]
   except OSError as e:
     raise ValueError(f"{field}: cannot read it ({e})") from e

@@ -26,6 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
+from vmae2_jax import paths
+
 MAGIC = b"VMF1"
 MANIFEST = "manifest.json"
 FORMAT = "vmae2-frames-v1"
@@ -258,22 +260,22 @@ def resolve_manifest(path: str) -> str:
   """
   if path == "demo" or path.startswith("demo:"):
     return demo_path(path.split(":", 1)[1] if ":" in path else "train")
-  if os.path.isdir(path):
-    return os.path.join(path, MANIFEST)
+  if paths.isdir(path):
+    return paths.join(path, MANIFEST)
   return path
 
 
 def load_manifest(path: str) -> dict:
   """The manifest of a shard set, with ``dir`` set to where its shards live."""
   mpath = resolve_manifest(path)
-  if not os.path.exists(mpath):
+  if not paths.exists(mpath):
     raise FileNotFoundError(f"no shard manifest at {mpath} (build one with "
                             f"python -m data_prep.build_shards)")
-  with open(mpath) as f:
-    manifest = json.load(f)
+  manifest = json.loads(paths.read_text(mpath))
   if manifest.get("format") != FORMAT:
     raise ValueError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-  manifest["dir"] = os.path.dirname(os.path.abspath(mpath))
+  # ArrayRecord reads gs:// shards itself (its own GCS client); other URLs need a mount.
+  manifest["dir"] = paths.dirname(paths.resolve(mpath))
   return manifest
 
 
@@ -284,10 +286,10 @@ def check_shard_file(path: str, entry: dict, manifest_path: str) -> None:
   read (ArrayRecord opens those as empty files without complaint).
   """
   try:
-    size = os.path.getsize(path)
+    size = paths.getsize(path)
   except OSError as e:
     raise ShardFileError(f"{path}: shard listed in {manifest_path} cannot be read "
-                         f"({e.strerror or e})") from None
+                         f"({paths.reason(e, path)})") from None
   want = entry.get("bytes")
   if want is not None and size != int(want):
     raise ShardFileError(f"{path}: {size} bytes, {manifest_path} records {want} (truncated or "
@@ -312,7 +314,11 @@ class ShardSource:
     self.shards = [s["name"] for s in listed]
     self.sizes = [s["num_records"] for s in listed]
     self.starts = np.cumsum([0] + self.sizes).tolist()
-    self.paths = [os.path.join(manifest["dir"], s) for s in self.shards]
+    self.paths = [paths.join(manifest["dir"], s) for s in self.shards]
+    if paths.is_remote(manifest["dir"]) and not manifest["dir"].startswith("gs://"):
+      raise ShardFileError(f"{manifest['dir']}: ArrayRecord reads shards from local paths and "
+                           "gs:// only; mount this bucket (e.g. mountpoint-s3) and give the "
+                           "mounted folder (docs/scaling.md)")
     for entry, shard_path in zip(listed, self.paths):
       check_shard_file(shard_path, entry, mpath)
     self.num_classes = manifest.get("classes", {}).get("num_classes", 0)

@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from vmae2_jax import paths
 from vmae2_jax.data.shards import CorruptRecordError, HeaderFields
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp",
@@ -29,10 +30,12 @@ VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", "
 def _open(path: str):
   """(container, video stream); CorruptRecordError naming the file on failure."""
   import av
-  if not os.path.isfile(path):
+  remote = paths.is_remote(path)
+  if not (paths.isfile(path) if remote else os.path.isfile(path)):
     raise CorruptRecordError(f"{path}: no such file")
   try:
-    container = av.open(path)
+    # A bucket's video is read through a file object (ranged reads, no local copy).
+    container = av.open(paths.open_file(path, "rb") if remote else path)
   except Exception as e:  # noqa: BLE001 - av raises many error types for bad files
     raise CorruptRecordError(f"{path}: unreadable video ({_reason(e)})") from e
   if not container.streams.video:
@@ -136,28 +139,31 @@ def read_video_list(path: str, root: str | None = None) -> list[str]:
   list file's folder (or, where only that exists, the current directory, as
   lists written for it before are).
   """
-  if not os.path.isfile(path):
+  if not paths.isfile(path):
     raise FileNotFoundError(f"{path}: no such list file")
-  base = root if root is not None else os.path.dirname(os.path.abspath(path))
-  paths = []
-  with open(path, encoding="utf-8") as f:
+  base = root if root is not None else paths.dirname(paths.resolve(path))
+  found = []
+  with paths.open_file(path, encoding="utf-8") as f:
     for line in f:
       line = line.strip()
       if not line or line.startswith("#"):
         continue
       if "\t" in line:
         line = line.split("\t")[0].strip()
-      elif not (os.path.exists(line) or os.path.exists(os.path.join(base, line))):
+      elif not (paths.exists(line) or paths.exists(paths.join(base, line))):
         line = line.split()[0]
-      if not os.path.isabs(line):
-        joined = os.path.join(base, line)
-        if root is not None or os.path.exists(joined) or not os.path.exists(line):
+      if not (paths.is_remote(line) or os.path.isabs(line)):
+        joined = paths.join(base, line)
+        if root is not None or paths.exists(joined) or not paths.exists(line):
           line = joined
-      paths.append(line)
-  return paths
+      found.append(line)
+  return found
 
 
 def videos_in_folder(folder: str) -> list[str]:
   """The video files (by extension) directly inside ``folder``, in name order."""
+  if paths.is_remote(folder):  # one listing; a bucket has no sub-folder to skip by name
+    return [paths.join(folder, n) for n in paths.listdir(folder)
+            if n.lower().endswith(VIDEO_EXTS) and "/" not in n]
   return [os.path.join(folder, n) for n in sorted(os.listdir(folder))
           if n.lower().endswith(VIDEO_EXTS) and os.path.isfile(os.path.join(folder, n))]

@@ -10,13 +10,13 @@ gathered so every video counts exactly once.
 
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import jax
 import numpy as np
 from absl import logging
 
+from vmae2_jax import paths
 from vmae2_jax.data import pipelines
 from vmae2_jax.evaluation import multiview, report, view_scores
 from vmae2_jax.progress import Progress
@@ -136,11 +136,10 @@ def test(exp, params, out_dir: str) -> dict:
     results["test_one_class"] = one_class
     logging.warning("multi-view test: %s", one_class)
   if jax.process_index() == 0:
-    os.makedirs(out_dir, exist_ok=True)
-    run = os.path.basename(os.path.dirname(os.path.normpath(out_dir)))
+    run = paths.basename(paths.dirname(out_dir.rstrip("/")))
     report.write_test_report(out_dir, summary, exp.task.num_classes, exp.task.class_names,
                              max_confusion_classes=c.eval.confusion_max_classes,
-                             title=f"{run}: {os.path.basename(os.path.normpath(out_dir))}")
+                             title=f"{run}: {paths.basename(out_dir.rstrip('/'))}")
     logging.info("multi-view test (%d temporal x %d spatial views) on %d videos: top-1 %.2f%%, "
                  "top-5 %.2f%%; report in %s", c.data.test_num_segment, c.data.test_num_crop,
                  results["test_videos"], results["test_top1"], results["test_top5"], out_dir)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Sequence
 
 from matplotlib import ticker
@@ -18,40 +17,31 @@ from matplotlib.figure import Figure
 
 from vmae2_jax.evaluation.figures import new_figure, save_png
 
+from vmae2_jax import paths
+
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 PANEL_W, PANEL_H = 640, 260  # pixels of one panel
 
 
 def open_metrics(workdir: str):
-  """WORKDIR/metrics.jsonl for appending, line-buffered, starting on a fresh line (a kill
-  may have cut the last one short)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  f = open(path, "a", buffering=1)
-  if f.tell() > 0:
-    with open(path, "rb") as r:
-      r.seek(-1, os.SEEK_END)
-      if r.read(1) != b"\n":
-        f.write("\n")
-  return f
+  """WORKDIR/metrics.jsonl for appending (a paths.SegmentLog: a local file line-buffered,
+  starting on a fresh line after a kill; in a bucket, this segment's own objects)."""
+  return paths.SegmentLog(paths.join(workdir, METRICS_FILE))
 
 
 def read_metrics(workdir: str) -> tuple[list[dict], list[dict]]:
   """(training rows, evaluation rows) of the whole run, one per step, by step."""
   train: dict[int, dict] = {}
   evals: dict[int, dict] = {}
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return [], []
-  with open(path) as f:
-    for line in f:
-      try:
-        row = json.loads(line)
-      except ValueError:  # a line cut short by a kill
-        continue
-      table = {"train": train, "val": evals}.get(row.get("kind"))
-      if table is not None and "step" in row:
-        table[int(row["step"])] = row
+  for line in paths.read_lines(paths.join(workdir, METRICS_FILE)):
+    try:
+      row = json.loads(line)
+    except ValueError:  # a line cut short by a kill
+      continue
+    table = {"train": train, "val": evals}.get(row.get("kind"))
+    if table is not None and "step" in row:
+      table[int(row["step"])] = row
   return ([train[k] for k in sorted(train)], [evals[k] for k in sorted(evals)])
 
 
@@ -127,7 +117,7 @@ def draw_curves(train: list[dict], evals: list[dict], *, title: str = "",
 def run_title(workdir: str, train: list[dict], evals: list[dict]) -> str:
   """'<run folder name>, step <last logged step>'."""
   steps = [r["step"] for r in train + evals]
-  name = os.path.basename(os.path.normpath(workdir))
+  name = paths.basename(str(workdir).rstrip("/"))
   return f"{name}, step {max(steps)}" if steps else name
 
 
@@ -137,7 +127,7 @@ def write_curves(workdir: str, *, log_loss: bool = False) -> str | None:
   if not train and not evals:
     return None
   fig = draw_curves(train, evals, title=run_title(workdir, train, evals), log_loss=log_loss)
-  return save_png(fig, os.path.join(workdir, CURVES_FILE))
+  return save_png(fig, paths.join(workdir, CURVES_FILE))
 
 
 def main(argv=None) -> int:

@@ -8,12 +8,11 @@ DIR/reconstruction_step<N>.png: per clip, original / masked input / reconstructi
 
 from __future__ import annotations
 
-import os
-
 import jax
 from absl import app, flags
 
 from configs.common import config_from_json
+from vmae2_jax import paths
 from vmae2_jax.checkpointing import Checkpointer
 from vmae2_jax.evaluation.reconstruction import write_reconstruction_grid
 from vmae2_jax.training.experiment import setup
@@ -28,10 +27,10 @@ _FIRST = flags.DEFINE_list("first_classes", None, "Class names shown first (defa
 
 def draw(workdir: str, step: int | None = None, num_clips: int = 3, out: str | None = None,
          first_classes=None) -> str:
-  config = config_from_json(os.path.join(workdir, "config.json"))
+  config = config_from_json(paths.join(workdir, "config.json"))
   if first_classes is not None:
     config.reconstruction.first_classes = tuple(first_classes)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1)
+  ckpt = Checkpointer(paths.join(workdir, "checkpoints"), save_every=1)
   step = step if step is not None else ckpt.latest_step()
   if step is None:
     raise FileNotFoundError(f"{workdir}/checkpoints holds no complete checkpoint")
@@ -39,10 +38,10 @@ def draw(workdir: str, step: int | None = None, num_clips: int = 3, out: str | N
   exp = setup(config, jax.devices()[:1])
   state, _, _ = ckpt.restore(step, exp.abstract_state)
   ckpt.close()
-  path = out or os.path.join(workdir, f"reconstruction_step{step}.png")
+  path = out or paths.join(workdir, f"reconstruction_step{step}.png")
   return write_reconstruction_grid(
       config, exp.graphdef, jax.device_get(state.params), path, num_clips=num_clips,
-      title=f"{os.path.basename(os.path.normpath(workdir))}, step {step}")
+      title=f"{paths.basename(workdir.rstrip('/'))}, step {step}")
 
 
 def main(argv):

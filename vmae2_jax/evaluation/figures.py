@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 
-from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from vmae2_jax import paths
 
 DPI = 100
 
@@ -28,8 +29,5 @@ def save_png(fig: Figure, path) -> str:
   """Writes `fig` as PNG to `path` (a local path or a bucket URL) all at once."""
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=DPI)
-  path = epath.Path(path)
-  tmp = path.parent / f".{path.name}.tmp"
-  tmp.write_bytes(buf.getvalue())
-  tmp.replace(path)
+  paths.write_bytes(path, buf.getvalue())
   return str(path)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
-import os
 from typing import Sequence
 
 import numpy as np
@@ -19,6 +19,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from vmae2_jax.evaluation.figures import new_figure, save_png
+from vmae2_jax import paths as storage  # `paths` names the report's files below
 from vmae2_jax.evaluation.multiview import VideoSummary, accuracy, confusion, per_class
 
 FIGURE_MIN_PX, FIGURE_MAX_PX = 400, 1000  # side of the heat map's part of confusion.png
@@ -27,16 +28,14 @@ LABEL_CHARS = 18  # longer class names are cut on the confusion picture
 
 
 @contextlib.contextmanager
-def _atomic(path: str, mode: str = "w", **kwargs):
-  """Opens a temporary file next to `path`; replaces `path` with it on success."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    with open(tmp, mode, **kwargs) as f:
-      yield f
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+def _atomic(path: str, mode: str = "w", encoding: str = "utf-8", **kwargs):
+  """A buffer whose content becomes `path` whole on success (storage.write_bytes: a local
+  temporary renamed, or one upload to a bucket)."""
+  del kwargs  # newline="": the buffer keeps line ends as written
+  buffer = io.BytesIO() if "b" in mode else io.StringIO()
+  yield buffer
+  data = buffer.getvalue()
+  storage.write_bytes(path, data if isinstance(data, bytes) else data.encode(encoding))
 
 
 def _class_names(num_classes: int, class_names: Sequence[str] | None) -> list[str]:
@@ -105,11 +104,11 @@ def write_test_report(directory: str, summary: VideoSummary, num_classes: int,
   reference prints them. `title` (the run and step) heads confusion.png. Returns
   {"paths": {kind: path}, "metrics": metrics}.
   """
-  os.makedirs(directory, exist_ok=True)
+  storage.makedirs(directory)
   names = _class_names(num_classes, class_names)
   stats = per_class(summary, num_classes)
   metrics = _metrics(summary, stats, num_classes)
-  paths = {kind: os.path.join(directory, f"{kind}.{ext}") for kind, ext in
+  paths = {kind: storage.join(directory, f"{kind}.{ext}") for kind, ext in
            (("predictions", "csv"), ("per_class", "csv"), ("metrics", "json"))}
   _write_predictions(paths["predictions"], summary, names)
   _write_per_class(paths["per_class"], stats, names)
@@ -118,7 +117,7 @@ def write_test_report(directory: str, summary: VideoSummary, num_classes: int,
   if num_classes <= max_confusion_classes:
     paths["confusion"] = save_png(
         draw_confusion(confusion(summary, num_classes), names, _title(metrics, title)),
-        os.path.join(directory, "confusion.png"))
+        storage.join(directory, "confusion.png"))
   return {"paths": paths, "metrics": metrics}
 
 

@@ -1,15 +1,24 @@
 """Metrics a person can follow: a log line every N steps, TensorBoard events,
 WORKDIR/metrics.jsonl (every logged row of every segment of the run) and, at
-the end of each segment, WORKDIR/curves.png drawn from it."""
+the end of each segment, WORKDIR/curves.png drawn from it.
+
+In a bucket (no append there) metrics.jsonl is one object per segment (see
+paths.SegmentLog), and the events are written to a local folder whose files,
+each named by its writer, are uploaded every UPLOAD_EVERY_S and at the end."""
 
 from __future__ import annotations
 
 import json
-import os
+import shutil
+import tempfile
 import time
 
 import jax
 from absl import logging
+
+from vmae2_jax import paths
+
+UPLOAD_EVERY_S = 30.0  # TensorBoard events of a bucket workdir: a kill loses at most this
 
 
 class MetricsLog:
@@ -23,15 +32,20 @@ class MetricsLog:
     self._t0 = time.perf_counter()
     self._writer = None
     self._jsonl = None
+    self._events_local = None  # bucket workdir: the local folder the events are written to
+    self._uploaded = time.monotonic()
     self.history: list[dict] = []       # training averages, one per log step
     self.evaluations: list[dict] = []   # validation results
     if jax.process_index() == 0:
       from vmae2_jax.evaluation.curves import open_metrics
       self.workdir = workdir
       self._jsonl = open_metrics(workdir)  # a kill loses at most the line being written
+      self._events = paths.join(workdir, "tensorboard")
       try:
         from tensorboardX import SummaryWriter
-        self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        if paths.is_remote(self._events):
+          self._events_local = tempfile.mkdtemp(prefix="vmae2_tensorboard_")
+        self._writer = SummaryWriter(self._events_local or self._events)
       except ImportError:  # TensorBoard events are optional.
         logging.warning("tensorboardX not installed: no TensorBoard events")
 
@@ -60,6 +74,7 @@ class MetricsLog:
       for k, v in out.items():
         self._writer.add_scalar(f"train/{k}", v, step)
       self._writer.flush()
+      self._upload_events()
     self.history.append({"step": step, **out})
     self._append({"step": step, "kind": "train", **out})
     self._sums, self._count, self._t0 = {}, 0, time.perf_counter()
@@ -75,6 +90,7 @@ class MetricsLog:
         if isinstance(v, (int, float)):
           self._writer.add_scalar(f"{group}/{k.removeprefix(group + '_')}", v, step)
       self._writer.flush()
+      self._upload_events()
     self.evaluations.append({"step": step, **metrics})
     self._append({"step": step, "kind": group, **metrics})
 
@@ -83,9 +99,26 @@ class MetricsLog:
       self._jsonl.write(json.dumps({k: v for k, v in row.items()
                                     if isinstance(v, (int, float, str))}) + "\n")
 
+  def _upload_events(self, force: bool = False) -> None:
+    """Copies the local event files (one per writer: no two processes share one) over their
+    objects in the bucket workdir, at most every UPLOAD_EVERY_S unless forced."""
+    if self._events_local is None or (
+        not force and time.monotonic() - self._uploaded < UPLOAD_EVERY_S):
+      return
+    try:
+      paths.copy_tree(self._events_local, self._events)
+    except OSError as e:  # TensorBoard is never worth failing a run; retried at the next
+      logging.warning("TensorBoard events not uploaded to %s: %s", self._events, e)
+    self._uploaded = time.monotonic()
+
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+      self._upload_events(force=True)
+      if self._events_local is not None:
+        shutil.rmtree(self._events_local, ignore_errors=True)
+        self._events_local = None
+        self._writer = None
     if self._jsonl is not None:
       from vmae2_jax.evaluation.curves import write_curves
       self._jsonl.close()

@@ -25,12 +25,12 @@ import contextlib
 import datetime
 import json
 import os
-import shutil
 
 import jax
 from absl import logging
 
 from configs.common import base_config, config_from_json
+from vmae2_jax import paths
 from vmae2_jax.training.config_checks import ConfigError
 from vmae2_jax.training.schedules import make_schedule
 
@@ -81,41 +81,44 @@ def compatible(field: str, eval_only: bool = False) -> bool:
 # ---------------------------------------------------------------- a clean start
 @contextlib.contextmanager
 def starting(workdir: str):
-  """Creates WORKDIR if needed and checks it can be written; if the body fails,
-  removes what this start created (never what was there before)."""
-  workdir = os.path.abspath(workdir)
+  """Creates WORKDIR if needed and checks it can be written (a bucket too: missing, no
+  permission or no credentials fail here, before compilation); if the body fails, removes
+  what this start created (never what was there before). Process 0 only."""
+  workdir = paths.resolve(workdir)
   if jax.process_index() != 0:
     yield
     return
-  created = _topmost_missing(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    if created and os.path.isdir(created):
-      shutil.rmtree(created, ignore_errors=True)
+    created = _topmost_missing(workdir)
+  except Exception as e:  # noqa: BLE001  a bucket that cannot even be listed
     raise WorkdirError(f"--workdir={workdir}: cannot create or write it "
-                       f"({e.strerror or e})") from None
-  before = None if created else set(os.listdir(workdir))
+                       f"({paths.reason(e, workdir)})") from None
+  try:
+    paths.check_writable(workdir, "--workdir")
+  except paths.PathAccessError as e:
+    if created and paths.isdir(created):
+      paths.rmtree(created)
+    raise WorkdirError(str(e)) from None
+  before = None if created else set(paths.listdir(workdir))
   try:
     yield
   except BaseException:
     if created:
-      shutil.rmtree(created, ignore_errors=True)
+      paths.rmtree(created)
     else:
-      for name in set(os.listdir(workdir)) - before:
-        path = os.path.join(workdir, name)
-        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+      for name in set(paths.listdir(workdir)) - before:
+        path = paths.join(workdir, name)
+        paths.rmtree(path) if paths.isdir(path) else paths.remove(path)
     raise
 
 
 def _topmost_missing(path: str) -> str | None:
-  """The highest directory on `path` that does not exist yet (None: path exists)."""
+  """The highest directory on `path` that does not exist yet (None: path exists). In a
+  bucket only `path` itself counts (an object store has no empty folders)."""
+  if paths.is_remote(path):
+    return None if paths.exists(path) else path
   missing = None
-  while not os.path.lexists(path):
+  while not paths.exists(path) and not os.path.islink(path):
     missing, parent = path, os.path.dirname(path)
     if parent == path:
       break
@@ -126,15 +129,14 @@ def _topmost_missing(path: str) -> str | None:
 # ---------------------------------------------------------------- the resume check
 def check_resume(workdir: str, exp, step: int) -> dict:
   """{field: [saved, now]} of accepted incompatible changes; raises ConfigChangeError."""
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = paths.join(workdir, CONFIG_FILE)
   config = exp.config
-  if not os.path.exists(path):
+  if not paths.exists(path):
     logging.warning("%s: no %s to compare this config with; resuming step %d", workdir,
                     CONFIG_FILE, step)
     return {}
   try:
-    with open(path) as f:
-      saved = _flat(json.load(f))
+    saved = _flat(json.loads(paths.read_text(path)))
   except (OSError, ValueError) as e:
     if config.allow_config_change:
       logging.warning("%s unreadable (%s); resuming anyway (allow_config_change)", path, e)
@@ -180,8 +182,8 @@ def eval_only_config(workdir: str, config, overridden: list[str]):
   clip shape, sampling, views, normalisation, classes) with only the fields given on the
   command line (``overridden``: dotted paths) taken from ``config``. Without a config.json
   (a fresh workdir testing an init_from model), ``config`` itself."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = paths.join(workdir, CONFIG_FILE)
+  if not paths.exists(path):
     return config
   try:
     saved = config_from_json(path)
@@ -249,12 +251,11 @@ def _where(exp) -> dict:
 
 
 def _read_run(workdir: str) -> dict:
-  path = os.path.join(workdir, RUN_FILE)
-  if not os.path.exists(path):
+  path = paths.join(workdir, RUN_FILE)
+  if not paths.exists(path):
     return {}
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(paths.read_text(path))
   except (OSError, ValueError):
     logging.warning("%s unreadable: starting its history afresh", path)
     return {}
@@ -273,8 +274,8 @@ def record(workdir: str, exp, model_meta: dict, *, step: int, resumed: bool,
   if jax.process_index() != 0:
     return
   from vmae2_jax.checkpointing import write_meta
-  _write_atomic(os.path.join(workdir, CONFIG_FILE),
-                exp.config.to_json_best_effort(indent=2, sort_keys=True))
+  paths.write_text(paths.join(workdir, CONFIG_FILE),
+                   exp.config.to_json_best_effort(indent=2, sort_keys=True))
   write_meta(workdir, model_meta)
   run = _read_run(workdir)
   entry = {"event": "resume" if resumed else "start", "step": step,
@@ -284,7 +285,7 @@ def record(workdir: str, exp, model_meta: dict, *, step: int, resumed: bool,
     entry["changes"] = changes
   entry.update(extra or {})
   run["history"] = (run.get("history") or []) + [entry]
-  _write_atomic(os.path.join(workdir, RUN_FILE), json.dumps(run, indent=2))
+  paths.write_text(paths.join(workdir, RUN_FILE), json.dumps(run, indent=2))
 
 
 def _check_teacher(workdir: str, exp, teacher: dict, step: int, changes: dict) -> None:
@@ -302,8 +303,3 @@ def _check_teacher(workdir: str, exp, teacher: dict, step: int, changes: dict) -
   logging.warning("resuming step %d with %s (allow_config_change)", step, text)
   changes["distill.teacher_sha256"] = [before.get("sha256"), teacher["sha256"]]
 
-
-def _write_atomic(path: str, text: str) -> None:
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)

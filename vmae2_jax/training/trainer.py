@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 
 import jax
 from absl import logging
 
+from vmae2_jax import paths
 from vmae2_jax.checkpointing import Checkpointer
 from vmae2_jax.checkpointing.manager import CheckpointError
 from vmae2_jax.conversion.init_from import apply_init_from
@@ -51,6 +51,7 @@ def train(config, workdir: str) -> dict:
 
 def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
   """train() inside the SIGTERM watch."""
+  workdir = paths.resolve(workdir)  # a bucket URL stays one (os.path.abspath would not)
   # ------------------------------------------------------------------ setup
   exp = setup(config)  # a bad config fails here, before anything is written
   task = exp.task
@@ -59,7 +60,7 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
 
   # ------------------------------------------------- init, init_from or restore
   with run_record.starting(workdir):  # a failed start removes what it created
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
+    ckpt = Checkpointer(paths.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
                         # + 1: the newest step stays besides until the loss computed
                         # from it is read finite (see nonfinite.py)
                         keep=config.keep_checkpoints + 1 if config.keep_checkpoints else None,
@@ -202,14 +203,13 @@ class _BestKeeper:
     self._ckpt = None
     if metric is None:
       return
-    self._ckpt = Checkpointer(os.path.join(workdir, "best"), save_every=1, keep=1,
+    self._ckpt = Checkpointer(paths.join(workdir, "best"), save_every=1, keep=1,
                               async_save=False)
     latest = self._ckpt.latest_step()
     if latest is not None:
-      meta_file = os.path.join(self._ckpt.directory, str(latest), "meta", "metadata")
-      if os.path.exists(meta_file):
-        with open(meta_file) as f:
-          self.value = float(json.load(f).get(metric, float("-inf")))
+      meta_file = paths.join(self._ckpt.directory, str(latest), "meta", "metadata")
+      if paths.exists(meta_file):
+        self.value = float(json.loads(paths.read_text(meta_file)).get(metric, float("-inf")))
         self.step = latest
 
   def update(self, step: int, results: dict, params, exp: Experiment) -> None:
@@ -253,12 +253,12 @@ def model_meta(exp: Experiment) -> dict:
 def _write_summary(workdir: str, summary: dict) -> dict:
   if jax.process_index() == 0:
     history = summary.get("history", [])
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump({k: v for k, v in summary.items() if k not in ("history", "evaluations")} | {
-          "last": history[-1] if history else None,
-          "losses": [[h["step"], h["loss"]] for h in history if "loss" in h],
-          "evaluations": summary.get("evaluations", [])},
-          f, indent=2, default=float)
+    paths.write_text(paths.join(workdir, "summary.json"), json.dumps(
+        {k: v for k, v in summary.items() if k not in ("history", "evaluations")} | {
+            "last": history[-1] if history else None,
+            "losses": [[h["step"], h["loss"]] for h in history if "loss" in h],
+            "evaluations": summary.get("evaluations", [])},
+        indent=2, default=float))
   return summary
 
 
@@ -278,7 +278,7 @@ def _apply_init_from(exp: Experiment, state: TrainState) -> TrainState:
     text = " ".join(str(e).split())
     if "does not fit the model" in text:  # what the source holds first: the useful part
       text = _variant_note(c) + text
-    if c.init_from not in text and os.path.abspath(c.init_from) not in text:
+    if c.init_from not in text and paths.resolve(c.init_from) not in text:
       text = f"config.init_from={c.init_from}: {text}"
     raise type(e)(text) from None
   except (CheckpointError, OSError, ValueError, KeyError) as e:  # Orbax / TensorStore reading
@@ -292,11 +292,10 @@ def _apply_init_from(exp: Experiment, state: TrainState) -> TrainState:
 def _check_class_names(workdir: str, exp: Experiment) -> None:
   """A resumed or re-evaluated classifier must see its data's classes in its head's order."""
   names = exp.task.class_names
-  path = os.path.join(workdir, "model.json")
-  if not names or not os.path.exists(path):
+  path = paths.join(workdir, "model.json")
+  if not names or not paths.exists(path):
     return
-  with open(path) as f:
-    held = json.load(f).get("class_names")
+  held = json.loads(paths.read_text(path)).get("class_names")
   if not held or len(held) != len(names):
     return
   from vmae2_jax.data.kinetics import name_differences

@@ -7,13 +7,13 @@ checkpoint is kept by its top-1) and the multi-view test at the end.
 
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vmae2_jax import paths
 from vmae2_jax.data import make_train_iterator
 from vmae2_jax.evaluation import classification
 from vmae2_jax.models import build_classifier
@@ -105,7 +105,7 @@ class ClassifyTask:
     WORKDIR/test_step<N>_<segments>x<crops>/ (each protocol its own report)."""
     if not (self.has_eval_set and (self.config.eval.test_at_end or self.config.eval_only)):
       return {}
-    return classification.test(exp, params, os.path.join(workdir, test_dir_name(self.config, step)))
+    return classification.test(exp, params, paths.join(workdir, test_dir_name(self.config, step)))
 
 
 def test_dir_name(config, step: int) -> str:

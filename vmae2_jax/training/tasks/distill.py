@@ -19,7 +19,6 @@ single-view validation runs once at a fresh start.
 from __future__ import annotations
 
 import hashlib
-import os
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +26,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from vmae2_jax import sharding
+from vmae2_jax import paths, sharding
 from vmae2_jax.checkpointing import model_io
 from vmae2_jax.conversion import mapping
 from vmae2_jax.conversion.init_from import apply_init_from
@@ -199,7 +198,7 @@ class DistillTask(ClassifyTask):
                             f"{' '.join(str(e).split())[:300]})") from None
     digest = params_hash(params)
     params = jax.device_put(params, exp.frozen_sharding[0])
-    info = {"from": os.path.abspath(src), "sha256": digest, "variant": self.teacher_variant,
+    info = {"from": paths.resolve(src), "sha256": digest, "variant": self.teacher_variant,
             "image_size": self.teacher_image_size, "step": meta.get("step")}
     logging.info("teacher ViT-%s from %s (sha256 %s...)", self.teacher_variant, src, digest[:12])
     return (params,), {"teacher": info}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 
 import jax
 import numpy as np
 from absl import logging
 from flax import nnx
 
+from vmae2_jax import paths
 from vmae2_jax.data import make_train_iterator
 from vmae2_jax.evaluation.reconstruction import write_reconstruction_grid
 from vmae2_jax.masking import MaskSpec, sample_masks
@@ -76,9 +76,9 @@ class PretrainTask:
     params = exp.host_params(params)  # a collective with several processes: all join
     if jax.process_index() != 0:
       return {}
-    path = os.path.join(workdir, f"reconstruction_step{step}.png")
+    path = paths.join(workdir, f"reconstruction_step{step}.png")
     write_reconstruction_grid(self.config, exp.graphdef, params, path,
                               num_clips=self.config.reconstruction.num_clips,
-                              title=f"{os.path.basename(os.path.normpath(workdir))}, step {step}")
+                              title=f"{paths.basename(workdir.rstrip('/'))}, step {step}")
     logging.info("wrote %s", path)
     return {"reconstruction": path}

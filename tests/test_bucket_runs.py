@@ -1,0 +1,130 @@
+"""Runs whose workdir, init_from and shards live in a bucket (fake-gcs-server, started here).
+
+Real `python -m vmae2_jax.main` processes, the clients pointed at the emulator
+through their own variables (tests/cloud_servers.py): a pre-training run in
+gs:// killed with SIGKILL once a step is committed and resumed, to the same
+per-step losses as an uninterrupted local run; an incompatible resume refused;
+a fine-tuning run reading its shards from gs:// and starting from the bucket
+run (init_from); a bucket that does not exist refused in one line before
+anything is compiled, with nothing written locally.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.cloud_servers import gcs_bucket, gcs_server  # noqa: F401
+from tests.test_fault_injection import _config_file, _env
+from vmae2_jax import paths
+from vmae2_jax.evaluation.curves import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_S = 240
+PRETRAIN = dict(total_steps=6, warmup_steps=2, checkpoint_every=1, log_every=1,
+                keep_checkpoints=2, async_checkpoint=True)
+
+
+def _start(config, workdir, env, log, *extra):
+  return subprocess.Popen(
+      [sys.executable, "-m", "vmae2_jax.main", f"--config={config}", f"--workdir={workdir}",
+       *extra], cwd=env.get("_CWD", ROOT), env=env, stdout=open(log, "w"),
+      stderr=subprocess.STDOUT)
+
+
+def _run(config, workdir, env, log, *extra):
+  proc = _start(config, workdir, env, log, *extra)
+  rc = proc.wait(TIMEOUT_S)
+  with open(log) as f:
+    return rc, f.read()
+
+
+def _steps(folder):
+  """Committed steps: in a bucket (no rename) Orbax writes STEP/commit_success.txt last."""
+  return sorted(int(n) for n in paths.listdir(folder)
+                if n.isdigit() and paths.exists(paths.join(folder, n, "commit_success.txt")))
+
+
+def _losses(workdir):
+  return [(r["step"], r["loss"]) for r in read_metrics(workdir)[0]]
+
+
+def test_bucket_workdir_resumes_after_sigkill_like_a_local_one(gcs_bucket, tmp_path):
+  cache = os.environ.get("VMAE2_TEST_JAX_CACHE") or str(tmp_path / "jax_cache")
+  env = _env(cache)  # carries the emulator variables the fixture set
+  cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", PRETRAIN)
+  local, remote = str(tmp_path / "pt_ref"), paths.join(gcs_bucket, "runs", "pt")
+  rc, log = _run(cfg, local, env, str(tmp_path / "ref.log"))
+  assert rc == 0, log[-3000:]
+
+  # SIGKILL once step 2 or later is committed in the bucket, then resume.
+  proc = _start(cfg, remote, env, str(tmp_path / "killed.log"))
+  deadline = time.monotonic() + TIMEOUT_S
+  while time.monotonic() < deadline and proc.poll() is None:
+    if [s for s in _steps(paths.join(remote, "checkpoints")) if s >= 2]:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, open(tmp_path / "killed.log").read()[-3000:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  committed = _steps(paths.join(remote, "checkpoints"))
+  rc, log = _run(cfg, remote, env, str(tmp_path / "resumed.log"))
+  assert rc == 0, log[-3000:]
+  assert f"resumed from step {committed[-1]}" in log, (committed, log[-3000:])
+  assert _losses(remote) == _losses(local)
+  assert len(_losses(local)) == PRETRAIN["total_steps"]
+  for name in ("config.json", "model.json", "run.json", "summary.json", "curves.png"):
+    assert paths.isfile(paths.join(remote, name)), name
+  assert paths.glob(paths.join(remote, "tensorboard"), "events.out.tfevents.*")
+  assert not os.path.exists(os.path.join(ROOT, "gs:"))  # no local folder named after the URL
+
+  # Another seed is another run: refused, one line, the bucket run untouched.
+  other = _config_file(str(tmp_path / "pt2.py"), "tiny_pretrain_config",
+                       dict(PRETRAIN, seed=123))
+  before = dict(paths.walk_files(remote))
+  rc, log = _run(other, remote, env, str(tmp_path / "refused.log"))
+  assert rc != 0 and "holds a run at step 6 with another config" in log, log[-3000:]
+  assert "Traceback" not in log
+  assert dict(paths.walk_files(remote)) == before
+
+
+def test_finetune_from_a_bucket_run_with_bucket_shards(gcs_bucket, tmp_path):
+  cache = os.environ.get("VMAE2_TEST_JAX_CACHE") or str(tmp_path / "jax_cache")
+  env = _env(cache)
+  pt = paths.join(gcs_bucket, "pt")
+  cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", dict(total_steps=2))
+  rc, log = _run(cfg, pt, env, str(tmp_path / "pt.log"))
+  assert rc == 0, log[-3000:]
+  from vmae2_jax.data.shards import demo_path
+  for split in ("train", "val"):  # the demo shard sets, copied into the bucket
+    local = demo_path(split)
+    manifest = paths.read_text(local).replace(f"demo_{split}-", f"demo_{split}-")
+    paths.write_text(paths.join(gcs_bucket, "shards", split, "manifest.json"), manifest)
+    for name in os.listdir(os.path.dirname(local)):
+      if name.startswith(f"demo_{split}-"):
+        paths.copy(os.path.join(os.path.dirname(local), name),
+                   paths.join(gcs_bucket, "shards", split, name))
+  ft = paths.join(gcs_bucket, "ft")
+  ft_cfg = _config_file(str(tmp_path / "ft.py"), "tiny_finetune_config", {
+      "init_from": pt, "total_steps": 2, "eval.every_steps": 2,
+      "data.train_path": paths.join(gcs_bucket, "shards", "train"),
+      "data.val_path": paths.join(gcs_bucket, "shards", "val")})
+  rc, log = _run(ft_cfg, ft, env, str(tmp_path / "ft.log"))
+  assert rc == 0, log[-3000:]
+  assert f"initialised parameters from {pt}" in log
+  assert _steps(paths.join(ft, "best"))  # the best step kept in the bucket
+  assert paths.glob(ft, "test_step2/*")  # the multi-view test report
+
+
+def test_missing_bucket_fails_in_one_line_before_compiling(gcs_server, tmp_path):
+  env = _env(str(tmp_path / "jax_cache"))
+  env["_CWD"] = str(tmp_path)
+  cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", {})
+  env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+  rc, log = _run(cfg, "gs://vmae2-no-such-bucket/run", env, str(tmp_path / "missing.log"))
+  assert rc != 0
+  assert "--workdir=gs://vmae2-no-such-bucket/run: cannot create or write it (the bucket " \
+         "gs://vmae2-no-such-bucket does not exist)" in log, log[-3000:]
+  assert "Traceback" not in log and "Compiling" not in log
+  assert sorted(os.listdir(tmp_path)) == ["missing.log", "pt.py"]  # nothing named gs:
