@@ -77,7 +77,7 @@ def test_data_sources_take_a_list_on_the_command_line():
 
 
 @pytest.mark.parametrize("args, field", [
-    (["--config.stage=distill"], "config.stage"),
+    (["--config.stage=pretrian"], "config.stage"),
     (["--config.optim.accum_steps=3"], "config.optim.accum_steps"),
     (["--config.init_from=/nonexistent/run"], "/nonexistent/run"),
 ])
