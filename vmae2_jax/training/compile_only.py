@@ -36,8 +36,11 @@ def _bytes_per_device(tree) -> int:
   return total
 
 
-def compile_train_step(config, devices=None) -> dict:
+def compile_train_step(config, devices=None, on_compiled=None) -> dict:
   """Lowers and compiles the train step of `config`'s stage; returns the report dict.
+
+  on_compiled(compiled, report), when given, is called with the compiled
+  program (e.g. to read its optimised HLO) before the report is returned.
 
   Memory entries are bytes per device from compiled.memory_analysis():
   `arguments` (state + batch shard), `outputs`, `aliased` (outputs written in
@@ -87,6 +90,10 @@ def compile_train_step(config, devices=None) -> dict:
          "generated_code": mem.generated_code_size_in_bytes}
     m["peak_estimate"] = m["arguments"] + m["outputs"] - m["aliased"] + m["temporaries"]
     report["memory_bytes_per_device"] = {k: int(v) for k, v in m.items()}
+  if "optimal_seconds" in cost:
+    report["optimal_seconds"] = float(cost["optimal_seconds"])
+  if on_compiled is not None:
+    on_compiled(compiled, report)
   return report
 
 
