@@ -180,7 +180,9 @@ def main(argv) -> int:
     print(format_report(r))
     m = r["memory_bytes_per_device"]
     print(f"  HBM peak {m['peak_estimate'] / 1e9:.2f} GB of {hbm} GB per chip")
-    if "optimal_seconds" in r and r["scan_layers"]:
+    if r.get("optimal_seconds", 0) <= 0:  # libtpu 0.0.42.1 reports negative ones for v6e
+      print(f"  optimal_seconds {r.get('optimal_seconds')}: no usable cost-model estimate")
+    elif r["scan_layers"]:
       print(f"  optimal_seconds {r['optimal_seconds']:.4f} s covers one pass of each scanned "
             "loop body: no MFU estimate (compile with --config.model.scan_layers=False)")
     elif "optimal_seconds" in r:
