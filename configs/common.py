@@ -20,9 +20,9 @@ def base_config() -> ml_collections.ConfigDict:
       variant="B/16",
       dtype="float32",          # compute dtype: float32 | bfloat16
       param_dtype="float32",
-      attention="auto",         # auto: cuDNN flash (GPU, bf16), fused kernel (CPU, f32), else XLA
+      attention="auto",         # auto: cuDNN (GPU), Pallas (TPU), CPU kernel (f32), else XLA
       cpu_kernels=True,         # CPU float32: vmae2_jax/kernels (False = XLA ops only)
-      remat="none",             # none | full | dots | dots_no_batch
+      remat="none",             # full|dots|dots_no_batch|proj|*_offload|none
       scan_layers=False,        # one compiled block in a loop (deep models)
       drop_path_rate=0.0,       # encoder and pre-training decoder alike
       num_classes=0,            # classifier head; 0 = the training shards' class count

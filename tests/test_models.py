@@ -114,7 +114,7 @@ def test_scan_and_unrolled_and_remat_agree():
   tgt = jnp.array([[1, 3, 4, 6], [0, 2, 5, 7]], jnp.int32)
   outs = []
   for kw in (dict(), dict(scan_layers=True), dict(remat="full", scan_layers=True),
-             dict(remat="dots")):
+             dict(remat="dots"), dict(remat="proj", scan_layers=True)):
     model = _tiny(**kw)
     graphdef, params = nnx.split(model)
     loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(video, vis, tgt) ** 2)

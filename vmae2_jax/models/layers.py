@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from vmae2_jax.models.options import ModelOptions
 from vmae2_jax.models.platform import target_platform
@@ -78,11 +79,15 @@ def _dense_matmul_bwd(cpu_weight_gradient, res, dy):
   dx = jax.lax.dot_general(dy, kernel, ((out, tuple(range(1, kernel.ndim))), ((), ())))
   x2 = x.reshape(-1, x.shape[-1])
   dy2 = dy.reshape(-1, math.prod(kernel.shape[1:]))    # tokens flattened
+  def xla_weight_gradient(x2, dy2):  # [out, T] @ [T, in], then to [in, *out]
+    return jax.lax.dot_general(dy2, x2, (((0,), (0,)), ((), ()))).T
   if cpu_weight_gradient:
     from vmae2_jax.kernels import cpu
-    dk = cpu.weight_gradient(x2, dy2)
-  else:  # [out, T] @ [T, in], then to [in, *out]
-    dk = jax.lax.dot_general(dy2, x2, (((0,), (0,)), ((), ()))).T
+    # The kernel exists only in CPU programs (not in one compiled for TPU from here).
+    dk = jax.lax.platform_dependent(x2, dy2, cpu=cpu.weight_gradient,
+                                    default=xla_weight_gradient)
+  else:
+    dk = xla_weight_gradient(x2, dy2)
   return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
@@ -180,7 +185,8 @@ def attention_implementation(name: str, dtype=jnp.bfloat16, cpu_kernels: bool = 
   for parity checks use XLA; older GPUs such as Colab's T4 have no flash
   attention in cuDNN and use XLA too).
   CPU: the fused kernel of vmae2_jax.kernels for float32 when it builds on
-  this machine, else XLA. Elsewhere (TPU): XLA.
+  this machine, else XLA. Models under "auto" still pick per lowering platform
+  (Attention._attend): a program compiled for TPU gets the Pallas TPU kernel.
   """
   backend = target_platform()
   if name == "fused_cpu" and backend != "cpu":
@@ -190,6 +196,8 @@ def attention_implementation(name: str, dtype=jnp.bfloat16, cpu_kernels: bool = 
   low_precision = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
   if backend == "gpu" and low_precision and _cuda_capability() >= (8, 0):
     return "cudnn"
+  if backend == "tpu":
+    return "flash_tpu"
   if cpu_kernels and cpu_kernels_enabled(ModelOptions(dtype=dtype)):
     return "fused_cpu"
   return "xla"
@@ -263,30 +271,47 @@ class Attention(nnx.Module):
     self.proj = Dense(inner, dim, axes=("attn_inner", "embed"), opts=opts, rngs=rngs)
     self.scale = head_dim ** -0.5
     self.implementation = attention_implementation(opts.attention, opts.dtype, opts.cpu_kernels)
+    self.requested = opts.attention
     self.dtype = opts.dtype
 
   def __call__(self, x, num_queries: int | None = None):
     """Self-attention over x [B, N, D]; with num_queries, outputs only the last that
     many tokens (they still attend to all N)."""
-    out = self._attend(self.qkv(x), num_queries)  # qkv: [B, N, 3, H, hd]
+    qkv = checkpoint_name(self.qkv(x), "qkv")  # [B, N, 3, H, hd]
+    out = self._attend(qkv, num_queries)
     b, n = out.shape[:2]
-    return self.proj(out.reshape(b, n, self.heads * self.head_dim))
+    out = checkpoint_name(out.reshape(b, n, self.heads * self.head_dim), "attn_out")
+    return self.proj(out)
 
   def _attend(self, qkv, num_queries):
+    if self.implementation in ("cudnn", "flash_tpu") or self.requested != "auto":
+      return self._attend_with(self.implementation, qkv, num_queries)
+    # "auto" picks per lowering platform, not per host backend: a program
+    # compiled here for TPU devices (ahead of time, from a CPU host) gets the
+    # Pallas TPU kernel, and only the CPU program can see the CPU kernels.
+    return jax.lax.platform_dependent(
+        qkv, tpu=functools.partial(self._attend_with, "flash_tpu", num_queries=num_queries),
+        default=functools.partial(self._attend_with, self.implementation,
+                                  num_queries=num_queries))
+
+  def _attend_with(self, implementation, qkv, num_queries):
     q_bias = self.q_bias[...].astype(self.dtype)
     v_bias = self.v_bias[...].astype(self.dtype)
-    if self.implementation == "fused_cpu":
+    if implementation == "fused_cpu":
       from vmae2_jax.kernels import cpu
       if cpu.whole_arrays():  # biases and scale applied while packing: no q/k/v copies
         return cpu.qkv_attention(qkv, q_bias, v_bias, self.scale, num_queries)
     q = (qkv[:, -num_queries:, 0] if num_queries else qkv[:, :, 0]) + q_bias
     k, v = qkv[:, :, 1], qkv[:, :, 2] + v_bias
-    if self.implementation not in ("xla", "fused_cpu"):
+    if implementation == "flash_tpu":
+      from vmae2_jax.models import tpu_attention
+      return tpu_attention.flash_attention(q, k, v, self.scale)
+    if implementation not in ("xla", "fused_cpu"):
       return jax.nn.dot_product_attention(q, k, v, scale=self.scale,
-                                          implementation=self.implementation)
+                                          implementation=implementation)
     # The scale goes into q (N*hd multiplies instead of N^2 on the logits).
     q = q * jnp.asarray(self.scale, q.dtype)
-    if self.implementation == "fused_cpu":  # per shard on a multi-device mesh
+    if implementation == "fused_cpu":  # per shard on a multi-device mesh
       from vmae2_jax.kernels import cpu
       return cpu.attention(q, k, v)
     return softmax_attention(q, k, v)
@@ -327,7 +352,7 @@ class Mlp(nnx.Module):
     self.fc2 = Dense(hidden, dim, axes=("mlp", "embed"), opts=opts, rngs=rngs)
 
   def __call__(self, x):
-    return self.fc2(gelu_exact(self.fc1(x)))
+    return self.fc2(gelu_exact(checkpoint_name(self.fc1(x), "fc1")))
 
 
 def drop_path(x, rate, key, deterministic: bool):

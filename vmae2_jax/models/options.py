@@ -10,13 +10,26 @@ import jax.numpy as jnp
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
-# Remat policies by name; "none" disables rematerialisation.
+# Outputs of a block's weight matmuls, named in layers.py (jax.ad_checkpoint.checkpoint_name):
+# with these saved, a block's backward recomputes only norms, GELU and the attention.
+PROJECTIONS = ("qkv", "attn_out", "fc1")
+
+_cp = jax.checkpoint_policies
+
+# Remat policies by name; "none" disables rematerialisation. "proj" keeps the
+# projections in device memory (MaxText's "minimal"); the *_offload policies
+# keep them in host memory (pinned_host) and bring them back for the backward.
 REMAT_POLICIES = {
     "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.dots_saveable,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "everything": jax.checkpoint_policies.everything_saveable,
+    "full": _cp.nothing_saveable,
+    "dots": _cp.dots_saveable,
+    "dots_no_batch": _cp.dots_with_no_batch_dims_saveable,
+    "proj": _cp.save_only_these_names(*PROJECTIONS),
+    "proj_offload": _cp.save_and_offload_only_these_names(
+        names_which_can_be_saved=(), names_which_can_be_offloaded=PROJECTIONS,
+        offload_src="device", offload_dst="pinned_host"),
+    "dots_offload": _cp.offload_dot_with_no_batch_dims("device", "pinned_host"),
+    "everything": _cp.everything_saveable,
 }
 
 
@@ -36,7 +49,8 @@ class ModelOptions:
     dtype: compute dtype of matmuls (norms, softmax and losses stay float32).
     param_dtype: storage dtype of parameters.
     attention: "auto" (cuDNN flash on GPU for bf16/fp16, the fused CPU kernel
-      for float32 on CPU, XLA otherwise), "xla", "cudnn" or "fused_cpu".
+      for float32 on CPU, the Pallas TPU flash kernel in programs compiled for
+      TPU, XLA otherwise), "xla", "cudnn", "fused_cpu" or "flash_tpu".
     cpu_kernels: on the CPU backend, float32 models use vmae2_jax.kernels
       (fused attention under "auto", the dense-layer matmul) when the kernel
       library builds on this machine; False keeps every op on XLA.
@@ -62,9 +76,9 @@ class ModelOptions:
     if self.remat not in REMAT_POLICIES:
       raise ValueError(
           f"config.model.remat={self.remat!r} is not one of {sorted(REMAT_POLICIES)}")
-    if self.attention not in ("auto", "xla", "cudnn", "fused_cpu"):
-      raise ValueError(
-          f"config.model.attention={self.attention!r} is not auto|xla|cudnn|fused_cpu")
+    if self.attention not in ("auto", "xla", "cudnn", "fused_cpu", "flash_tpu"):
+      raise ValueError(f"config.model.attention={self.attention!r} is not "
+                       "auto|xla|cudnn|fused_cpu|flash_tpu")
     if self.init not in ("pretrain", "finetune"):
       raise ValueError(f"model init={self.init!r} is not pretrain|finetune")
 

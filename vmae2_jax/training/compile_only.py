@@ -49,6 +49,9 @@ def _bytes_per_device(tree) -> int:
 def compile_train_step(config, devices=None, on_compiled=None) -> dict:
   """Lowers and compiles the train step of `config`'s stage; returns the report dict.
 
+  on_compiled(compiled, report), when given, is called with the compiled
+  program (e.g. to read its optimised HLO) before the report is returned.
+
   Memory entries are bytes per device from compiled.memory_analysis():
   `arguments` (state + batch shard), `outputs`, `aliased` (outputs written in
   place of donated arguments), `temporaries` (activations, gradients, XLA

@@ -1,0 +1,203 @@
+"""What the TPU compiler says about a train step: memory, cost-model time, collectives.
+
+A thin measuring script for tuning (issue 15): it compiles the real train step
+of any config for a TPU topology on this CPU machine (libtpu, no TPU) through
+vmae2_jax.training.compile_only.compile_train_step and prints per chip the HBM
+the compiler assigned, its FLOPs and `optimal_seconds`, the MFU those imply
+(compiler-estimated, never a measurement), and the collectives of the optimised
+program with their sizes (to see whether FSDP gradients are reduce-scattered).
+
+  TPU_SKIP_MDS_QUERY=1 JAX_PLATFORMS=cpu python benchmarks/tpu_aot_sweep.py \\
+      --config=configs/pretrain_g.py --topology=v5p:2x2x1 --clips=128 \\
+      [--depth=4] [--config.model.remat=dots ...] [--libtpu_flags=overlap]
+
+--depth overrides the encoder depth (a quick look at a few layers before the
+full model). Needs `pip install "jax[tpu]"` (libtpu). One JSON line per run
+(prefix TPU_AOT_JSON) for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import re
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+# Other processes on this machine may hold libtpu too (compiling only: no chip is shared).
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+# MaxText's libtpu flags for overlapping collectives with compute (its
+# benchmarks/xla_flags_library.py); set before libtpu loads.
+LIBTPU_FLAG_SETS = {
+    "none": "",
+    "overlap": " ".join([
+        "--xla_tpu_enable_async_collective_fusion=true",
+        "--xla_tpu_enable_async_collective_fusion_fuse_all_gather=true",
+        "--xla_tpu_enable_async_collective_fusion_multiple_steps=true",
+        "--xla_tpu_overlap_compute_collective_tc=true",
+        "--xla_enable_async_all_gather=true",
+        "--xla_enable_async_all_reduce=true",
+    ]),
+    "overlap_ds": " ".join([
+        "--xla_tpu_enable_data_parallel_all_reduce_opt=true",
+        "--xla_tpu_data_parallel_opt_different_sized_ops=true",
+        "--xla_tpu_enable_async_collective_fusion=true",
+        "--xla_tpu_enable_async_collective_fusion_fuse_all_gather=true",
+        "--xla_tpu_enable_async_collective_fusion_multiple_steps=true",
+        "--xla_tpu_overlap_compute_collective_tc=true",
+        "--xla_enable_async_all_gather=true",
+        "--xla_enable_async_all_reduce=true",
+    ]),
+}
+
+# Peak dense bf16 TFLOP/s and HBM GB per chip.
+CHIPS = {"v4": (275, 32), "v5e": (197, 16), "v5p": (459, 95), "v6e": (918, 32)}
+
+_OP = re.compile(r"= (.+?) (all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all)"
+                 r"(-start)?\(")
+_FUSED = re.compile(r"= (\S+) fusion\(.*calls=%(all-reduce-scatter|all-gather|all-reduce)[.\w-]*")
+_SHAPE = re.compile(r"([a-z0-9]+)\[([0-9,]*)\]")
+_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "s32": 4, "u32": 4, "pred": 1, "s8": 1, "u8": 1,
+          "f64": 8, "s64": 8, "u64": 8}
+
+
+def _shape_bytes(text: str) -> int:
+  total = 0
+  for dtype, dims in _SHAPE.findall(text):
+    n = 1
+    for d in dims.split(","):
+      if d:
+        n *= int(d)
+    total += n * _BYTES.get(dtype, 4)
+  return total
+
+
+def collectives(hlo: str) -> dict:
+  """Count and bytes (result shapes) of each collective in optimised TPU HLO text.
+
+  The TPU compiler fuses a reduce-scatter with its producer into a kCustom
+  fusion calling an %all-reduce-scatter computation: those count as
+  "reduce-scatter", and the ops inside such fused computations are not
+  counted again. Async pairs count once (the -start op). "large" counts those
+  over 1 MB: the scalar all-reduces of a global norm are not FSDP traffic.
+  """
+  out = collections.defaultdict(lambda: {"count": 0, "large": 0, "bytes": 0})
+
+  def add(kind, shape):
+    n = _shape_bytes(shape)
+    out[kind]["count"] += 1
+    out[kind]["bytes"] += n
+    out[kind]["large"] += n > 1e6
+
+  inside_fused = False
+  for line in hlo.splitlines():
+    if line.startswith("%") or line.startswith("ENTRY"):  # a computation's header
+      inside_fused = bool(re.match(r"%(all-reduce-scatter|all-gather|all-reduce)[.\w-]*\s", line))
+      continue
+    fused = _FUSED.search(line)
+    if fused:
+      add("reduce-scatter" if fused.group(2) == "all-reduce-scatter" else fused.group(2),
+          fused.group(1))
+      continue
+    op = _OP.search(line)
+    if op and not inside_fused:
+      add(op.group(2), op.group(1))
+  return dict(out)
+
+
+def custom_calls(hlo: str) -> dict:
+  return dict(collections.Counter(re.findall(r'custom_call_target="([^"]+)"', hlo)))
+
+
+def topology_devices(name: str, num_slices: int = 1):
+  """Devices of a TPU topology such as "v5p:2x2x1" or "v5e:4x4" (libtpu, no TPU)."""
+  from jax.experimental import topologies
+  dims = tuple(int(d) for d in name.split(":")[1].split("x"))
+  host = (2, 2, 1) if len(dims) == 3 else (2, 2)
+  host = tuple(min(h, d) for h, d in zip(host, dims))
+  topo = topologies.get_topology_desc(platform="tpu", topology_name=name,
+                                      chips_per_host_bounds=host if len(dims) == 3 else host + (1,),
+                                      num_slices=num_slices)
+  return topo.devices
+
+
+def main(argv) -> int:
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  config = config_flags.DEFINE_config_file("config", None, "Config file.")
+  topology = flags.DEFINE_string("topology", "v5p:2x2x1", "TPU topology name.")
+  num_slices = flags.DEFINE_integer("num_slices", 1, "Slices (DCN), for multi-slice meshes.")
+  clips = flags.DEFINE_integer("clips", 0, "Clips per chip (0: the config's batch).")
+  depth = flags.DEFINE_integer("depth", 0, "Override the encoder depth (quick looks).")
+  libtpu = flags.DEFINE_string("libtpu_flags", "none", f"One of {sorted(LIBTPU_FLAG_SETS)}.")
+  dump = flags.DEFINE_string("dump_hlo", "", "Write the optimised HLO text here.")
+  tag = flags.DEFINE_string("tag", "", "A label copied into the JSON line.")
+
+  def run(_):
+    extra = LIBTPU_FLAG_SETS[libtpu.value]
+    if extra:
+      os.environ["LIBTPU_INIT_ARGS"] = (os.environ.get("LIBTPU_INIT_ARGS", "") + " " + extra)
+    import jax
+    from vmae2_jax.models import variants
+    from vmae2_jax.training.compile_only import compile_train_step, format_report
+
+    c = config.value
+    if depth.value:
+      name = f"{c.model.variant}@d{depth.value}"
+      variants.VARIANTS[name] = dataclasses.replace(
+          variants.get_variant(c.model.variant), depth=depth.value)
+      c.model.variant = name
+    devices = topology_devices(topology.value, num_slices.value)
+    if clips.value:
+      views = int(c.data.get("num_sample", 1) or 1) if "data" in c else 1
+      c.batch_size = clips.value * len(devices) // views
+    found = {}
+
+    def inspect(compiled, report):
+      hlo = compiled.as_text()
+      found["collectives"] = collectives(hlo)
+      found["custom_calls"] = custom_calls(hlo)
+      if dump.value:
+        with open(dump.value, "w") as f:
+          f.write(hlo)
+
+    r = compile_train_step(c, devices, on_compiled=inspect)
+    r.update(found, topology=topology.value, num_slices=num_slices.value,
+             libtpu_flags=libtpu.value, tag=tag.value, jax=jax.__version__,
+             attention=c.model.attention, mesh_config=dict(c.mesh))
+    try:
+      import importlib.metadata as md
+      r["libtpu"] = md.version("libtpu")
+    except Exception:  # noqa: BLE001
+      r["libtpu"] = "?"
+    chip = topology.value.split(":")[0]
+    peak, hbm = CHIPS.get(chip, (float("nan"), float("nan")))
+    print(format_report(r))
+    m = r["memory_bytes_per_device"]
+    print(f"  HBM peak {m['peak_estimate'] / 1e9:.2f} GB of {hbm} GB per chip")
+    if r.get("optimal_seconds", 0) <= 0:  # libtpu 0.0.42.1 reports negative ones for v6e
+      print(f"  optimal_seconds {r.get('optimal_seconds')}: no usable cost-model estimate")
+    elif r["scan_layers"]:
+      print(f"  optimal_seconds {r['optimal_seconds']:.4f} s covers one pass of each scanned "
+            "loop body: no MFU estimate (compile with --config.model.scan_layers=False)")
+    elif "optimal_seconds" in r:
+      mfu = r["model_flops_per_device"] / r["optimal_seconds"] / (peak * 1e12)
+      r["compiler_estimated_mfu"] = mfu
+      print(f"  optimal_seconds {r['optimal_seconds']:.4f} s -> compiler-estimated MFU "
+            f"{100 * mfu:.1f}% (of {peak} TFLOP/s peak bf16)")
+    for kind, v in sorted(r["collectives"].items()):
+      print(f"  {kind}: {v['count']} ({v['large']} over 1 MB), {v['bytes'] / 1e9:.3f} GB")
+    print("  custom calls: " + ", ".join(f"{k} x{n}" for k, n in r["custom_calls"].items()))
+    print("TPU_AOT_JSON " + json.dumps(r))
+
+  app.run(run, argv=argv)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))
