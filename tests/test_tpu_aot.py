@@ -90,9 +90,10 @@ def test_compiles_for_tpu_fits_and_keeps_cpu_code_out(program, name):
   assert report["platform"] == "tpu" and report["device_kind"].startswith("TPU v5")
   assert report["devices"] == 4 and report["fits"] is True
   assert 0 < report["peak_bytes_per_chip"] < 0.01 * report["hbm_bytes_per_chip"]
-  assert report["attention"] == "xla"
+  assert report["attention"] == "flash_tpu"  # attention="auto" on TPU: the Pallas kernel
   targets = report["hlo"]["custom_call_targets"]
   assert not set(targets) & set(cpu_kernels._TARGETS), targets
+  assert "tpu_custom_call" in targets, targets  # the kernel is in the program (Mosaic)
   assert not hlo_summary.host_callbacks(report["hlo"])
   assert report["compiler_estimated_mfu"] is not None and report["compiler_estimated_mfu"] > 0
   assert "compiler-estimated MFU" in compile_only.format_report(report)
