@@ -30,13 +30,13 @@ map's names) and the run name their classes, a mismatch is refused in one line.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from absl import logging
 
+from vmae2_jax import paths
 from vmae2_jax.checkpointing import model_io
-from vmae2_jax.conversion import hub, labels, mapping, surgery
+from vmae2_jax.conversion import hub, labels, mapping, surgery, torch_io
 from vmae2_jax.conversion.report import ConversionError
 from vmae2_jax.data import kinetics
 
@@ -96,14 +96,25 @@ def _kind_of(params: dict) -> str:
 def read_init_source(path: str) -> tuple[dict, dict]:
   """(params as numpy, meta with the kind the weights show) of any model source, or of a
   PyTorch file, HF folder or hf://ORG/NAME, converted in memory (conversion.api)."""
-  if hub.is_hub(path) or not model_io.is_source(path):
-    if hub.is_hub(path) or os.path.exists(path):
-      from vmae2_jax.conversion import api  # noqa: PLC0415  (api imports the models)
-      params, meta, rep = api.import_checkpoint(path)
-      logging.info("init_from %s: converted in memory\n%s", path, rep.summary())
-      return params, dict(meta, kind=_kind_of(params))
-  params, meta = model_io.load_source(path)
+  if _foreign(path):
+    from vmae2_jax.conversion import api  # noqa: PLC0415  (api imports the models)
+    params, meta, rep = api.import_checkpoint(path)
+    logging.info("init_from %s: converted in memory\n%s", path, rep.summary())
+    return params, dict(meta, kind=_kind_of(params))
+  params, meta = model_io.load_source(path)  # else its errors say what a source holds
   return params, dict(meta, kind=_kind_of(params))
+
+
+def _foreign(path: str) -> bool:
+  """hf://ORG/NAME, a PyTorch / safetensors file, or an HF folder (its weight files)."""
+  if hub.is_hub(path):
+    return True
+  if model_io.is_source(path):
+    return False
+  if paths.isfile(path):
+    return True
+  return paths.isdir(path) and any(paths.exists(paths.join(path, name))
+                                   for name in torch_io.HF_WEIGHT_FILES)
 
 
 def _copy_tree(tree: dict) -> dict:
