@@ -80,7 +80,7 @@ def test_predict_and_extract_read_videos_and_write_features_in_a_bucket(
   local_list.write_text("".join(videos[k] + "\n" for k in names))
   assert extract.main([f"--init_from={source[0]}", f"--videos={local_list}",
                        f"--out={tmp_path / 'feats'}", *args]) == 0
-  assert paths.listdir(out) == ["failures.tsv", "short.npy", "syn.npy"]
+  assert paths.listdir(out) == ["extract.json", "failures.tsv", "short.npy", "syn.npy"]
   assert "broken.mp4" in paths.read_text(paths.join(out, "failures.tsv"))
   for k in names:
     with paths.open_file(paths.join(out, f"{k}.npy"), "rb") as f:

@@ -137,7 +137,7 @@ def test_two_processes_fine_tune_validate_and_test_every_video_once(tmp_path):
   assert sorted(int(r["video_id"]) for r in rows) == list(range(n))
   # Every view's scores: one part per process, each video in exactly one of them.
   from vmae2_jax.evaluation.view_scores import read_views
-  report = os.path.join(workdir, "test_step2")
+  report = os.path.join(workdir, "test_step2_2x2")
   assert sorted(f for f in os.listdir(report) if f.startswith("views")) == [
       "views-00000-of-00002.npz", "views-00001-of-00002.npz"]
   two = read_views(report)
