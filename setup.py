@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 # Pinned to the stack that resolves on CPU today, with ranges that admit the
 # newer releases TPU/GPU users run.
 CORE = [
-    "jax>=0.10.2,<0.12",
+    "jax>=0.10.2,<0.13",
     "flax>=0.12.8,<0.14",
     "optax>=0.2.8,<0.4",
     "orbax-checkpoint>=0.12.8,<0.14",
@@ -29,15 +29,15 @@ setup(
     description="VideoMAE V2 (dual masking, ViT-S..g) in JAX/Flax NNX",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["vmae2_jax", "vmae2_jax.*", "data_prep", "data_prep.*",
                                     "configs"]),
     package_data={"vmae2_jax": ["resources/kinetics/*", "resources/demo/*", "kernels/*.cc"]},
     install_requires=CORE,
     extras_require={
-        "cpu": ["jax[cpu]>=0.10.2,<0.12"],
-        "cuda": ["jax[cuda12]>=0.10.2,<0.12"],
-        "tpu": ["jax[tpu]>=0.10.2,<0.12"],
+        "cpu": ["jax[cpu]>=0.10.2,<0.13"],
+        "cuda": ["jax[cuda12]>=0.10.2,<0.13"],
+        "tpu": ["jax[tpu]>=0.10.2,<0.13"],
         # `python -m vmae2_jax.bench hf|hf_finetune`: side by side with Hugging Face's torch
         # models. Nothing else needs torch (.pth files are read and written without it).
         "bench": ["torch>=2.1", "transformers>=4.40"],
