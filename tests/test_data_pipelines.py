@@ -280,8 +280,8 @@ def test_train_iterator_dispatch_on_stage_and_source(sets):
   assert set(batch) == {"video", "label"}
   c.stage = "pretrain"
   assert set(next(make_train_iterator(c, process_index=0, process_count=1, seed=0))) == {"video"}
-  c.stage = "distill"
-  with pytest.raises(ValueError, match="config.stage='distill'"):
+  c.stage = "detect"
+  with pytest.raises(ValueError, match="config.stage='detect'"):
     make_train_iterator(c, process_index=0, process_count=1, seed=0)
 
 
