@@ -33,3 +33,9 @@ def pytest_configure(config):
       "filterwarnings",
       r"ignore:(?s)Exception ignored in. <coroutine.*Event loop is closed"
       ":pytest.PytestUnraisableExceptionWarning")
+
+
+# The storage servers of the bucket tests, registered once for the whole session: a
+# session fixture imported into each test module would start one server per module, and
+# the clients (which cache their connection per endpoint) would keep the first.
+from tests.cloud_servers import bucket, gcs_bucket, gcs_server, s3_server  # noqa: E402,F401

@@ -9,7 +9,6 @@ import os
 import jax
 import numpy as np
 
-from tests.cloud_servers import bucket, gcs_bucket, gcs_server, s3_server  # noqa: F401
 from tests.test_conversion import _hf_state, hf_to_official
 from tests.test_predict_extract import source, videos  # noqa: F401  (module fixtures)
 from vmae2_jax import extract, paths, predict

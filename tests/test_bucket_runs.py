@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 
-from tests.cloud_servers import gcs_bucket, gcs_server  # noqa: F401
 from tests.test_fault_injection import _config_file, _env
 from vmae2_jax import paths
 from vmae2_jax.evaluation.curves import read_metrics

@@ -4,7 +4,6 @@ import os
 
 import pytest
 
-from tests.cloud_servers import bucket, gcs_bucket, gcs_server, s3_server  # noqa: F401
 from vmae2_jax import paths
 
 
