@@ -33,6 +33,12 @@ def pytest_configure(config):
       "filterwarnings",
       r"ignore:(?s)Exception ignored in. <coroutine.*Event loop is closed"
       ":pytest.PytestUnraisableExceptionWarning")
+  # The same after a refused or failed restore: Orbax's per-array read coroutines, abandoned
+  # when the restore raises, are collected later (GeneratorExit inside TensorStore's read).
+  config.addinivalue_line(
+      "filterwarnings",
+      r"ignore:(?s)Exception ignored in. <coroutine object _read_array_index_and_device_put"
+      ":pytest.PytestUnraisableExceptionWarning")
 
 
 # The storage servers of the bucket tests, registered once for the whole session: a
