@@ -60,38 +60,43 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
 
   # ------------------------------------------------- init, init_from or restore
   with run_record.starting(workdir):  # a failed start removes what it created
+    # the data first: a bad shard fails before Orbax starts its threads
+    data_iter = None if config.eval_only else task.train_iterator(jax.process_index(),
+                                                                  jax.process_count())
     ckpt = Checkpointer(paths.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
                         # + 1: the newest step stays besides until the loss computed
                         # from it is read finite (see nonfinite.py)
                         keep=config.keep_checkpoints + 1 if config.keep_checkpoints else None,
                         keep_period=config.keep_period,
                         async_save=config.async_checkpoint)
-    data_iter = None if config.eval_only else task.train_iterator(jax.process_index(),
-                                                                  jax.process_count())
-    latest = ckpt.latest_step()
-    if latest is not None:
-      _check_class_names(workdir, exp)
-    # eval_only compares too: a model field changed on the command line cannot restore
-    changes = {} if latest is None else run_record.check_resume(workdir, exp, latest)
-    restored = None if latest is None else ckpt.restore_latest(
-        exp.abstract_state, data=not config.eval_only, fallback=config.checkpoint_fallback)
-    skipped, meta = 0, {}
-    if restored is not None:
-      step, state, data_state, meta = restored
-      skipped = int(meta.get("skipped_updates", 0))
-      if data_state and data_iter is not None:
-        data_iter.set_state(data_state)
-      logging.info("resumed from step %d in %s", step, ckpt.directory)
-    else:
-      state = exp.init_state()
-      if config.init_from:
-        state = _apply_init_from(exp, state)
-    step = int(jax.device_get(state.step))
-    # Frozen models (a distillation teacher) are reloaded at every start, never checkpointed.
-    frozen, frozen_record = ((), {}) if config.eval_only else exp.load_frozen()
-    if not (config.eval_only and restored is not None):  # an evaluation leaves the record be
-      run_record.record(workdir, exp, model_meta(exp), step=step, resumed=restored is not None,
-                        changes=changes, extra=frozen_record)
+    try:
+      latest = ckpt.latest_step()
+      if latest is not None:
+        _check_class_names(workdir, exp)
+      # eval_only compares too: a model field changed on the command line cannot restore
+      changes = {} if latest is None else run_record.check_resume(workdir, exp, latest)
+      restored = None if latest is None else ckpt.restore_latest(
+          exp.abstract_state, data=not config.eval_only, fallback=config.checkpoint_fallback)
+      skipped, meta = 0, {}
+      if restored is not None:
+        step, state, data_state, meta = restored
+        skipped = int(meta.get("skipped_updates", 0))
+        if data_state and data_iter is not None:
+          data_iter.set_state(data_state)
+        logging.info("resumed from step %d in %s", step, ckpt.directory)
+      else:
+        state = exp.init_state()
+        if config.init_from:
+          state = _apply_init_from(exp, state)
+      step = int(jax.device_get(state.step))
+      # Frozen models (a distillation teacher) are reloaded at every start, never checkpointed.
+      frozen, frozen_record = ((), {}) if config.eval_only else exp.load_frozen()
+      if not (config.eval_only and restored is not None):  # an evaluation leaves the record be
+        run_record.record(workdir, exp, model_meta(exp), step=step, resumed=restored is not None,
+                          changes=changes, extra=frozen_record)
+    except BaseException:
+      ckpt.close()  # Orbax's threads end before the failed start's files are removed
+      raise
   best = _BestKeeper(workdir, task.best_metric)
 
   if config.eval_only:  # the stage's final evaluation of this model, nothing trained
