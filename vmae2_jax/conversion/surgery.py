@@ -18,6 +18,7 @@ from vmae2_jax.conversion.labels import auto_label_map, label_map as load_label_
 from vmae2_jax.conversion.layouts import Spec
 from vmae2_jax.conversion.report import ConversionError
 from vmae2_jax.models.layers import trunc_normal
+from vmae2_jax.models.posemb import bicubic_matrix
 
 HEAD_INIT_SCALE = 0.001
 # What each kind keeps, by top-level path; everything else is dropped.
@@ -136,25 +137,18 @@ def retarget(params: dict, spec: Spec, target_kind: str, *, num_classes: int | N
 def _resize_matrix(n_in: int, n_out: int, mode: str) -> np.ndarray:
   """[n_out, n_in] weights of torch.nn.functional.interpolate(align_corners=False) in 1-D:
   "bicubic" (Keys A=-0.75, taps clamped to the edge) or "linear" (source clamped at 0)."""
+  if mode == "bicubic":
+    return bicubic_matrix(n_in, n_out)
   m = np.zeros((n_out, n_in), np.float64)
   scale = n_in / n_out
   for j in range(n_out):
     x = scale * (j + 0.5) - 0.5
-    if mode == "linear":
-      x = max(x, 0.0)
-      i0 = int(np.floor(x))
-      i1 = min(i0 + 1, n_in - 1)
-      frac = x - i0
-      m[j, i0] += 1.0 - frac
-      m[j, i1] += frac
-      continue
-    i = int(np.floor(x))
-    t = x - i
-    a = -0.75
-    near = lambda d: ((a + 2) * d - (a + 3)) * d * d + 1          # |d| <= 1
-    far = lambda d: ((a * d - 5 * a) * d + 8 * a) * d - 4 * a     # 1 < |d| < 2
-    for k, w in zip(range(i - 1, i + 3), (far(t + 1), near(t), near(1 - t), far(2 - t))):
-      m[j, min(max(k, 0), n_in - 1)] += w
+    x = max(x, 0.0)
+    i0 = int(np.floor(x))
+    i1 = min(i0 + 1, n_in - 1)
+    frac = x - i0
+    m[j, i0] += 1.0 - frac
+    m[j, i1] += frac
   return m
 
 

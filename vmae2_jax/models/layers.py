@@ -254,6 +254,19 @@ def softmax_attention(q, k, v):
 softmax_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
+def masked_softmax_attention(q, k, v, key_mask):
+  """softmax(q k^T) v over the keys where key_mask [B, Nk] holds; q already scaled.
+
+  Masked keys get -inf logits (fp32 softmax), so they carry exactly zero
+  weight: a query's output is what it would be without those keys at all.
+  """
+  f32 = jnp.float32
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=f32)
+  logits = jnp.where(key_mask[:, None, None, :], logits, -jnp.inf)
+  p = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", p, v, preferred_element_type=f32).astype(q.dtype)
+
+
 class Attention(nnx.Module):
   """Fused qkv without bias plus q_bias and v_bias (no key bias), as the reference."""
 
@@ -274,11 +287,15 @@ class Attention(nnx.Module):
     self.requested = opts.attention
     self.dtype = opts.dtype
 
-  def __call__(self, x, num_queries: int | None = None):
+  def __call__(self, x, num_queries: int | None = None, key_mask=None):
     """Self-attention over x [B, N, D]; with num_queries, outputs only the last that
-    many tokens (they still attend to all N)."""
+    many tokens (they still attend to all N). key_mask [B, N] bool: keys that may
+    be attended to (a padded frame's real tokens); None attends to all."""
     qkv = checkpoint_name(self.qkv(x), "qkv")  # [B, N, 3, H, hd]
-    out = self._attend(qkv, num_queries)
+    if key_mask is not None:
+      out = self._attend_masked(qkv, num_queries, key_mask)
+    else:
+      out = self._attend(qkv, num_queries)
     b, n = out.shape[:2]
     out = checkpoint_name(out.reshape(b, n, self.heads * self.head_dim), "attn_out")
     return self.proj(out)
@@ -293,6 +310,27 @@ class Attention(nnx.Module):
         qkv, tpu=functools.partial(self._attend_with, "flash_tpu", num_queries=num_queries),
         default=functools.partial(self._attend_with, self.implementation,
                                   num_queries=num_queries))
+
+  def _attend_masked(self, qkv, num_queries, key_mask):
+    """Masked keys: the Pallas kernel with segment ids in TPU programs, XLA elsewhere
+    (the CPU kernels and cuDNN path here take no mask)."""
+    q_bias = self.q_bias[...].astype(self.dtype)
+    v_bias = self.v_bias[...].astype(self.dtype)
+    q = (qkv[:, -num_queries:, 0] if num_queries else qkv[:, :, 0]) + q_bias
+    k, v = qkv[:, :, 1], qkv[:, :, 2] + v_bias
+
+    def xla(q, k, v, key_mask):
+      return masked_softmax_attention(q * jnp.asarray(self.scale, q.dtype), k, v, key_mask)
+
+    def tpu(q, k, v, key_mask):
+      from vmae2_jax.models import tpu_attention
+      return tpu_attention.flash_attention(q, k, v, self.scale, key_mask=key_mask)
+
+    if self.implementation == "flash_tpu":
+      return tpu(q, k, v, key_mask)
+    if self.requested != "auto":
+      return xla(q, k, v, key_mask)
+    return jax.lax.platform_dependent(q, k, v, key_mask, tpu=tpu, default=xla)
 
   def _attend_with(self, implementation, qkv, num_queries):
     q_bias = self.q_bias[...].astype(self.dtype)
@@ -375,12 +413,13 @@ class Block(nnx.Module):
     self.mlp = Mlp(dim, mlp_dim, opts=opts, rngs=rngs)
 
   def __call__(self, x, *, drop_rate=0.0, key=None, deterministic=True,
-               num_outputs: int | None = None):
-    """num_outputs: compute only the last that many tokens' outputs (keys/values use all)."""
+               num_outputs: int | None = None, key_mask=None):
+    """num_outputs: compute only the last that many tokens' outputs (keys/values use all);
+    key_mask [B, N]: the tokens attention may read (None: all)."""
     k1 = k2 = None
     if key is not None:
       k1, k2 = jax.random.split(key)
-    attn = self.attn(self.norm1(x), num_outputs)
+    attn = self.attn(self.norm1(x), num_outputs, key_mask=key_mask)
     if num_outputs:
       x = x[:, -num_outputs:]
     x = x + drop_path(attn, drop_rate, k1, deterministic)
@@ -408,8 +447,10 @@ class BlockStack(nnx.Module):
     self.drop_rates = tuple(float(r) for r in np.linspace(0.0, drop_path_rate, depth))
     self.opts = opts
 
-  def __call__(self, x, *, key=None, deterministic=True, num_outputs: int | None = None):
-    """Runs the blocks; num_outputs keeps only the last that many tokens.
+  def __call__(self, x, *, key=None, deterministic=True, num_outputs: int | None = None,
+               key_mask=None):
+    """Runs the blocks; num_outputs keeps only the last that many tokens; key_mask
+    [B, N] hides tokens from attention in every block (a padded frame's padding).
 
     With num_outputs the last block computes queries, projection and MLP for
     those tokens alone (its keys and values still come from every token): the
@@ -428,7 +469,7 @@ class BlockStack(nnx.Module):
         layer_state, layer_key, rate = xs
         block = nnx.merge(graphdef, layer_state)
         h = block(h, drop_rate=rate, key=layer_key, deterministic=not use_drop,
-                  num_outputs=n_out)
+                  num_outputs=n_out, key_mask=key_mask)
         return constrain(h, ACTIVATION_AXES), None
       if self.opts.remat != "none":
         # Inside a scan the loop already keeps XLA from merging the recomputation with

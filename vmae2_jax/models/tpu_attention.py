@@ -37,8 +37,12 @@ def _block(n: int) -> int:
   return next(b for b in (512, 256, LANES) if n % b == 0)
 
 
-def _flash_local(q, k, v, scale: float):
-  """[B, Nq, H, hd], [B, Nk, H, hd] x2 -> [B, Nq, H, hd] on one device's rows."""
+def _flash_local(q, k, v, key_mask, scale: float):
+  """[B, Nq, H, hd], [B, Nk, H, hd] x2 -> [B, Nq, H, hd] on one device's rows.
+
+  key_mask [B, Nk] (or None): keys to attend to. The kernel takes it as segment
+  ids: real tokens 1, masked and lane padding 0, so a real query reads real
+  keys only (masked queries read masked keys; their outputs are not used)."""
   from jax.experimental.pallas.ops.tpu import flash_attention as fa
   b, nq, _, _ = q.shape
   nk = k.shape[1]
@@ -49,9 +53,14 @@ def _flash_local(q, k, v, scale: float):
     return jnp.swapaxes(x, 1, 2)
 
   segments = None
-  if pq != nq or pk != nk:
+  if pq != nq or pk != nk or key_mask is not None:
     ids = lambda n, real: jnp.broadcast_to((jnp.arange(n) < real).astype(jnp.int32), (b, n))
-    segments = fa.SegmentIds(q=ids(pq, nq), kv=ids(pk, nk))
+    q_ids, kv_ids = ids(pq, nq), ids(pk, nk)
+    if key_mask is not None:  # self-attention: queries and keys are the same tokens
+      real = jnp.pad(key_mask.astype(jnp.int32), ((0, 0), (0, pk - nk)))
+      kv_ids = kv_ids * real
+      q_ids = q_ids * jnp.pad(key_mask[:, nk - nq:].astype(jnp.int32), ((0, 0), (0, pq - nq)))
+    segments = fa.SegmentIds(q=q_ids, kv=kv_ids)
   bq, bk = _block(pq), _block(pk)
   sizes = fa.BlockSizes(block_q=bq, block_k_major=bk, block_k=bk, block_b=1,
                         block_q_major_dkv=bq, block_k_major_dkv=bk, block_k_dkv=bk,
@@ -61,16 +70,22 @@ def _flash_local(q, k, v, scale: float):
   return jnp.swapaxes(out, 1, 2)[:, :nq]
 
 
-def flash_attention(q, k, v, scale: float):
-  """softmax(scale * q k^T) v with the Pallas TPU kernel, per device on a mesh."""
+def flash_attention(q, k, v, scale: float, key_mask=None):
+  """softmax(scale * q k^T) v with the Pallas TPU kernel, per device on a mesh;
+  key_mask [B, Nk] bool restricts the keys (None: all)."""
   fn = functools.partial(_flash_local, scale=scale)
   active = active_mesh_and_rules()
   if active is None or active[0].size == 1:
-    return fn(q, k, v)
+    return fn(q, k, v, key_mask)
   mesh, rules = active
   spec_q = logical_to_spec(("batch", None, "heads", None), rules, q.shape, mesh)
   spec_k = logical_to_spec(("batch", None, "heads", None), rules, k.shape, mesh)
   if spec_q != spec_k:  # lengths differ only; the same split must divide both
     spec_k = spec_q = P(*(a if a == b else None for a, b in zip(spec_q, spec_k)))
-  return jax.shard_map(fn, mesh=mesh, in_specs=(spec_q, spec_k, spec_k), out_specs=spec_q,
-                       check_vma=False)(q, k, v)
+  if key_mask is None:
+    return jax.shard_map(lambda q, k, v: fn(q, k, v, None), mesh=mesh,
+                         in_specs=(spec_q, spec_k, spec_k), out_specs=spec_q,
+                         check_vma=False)(q, k, v)
+  spec_m = P(spec_k[0], None)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(spec_q, spec_k, spec_k, spec_m),
+                       out_specs=spec_q, check_vma=False)(q, k, v, key_mask)

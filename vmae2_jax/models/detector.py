@@ -1,0 +1,150 @@
+"""The AVA action detector: the ViT encoder on whole frames plus a RoIAlign head.
+
+As the VideoMAE detection recipe: tokens of the (non-square) frame through the
+encoder and its final norm, averaged over time into a [H', W', C] map; each
+person box is RoIAligned to 7x7 (aligned=False, adaptive sampling), max-pooled
+to one vector, then dropout and Linear(C, classes). Positions are the
+encoder's sinusoid table for its pre-training grid (image_size), resized per
+temporal slice to the frame's grid with PyTorch's bicubic kernel, as the
+reference resizes it online.
+
+Test frames are batched padded (valid_hw gives each frame's real size): each
+frame gets the positions of its own grid, padded tokens are hidden from
+attention and RoIAlign samples only the real part of the map, so a box scores
+the same padded or not.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vmae2_jax.models import patching
+from vmae2_jax.models.layers import Dense
+from vmae2_jax.models.options import ModelOptions
+from vmae2_jax.models.posemb import bicubic_matrix, sinusoid_table
+from vmae2_jax.models.roi_align import roi_align
+from vmae2_jax.models.variants import ViTSize
+from vmae2_jax.models.vit import Encoder
+
+POOL = 7
+# The reference's test-time box widening (x, y), each side by half of it.
+TEST_EXTEND = (0.1, 0.05)
+# Its training jitter: (x out, x in, y out, y in) fractions of the box size.
+TRAIN_JITTER = (0.2, 0.1, 0.1, 0.05)
+
+
+class Detector(nnx.Module):
+  """Encoder (final norm kept) -> time-mean map -> RoIAlign 7x7 -> max -> dropout -> head."""
+
+  def __init__(self, size: ViTSize, num_classes: int, *, frames: int, image_size,
+               opts: ModelOptions, rngs: nnx.Rngs, drop_path_rate: float = 0.0,
+               head_dropout: float = 0.0, head_init_scale: float = 0.001):
+    # image_size: the grid the position table is built for (the pre-training size).
+    self.encoder = Encoder(size, frames=frames, image_size=image_size, opts=opts,
+                           rngs=rngs, drop_path_rate=drop_path_rate, final_norm=True)
+    self.head = Dense(size.width, num_classes, axes=("embed", "classes"), opts=opts,
+                      rngs=rngs, init="finetune")
+    self.head.kernel[...] = self.head.kernel[...] * head_init_scale
+    self.head.bias[...] = self.head.bias[...] * head_init_scale
+    self.head_dropout = head_dropout
+    self.patch = size.patch
+    self.dtype = opts.dtype
+
+  def positions(self, grid_hw: tuple[int, int], valid_grid=None):
+    """[T', H', W', D] (or [B, ...] with valid_grid [B, 2]) resized position table."""
+    t, gh, gw = self.encoder.grid
+    d = self.encoder.size.width
+    table = sinusoid_table(self.encoder.num_tokens, d).reshape(t, gh, gw, d)
+    h, w = grid_hw
+    if valid_grid is None:
+      if (h, w) == (gh, gw):
+        return jnp.asarray(table)
+      out = np.einsum("Hh,Ww,thwd->tHWd", bicubic_matrix(gh, h), bicubic_matrix(gw, w),
+                      table.astype(np.float64))
+      return jnp.asarray(out.astype(np.float32))
+    mh = bicubic_matrix(gh, valid_grid[:, 0], h, xp=jnp)   # [B, H', gh]
+    mw = bicubic_matrix(gw, valid_grid[:, 1], w, xp=jnp)   # [B, W', gw]
+    return jnp.einsum("bHh,bWw,thwd->btHWd", mh, mw, jnp.asarray(table),
+                      precision=jax.lax.Precision.HIGHEST)
+
+  def feature_map(self, video, valid_hw=None, *, key=None, deterministic=True):
+    """video [B, T, H, W, 3] -> (map [B, H', W', C] float32, valid grid [B, 2] or None).
+
+    H and W are cut down to whole patches, as the reference's strided conv does.
+    """
+    p = self.patch
+    b, frames, hp, wp = video.shape[:4]
+    h, w = hp // p, wp // p
+    video = video[:, :, :h * p, :w * p]
+    t = frames // patching.TUBELET
+    if t != self.encoder.grid[0]:
+      raise ValueError(f"clip has {frames} frames; the model was built for "
+                       f"{self.encoder.grid[0] * patching.TUBELET} (config.data.frames)")
+    enc = self.encoder
+    x = enc.patch_embed(patching.normalize_cubes(patching.patchify(video, p)))
+    valid_grid = key_mask = None
+    if valid_hw is None:
+      pos = self.positions((h, w)).reshape(1, t * h * w, -1)
+    else:
+      valid_grid = jnp.minimum(jnp.asarray(valid_hw, jnp.int32) // p,
+                               jnp.asarray([h, w], jnp.int32))
+      pos = self.positions((h, w), valid_grid).reshape(b, t * h * w, -1)
+      rows = jnp.arange(h)[None, :, None] < valid_grid[:, 0, None, None]
+      cols = jnp.arange(w)[None, None, :] < valid_grid[:, 1, None, None]
+      key_mask = jnp.broadcast_to((rows & cols)[:, None], (b, t, h, w)).reshape(b, t * h * w)
+    x = x + pos.astype(x.dtype)
+    x = enc.blocks(x, key=key, deterministic=deterministic, key_mask=key_mask)
+    x = enc.norm(x)
+    fmap = jnp.mean(x.astype(jnp.float32).reshape(b, t, h, w, -1), axis=1)
+    return fmap, valid_grid
+
+  def __call__(self, video, boxes, *, valid_hw=None, key=None, deterministic=True):
+    """Class logits [B, N, K] float32 for boxes [B, N, 4] (x1, y1, x2, y2, frame pixels).
+
+    valid_hw [B, 2]: each padded frame's real (height, width) in pixels.
+    """
+    fkey = hkey = None
+    if key is not None:
+      fkey, hkey = jax.random.split(key)
+    fmap, valid_grid = self.feature_map(video, valid_hw, key=fkey, deterministic=deterministic)
+    rois = roi_align(fmap, boxes, output_size=POOL, spatial_scale=1.0 / self.patch,
+                     valid_hw=valid_grid)
+    x = jnp.max(rois, axis=(2, 3))                       # the 7x7 max-pool: [B, N, C]
+    if not deterministic and self.head_dropout > 0 and hkey is not None:
+      keep = 1.0 - self.head_dropout
+      x = jnp.where(jax.random.bernoulli(hkey, keep, x.shape), x / keep, 0)
+    return self.head(x.astype(self.dtype)).astype(jnp.float32)
+
+
+def extend_boxes(boxes, frame_hw, extend=TEST_EXTEND):
+  """The reference's test-time widening: each side moves out by extend/2 of the box
+  size (+1 pixel convention), then clipped to the frame. boxes [..., 4], frame_hw [..., 2]."""
+  x1, y1, x2, y2 = jnp.moveaxis(boxes, -1, 0)
+  fh = frame_hw[..., 0:1].astype(jnp.float32)
+  fw = frame_hw[..., 1:2].astype(jnp.float32)
+  pw = extend[0] * (x2 - x1 + 1) / 2
+  ph = extend[1] * (y2 - y1 + 1) / 2
+  out = jnp.stack([jnp.clip(x1 - pw, 0, fw - 1), jnp.clip(y1 - ph, 0, fh - 1),
+                   jnp.clip(x2 + pw, 0, fw - 1), jnp.clip(y2 + ph, 0, fh - 1)], axis=-1)
+  return out
+
+
+def jitter_boxes(key, boxes, frame_hw, jitter=TRAIN_JITTER):
+  """The reference's training box jitter (BoxList.random_aug): each edge moves by a
+  uniform fraction of the box size, then kept inside the frame and at least 1 px wide.
+  boxes [B, N, 4] pixels; frame_hw (height, width) of the clip."""
+  x_out, x_in, y_out, y_in = jitter
+  x1, y1, x2, y2 = jnp.moveaxis(boxes, -1, 0)
+  fh, fw = float(frame_hw[0]), float(frame_hw[1])
+  bw, bh = x2 - x1 + 1, y2 - y1 + 1
+  k = jax.random.split(key, 4)
+  u = lambda i, lo, hi: jax.random.uniform(k[i], x1.shape, jnp.float32, lo, hi)
+  nx1 = jnp.clip(x1 + bw * u(0, -x_out, x_in), 0, fw - 2)
+  ny1 = jnp.clip(y1 + bh * u(1, -y_out, y_in), 0, fh - 2)
+  nx2 = jnp.maximum(jnp.minimum(x2 + bw * u(2, -x_in, x_out), fw - 1), nx1 + 1)
+  ny2 = jnp.maximum(jnp.minimum(y2 + bh * u(3, -y_in, y_out), fh - 1), ny1 + 1)
+  out = jnp.stack([nx1, ny1, jnp.clip(nx2, 0, fw - 1), jnp.clip(ny2, 0, fh - 1)], axis=-1)
+  return out
