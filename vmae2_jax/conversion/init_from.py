@@ -88,6 +88,8 @@ def _take(target: dict, source: dict, prefixes: list[tuple[str, ...]],
 def _kind_of(params: dict) -> str:
   if "decoder" in params:
     return "pretrain"
+  if "head" in params and "fc_norm" not in params:  # the detector has no fc_norm
+    return "detector"
   if "head" in params or "fc_norm" in params:  # fc_norm alone: a published feature model
     return "classifier"
   return "encoder"
@@ -140,6 +142,26 @@ def _head_names(src_names, k_src: int, map_name: str | None, rows) -> list[str] 
   return [src_names[int(r)] for r in rows] if rows is not None else list(src_names)
 
 
+def _detector_from(params: dict, src: dict, kind: str, directory: str, label_map,
+                   fresh_head: bool) -> tuple[dict, list[str]]:
+  """The detector's weights from any model: the encoder always; its final norm from a
+  model that has one (pre-training, an encoder with norm, a detector), else fresh as in
+  the reference (a classifier's fc_norm is not loaded, it is another norm); the 80-way
+  head only from a detector (a classifier's head is dropped)."""
+  if label_map:
+    raise ConversionError(f"label_map given but a detector's head is never re-indexed from "
+                          f"{directory}")
+  if kind == "detector" and not fresh_head:
+    return _take(params, src, [()], [])
+  if kind not in ("pretrain", "encoder", "classifier", "detector"):
+    raise ConversionError(f"{directory}: unknown checkpoint kind {kind!r}")
+  skip = [] if "norm" in src.get("encoder", {}) else [("encoder", "norm")]
+  out, taken = _take(params, src, [("encoder",)], skip)
+  logging.info("init_from %s: %s encoder -> detector; %sthe head starts fresh", directory, kind,
+               "the final norm and " if skip else "")
+  return out, taken
+
+
 def apply_init_from(params: dict, directory: str, target_kind: str, *,
                     label_map: str | None = None, fresh_head: bool = False,
                     class_names=None) -> dict:
@@ -151,7 +173,7 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
       numpy arrays in the leaf's dtype; the rest are returned as given).
     directory: any model source (a converted checkpoint, a run's workdir, its
       best or one step).
-    target_kind: "pretrain" or "classifier".
+    target_kind: "pretrain", "classifier" or "detector".
     label_map: a packaged map name ("710to400") or JSON path re-indexing the head.
     fresh_head: keep the target's fresh head even when DIR's classifier head fits.
     class_names: the run's class names by index, when known: they pick the Kinetics
@@ -222,8 +244,10 @@ def apply_init_from(params: dict, directory: str, target_kind: str, *,
         out, taken = _take(params, src, [()], [])
     else:
       raise ConversionError(f"{directory}: unknown checkpoint kind {kind!r}")
+  elif target_kind == "detector":
+    out, taken = _detector_from(params, src, kind, directory, label_map, fresh_head)
   else:
-    raise ValueError(f"target_kind={target_kind!r} is not pretrain|classifier")
+    raise ValueError(f"target_kind={target_kind!r} is not pretrain|classifier|detector")
   logging.info("init_from %s (%s, %s): %d tensors taken", directory, kind,
                meta.get("variant"), len(taken))
   return out

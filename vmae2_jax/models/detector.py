@@ -11,7 +11,8 @@ reference resizes it online.
 Test frames are batched padded (valid_hw gives each frame's real size): each
 frame gets the positions of its own grid, padded tokens are hidden from
 attention and RoIAlign samples only the real part of the map, so a box scores
-the same padded or not.
+the same padded or not. Box jitter (training) and widening (test) are the
+data's (vmae2_jax.data.ava.boxes); the model pools the boxes it is given.
 """
 
 from __future__ import annotations
@@ -30,10 +31,6 @@ from vmae2_jax.models.variants import ViTSize
 from vmae2_jax.models.vit import Encoder
 
 POOL = 7
-# The reference's test-time box widening (x, y), each side by half of it.
-TEST_EXTEND = (0.1, 0.05)
-# Its training jitter: (x out, x in, y out, y in) fractions of the box size.
-TRAIN_JITTER = (0.2, 0.1, 0.1, 0.05)
 
 
 class Detector(nnx.Module):
@@ -118,33 +115,3 @@ class Detector(nnx.Module):
       x = jnp.where(jax.random.bernoulli(hkey, keep, x.shape), x / keep, 0)
     return self.head(x.astype(self.dtype)).astype(jnp.float32)
 
-
-def extend_boxes(boxes, frame_hw, extend=TEST_EXTEND):
-  """The reference's test-time widening: each side moves out by extend/2 of the box
-  size (+1 pixel convention), then clipped to the frame. boxes [..., 4], frame_hw [..., 2]."""
-  x1, y1, x2, y2 = jnp.moveaxis(boxes, -1, 0)
-  fh = frame_hw[..., 0:1].astype(jnp.float32)
-  fw = frame_hw[..., 1:2].astype(jnp.float32)
-  pw = extend[0] * (x2 - x1 + 1) / 2
-  ph = extend[1] * (y2 - y1 + 1) / 2
-  out = jnp.stack([jnp.clip(x1 - pw, 0, fw - 1), jnp.clip(y1 - ph, 0, fh - 1),
-                   jnp.clip(x2 + pw, 0, fw - 1), jnp.clip(y2 + ph, 0, fh - 1)], axis=-1)
-  return out
-
-
-def jitter_boxes(key, boxes, frame_hw, jitter=TRAIN_JITTER):
-  """The reference's training box jitter (BoxList.random_aug): each edge moves by a
-  uniform fraction of the box size, then kept inside the frame and at least 1 px wide.
-  boxes [B, N, 4] pixels; frame_hw (height, width) of the clip."""
-  x_out, x_in, y_out, y_in = jitter
-  x1, y1, x2, y2 = jnp.moveaxis(boxes, -1, 0)
-  fh, fw = float(frame_hw[0]), float(frame_hw[1])
-  bw, bh = x2 - x1 + 1, y2 - y1 + 1
-  k = jax.random.split(key, 4)
-  u = lambda i, lo, hi: jax.random.uniform(k[i], x1.shape, jnp.float32, lo, hi)
-  nx1 = jnp.clip(x1 + bw * u(0, -x_out, x_in), 0, fw - 2)
-  ny1 = jnp.clip(y1 + bh * u(1, -y_out, y_in), 0, fh - 2)
-  nx2 = jnp.maximum(jnp.minimum(x2 + bw * u(2, -x_in, x_out), fw - 1), nx1 + 1)
-  ny2 = jnp.maximum(jnp.minimum(y2 + bh * u(3, -y_in, y_out), fh - 1), ny1 + 1)
-  out = jnp.stack([nx1, ny1, jnp.clip(nx2, 0, fw - 1), jnp.clip(ny2, 0, fh - 1)], axis=-1)
-  return out
