@@ -6,7 +6,7 @@ and never restates a default. Each config file edits what differs.
 
 import ml_collections
 
-STAGES = ("pretrain", "postpretrain", "finetune", "distill")
+STAGES = ("pretrain", "postpretrain", "finetune", "distill", "detect")
 
 
 def base_config() -> ml_collections.ConfigDict:

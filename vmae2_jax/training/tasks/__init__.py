@@ -2,7 +2,8 @@
 
 `config.stage` picks it: "pretrain" -> PretrainTask; "postpretrain" and
 "finetune" -> ClassifyTask (the same supervised task; the name stays with the run);
-"distill" -> DistillTask (a classifier learning a frozen teacher's logits).
+"distill" -> DistillTask (a classifier learning a frozen teacher's logits);
+"detect" -> DetectTask (AVA action detection on person boxes).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from absl import logging
 from vmae2_jax.checkpointing.model_io import read_source_meta
 from vmae2_jax.data.info import read_class_names, train_info
 from vmae2_jax.training.tasks.classify import ClassifyTask
+from vmae2_jax.training.tasks.detect import DetectTask
 from vmae2_jax.training.tasks.distill import DistillTask
 from vmae2_jax.training.tasks.pretrain import PretrainTask
 
@@ -49,6 +51,15 @@ def _init_from_classes(config):
   return int(meta.get("num_classes") or 0), meta.get("class_names")
 
 
+def _detect_keyframes(config) -> int:
+  """Training keyframes (the detection epoch) from the shards' manifest; 0 when there are
+  none to read (compile-only of a recipe config) or total_steps sets the length."""
+  if config.total_steps or not config.data.train_path:
+    return 0
+  from vmae2_jax.data.ava import num_train_keyframes
+  return num_train_keyframes(config)
+
+
 def make_task(config, batch_shards: int):
   """(task, training videos per epoch or 0) for config.stage; checks the config on the way.
 
@@ -61,6 +72,8 @@ def make_task(config, batch_shards: int):
     if not num_videos and not config.total_steps:
       num_videos = _training_set_info(config, required=True)[0]
     return PretrainTask(config, batch_shards), num_videos
+  if config.stage == "detect":  # AVA: the clips per epoch are the training keyframes
+    return DetectTask(config, batch_shards), config.data.num_videos or _detect_keyframes(config)
   needs_length = not (config.data.num_videos or config.total_steps)
   videos, classes, names = _training_set_info(
       config, required=needs_length or not (config.model.num_classes or config.init_from))
@@ -81,4 +94,4 @@ def make_task(config, batch_shards: int):
           config.data.num_videos or videos)
 
 
-__all__ = ["ClassifyTask", "DistillTask", "PretrainTask", "make_task"]
+__all__ = ["ClassifyTask", "DetectTask", "DistillTask", "PretrainTask", "make_task"]
