@@ -136,12 +136,14 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 
 
 def encode_record(frames: Sequence[bytes], *, label: int = -1, fps: float = 0.0,
-                  source: str = "", name: str = "", height: int = 0, width: int = 0) -> bytes:
-  """One video's JPEG frames and metadata -> record bytes."""
+                  source: str = "", name: str = "", height: int = 0, width: int = 0,
+                  extra: dict | None = None) -> bytes:
+  """One video's JPEG frames and metadata -> record bytes (``extra``: more header keys,
+  e.g. an AVA keyframe's boxes under "ava")."""
   offsets = np.cumsum([0] + [len(f) for f in frames]).tolist()
   header = {"name": name, "source": source, "label": int(label), "fps": float(fps),
             "num_frames": len(frames), "height": int(height), "width": int(width),
-            "offsets": offsets, "crc32": [zlib.crc32(f) for f in frames]}
+            "offsets": offsets, "crc32": [zlib.crc32(f) for f in frames], **(extra or {})}
   head = json.dumps(header, separators=(",", ":")).encode()
   return b"".join([MAGIC, struct.pack("<I", len(head)), head, *frames])
 
