@@ -171,7 +171,7 @@ MODELS = {"vit_small_patch16_224": "S/16", "vit_base_patch16_224": "B/16",
           "vit_large_patch16_224": "L/16", "vit_huge_patch16_224": "H/16",
           "vit_giant_patch14_224": "g/14"}
 CLASSES = {"k400": 400, "k600": 600, "k700": 700, "k710": 710, "ssv2": 174, "ucf101": 101,
-           "hmdb51": 51, "demo": 5, "own": 0}
+           "hmdb51": 51, "demo": 5, "own": 0, "ava22": 80}
 VARIANTS = {"s": "S/16", "b": "B/16", "l": "L/16", "h": "H/16", "g": "g/14", "demo": "Ti/16"}
 
 
@@ -267,6 +267,37 @@ def test_supervised_recipe_matches_the_reference(name, arg):
   assert (c.model.remat, c.model.scan_layers) == (("full", True) if giant else ("none", False))
   # the config can run on the script's GPU count
   check_classify_config(c, r["GPUS"], c.model.num_classes)
+
+
+# MCG-NJU/VideoMAE-Action-Detection scripts/ava/videomae_vit_*_k400_pretrain+finetune/run.sh:
+# --batch_size per GPU x GPUs (nproc_per_node 8 x nnodes), --lr, --layer_decay, --epochs,
+# --drop_path, --use_checkpoint; ViT-g (adapted, no script) takes H's with layer decay 0.9.
+DETECT_SCRIPTS = {
+    "detect_b_ava22": dict(batch=4 * 32, lr=5e-4, ld=0.75, epochs=30, dp=0.2, ckpt=False),
+    "detect_l_ava22": dict(batch=4 * 32, lr=5e-4, ld=0.8, epochs=20, dp=0.2, ckpt=True),
+    "detect_h_ava22": dict(batch=2 * 64, lr=5e-4, ld=0.8, epochs=20, dp=0.2, ckpt=True),
+    "detect_g_ava22": dict(batch=2 * 64, lr=5e-4, ld=0.9, epochs=20, dp=0.2, ckpt=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DETECT_SCRIPTS))
+def test_detection_recipe_matches_the_reference_script(name):
+  from vmae2_jax.training.tasks.detect import check_detect_config
+  c, r = load(name, None), DETECT_SCRIPTS[name]
+  assert (c.stage, c.model.num_classes, c.batch_size, c.epochs) == (
+      "detect", 80, r["batch"], r["epochs"])
+  o = c.optim  # run_class_finetuning.py defaults for what the scripts leave out
+  assert (o.base_lr, o.layer_decay, o.weight_decay, o.warmup_epochs, o.min_lr) == (
+      r["lr"], r["ld"], 0.05, 5, 1e-6)
+  assert (o.b1, o.b2, o.eps, o.clip_grad) == (0.9, 0.999, 1e-8, 0.0)
+  assert (c.model.drop_path_rate, c.model.head_dropout, c.model.head_init_scale) == (
+      r["dp"], 0.0, 0.001)
+  assert (c.model.remat == "full") == r["ckpt"]
+  d = c.data
+  assert (d.frames, d.sampling_rate, d.image_size, d.num_sample) == (16, 4, 224, 1)
+  assert (c.detect.short_side, c.detect.crop_size, c.detect.person_score) == (256, 224, 0.8)
+  assert c.detect.label_map.endswith("for_activitynet_2019.pbtxt")  # the 60 evaluated classes
+  check_detect_config(c, 128)
 
 
 @pytest.mark.parametrize("name,arg", CASES)

@@ -252,6 +252,11 @@ def model_meta(exp: Experiment) -> dict:
                 # the test protocol this model was trained for (predict uses it)
                 test={"sampling": d.sampling, "sampling_rate": d.sampling_rate,
                       "test_num_segment": d.test_num_segment, "test_num_crop": d.test_num_crop})
+  elif exp.task.kind == "detector":  # what predict --detect needs to score boxes on a frame
+    meta.update(num_classes=exp.task.num_classes,
+                class_names=list(exp.task.class_names) if exp.task.class_names else None,
+                test={"sampling_rate": c.data.sampling_rate,
+                      "short_side": c.detect.short_side, "widen": list(c.detect.widen)})
   return meta
 
 

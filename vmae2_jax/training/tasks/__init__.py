@@ -51,13 +51,23 @@ def _init_from_classes(config):
   return int(meta.get("num_classes") or 0), meta.get("class_names")
 
 
-def _detect_keyframes(config) -> int:
-  """Training keyframes (the detection epoch) from the shards' manifest; 0 when there are
-  none to read (compile-only of a recipe config) or total_steps sets the length."""
-  if config.total_steps or not config.data.train_path:
-    return 0
-  from vmae2_jax.data.ava import num_train_keyframes
-  return num_train_keyframes(config)
+def _detect_training_set(config) -> tuple[int, int, tuple[str, ...] | None]:
+  """(keyframes with boxes, classes, names by column) of AVA keyframe shards; zeros when
+  there are none to read (compile-only of a recipe config with placeholder paths)."""
+  from vmae2_jax.data.ava.pipeline import KeyframeSet
+  path = config.data.train_path or config.data.val_path
+  if not path:
+    return 0, 0, None
+  try:
+    kset = KeyframeSet(path, "config.data.train_path")
+  except FileNotFoundError:
+    if config.total_steps or config.eval_only or config.compile_only:
+      return 0, 0, None
+    raise
+  classes = kset.num_classes(config)
+  names = tuple(kset.label_map.get(k + 1, f"action {k + 1}") for k in range(classes))
+  keyframes = int((kset.num_boxes > 0).sum()) if config.data.train_path else 0
+  return keyframes, classes, names
 
 
 def make_task(config, batch_shards: int):
@@ -72,8 +82,10 @@ def make_task(config, batch_shards: int):
     if not num_videos and not config.total_steps:
       num_videos = _training_set_info(config, required=True)[0]
     return PretrainTask(config, batch_shards), num_videos
-  if config.stage == "detect":  # AVA: the clips per epoch are the training keyframes
-    return DetectTask(config, batch_shards), config.data.num_videos or _detect_keyframes(config)
+  if config.stage == "detect":  # AVA: an epoch is the training keyframes with boxes
+    keyframes, classes, names = _detect_training_set(config)
+    return (DetectTask(config, batch_shards, config.model.num_classes or classes, names),
+            config.data.num_videos or keyframes)
   needs_length = not (config.data.num_videos or config.total_steps)
   videos, classes, names = _training_set_info(
       config, required=needs_length or not (config.model.num_classes or config.init_from))

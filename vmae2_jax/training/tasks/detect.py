@@ -34,17 +34,25 @@ def check_detect_config(config, batch_shards: int) -> None:
   if "detect" not in config:
     raise ConfigError("config.stage='detect' needs the config.detect block (configs/_detect.py "
                       "detect_defaults(); see configs/detect_b_ava22.py)")
-  if config.model.num_classes < 1:
-    raise ConfigError(f"config.model.num_classes={config.model.num_classes}: a detector needs "
-                      "its action count (80 for AVA)")
+  if config.model.num_classes < 0:
+    raise ConfigError(f"config.model.num_classes={config.model.num_classes} must be >= 0 "
+                      "(0: the training shards' label map)")
   if config.data.num_sample != 1:
     raise ConfigError(f"config.data.num_sample={config.data.num_sample}: detection reads one "
                       "clip per keyframe (set 1)")
   for field in ("head_dropout", "drop_path_rate"):
     if not 0.0 <= config.model[field] < 1.0:
       raise ConfigError(f"config.model.{field}={config.model[field]} must be in [0, 1)")
-  if config.detect.max_boxes < 1:
-    raise ConfigError(f"config.detect.max_boxes={config.detect.max_boxes} must be >= 1")
+  for field in ("max_boxes", "eval_max_boxes", "crop_size", "short_side"):
+    if config.detect[field] < 1:
+      raise ConfigError(f"config.detect.{field}={config.detect[field]} must be >= 1")
+  size = get_variant(config.model.variant)
+  if config.detect.crop_size % size.patch:
+    raise ConfigError(f"config.detect.crop_size={config.detect.crop_size} is not divisible by "
+                      f"the patch size {size.patch} of {config.model.variant}")
+  if config.detect.color_jitter and len(config.detect.color_jitter) != 3:
+    raise ConfigError(f"config.detect.color_jitter={config.detect.color_jitter}: (hue degrees, "
+                      "saturation, value), or () for none")
 
 
 def detection_loss(logits, labels, box_mask):
@@ -61,11 +69,15 @@ class DetectTask:
   device_keys = ("video", "boxes", "box_mask", "labels")
   best_metric = "val_map"
 
-  def __init__(self, config, batch_shards: int):
+  def __init__(self, config, batch_shards: int, num_classes: int,
+               class_names: tuple[str, ...] | None = None):
     check_detect_config(config, batch_shards)
+    if num_classes < 1:
+      raise ConfigError("config.model.num_classes=0 and no training shards to read the label "
+                        "map from: set config.model.num_classes (80 for AVA)")
     self.config = config
-    self.num_classes = int(config.model.num_classes)
-    self.class_names = None
+    self.num_classes = int(num_classes)
+    self.class_names = class_names
     self.batch_shards = batch_shards
     self.patch = get_variant(config.model.variant).patch
 
@@ -79,7 +91,7 @@ class DetectTask:
 
   def batch_shapes(self, clips: int) -> dict:
     d, n = self.config.data, self.config.detect.max_boxes
-    s = d.image_size
+    s = self.config.detect.crop_size
     return {"video": ((clips, d.frames, s, s, 3), np.uint8),
             "boxes": ((clips, n, 4), np.float32),
             "box_mask": ((clips, n), np.bool_),
@@ -88,9 +100,10 @@ class DetectTask:
   def loss(self, params, graphdef, batch, key):
     jitter_key, drop_key = jax.random.split(key)
     video = batch["video"]
-    if self.config.detect.color_jitter:
+    hsv = self.config.detect.color_jitter
+    if hsv:
       from vmae2_jax.data.ava.color import color_jitter
-      video = color_jitter(video, jitter_key)
+      video = color_jitter(video, jitter_key, hue=hsv[0], saturation=hsv[1], value=hsv[2])
     model = nnx.merge(graphdef, params)
     logits = model(video, batch["boxes"], key=drop_key, deterministic=False)
     return detection_loss(logits, batch["labels"], batch["box_mask"]), {}
@@ -100,7 +113,9 @@ class DetectTask:
     inside the frame for pooling as the reference's test does."""
     from vmae2_jax.data.ava.boxes import widen
     model = nnx.merge(graphdef, params)
-    logits = model(video, widen(boxes, valid_hw), valid_hw=valid_hw, deterministic=True)
+    amounts = tuple(self.config.detect.widen) or (0.0, 0.0)
+    logits = model(video, widen(boxes, valid_hw, amounts), valid_hw=valid_hw,
+                   deterministic=True)
     return jax.nn.sigmoid(logits)
 
   def train_iterator(self, process_index: int, process_count: int):
@@ -110,8 +125,9 @@ class DetectTask:
 
   def describe(self) -> str:
     c = self.config
-    return (f"{self.num_classes} actions, up to {c.detect.max_boxes} boxes a clip, RoIAlign "
-            f"7x7 at 1/{self.patch}, colour jitter {'on' if c.detect.color_jitter else 'off'}, "
+    return (f"{self.num_classes} actions, up to {c.detect.max_boxes} boxes a clip "
+            f"({c.detect.crop_size}px crops), RoIAlign 7x7 at 1/{self.patch}, colour jitter "
+            f"{tuple(c.detect.color_jitter) or 'off'}, "
             f"drop path {c.model.drop_path_rate:g}, head dropout {c.model.head_dropout:g}")
 
   @property
