@@ -48,3 +48,21 @@ def tiny_finetune_config(**overrides):
   c.mixup.mixup_alpha, c.mixup.cutmix_alpha = 0.8, 1.0
   c.optim.layer_decay = 0.75
   return apply_overrides(c, overrides)
+
+
+def tiny_detect_config(**overrides):
+  """AVA-style detection with the same tiny ViT: 4-frame 32 px crops, 3 boxes a clip, 3
+  actions (data paths are the caller's: data_prep.ava shards of the synthetic AVA set)."""
+  c = base_config()
+  c.stage = "detect"
+  c.model.variant = "mu/16"
+  c.model.num_classes = 3
+  c.data.update(dict(frames=4, sampling_rate=4, image_size=32, num_sample=1))
+  c.detect.update(dict(short_side=32, crop_size=32, max_boxes=3, eval_max_boxes=4,
+                       buckets=((32, 48), (32, 32), (48, 32))))
+  c.batch_size, c.total_steps, c.warmup_steps = 8, 4, 1
+  c.log_every, c.checkpoint_every = 2, 2
+  c.eval.every_steps, c.eval.batch_size = 2, 8
+  c.async_checkpoint = False
+  c.optim.layer_decay = 0.75
+  return apply_overrides(c, overrides)

@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("libtpu", reason="libtpu is not installed (pip install -e '.[aot]'; "
                     "it exists for Linux x86_64 only)")
 
-from tests.helpers import tiny_finetune_config, tiny_pretrain_config  # noqa: E402
+from tests.helpers import (tiny_detect_config, tiny_finetune_config,  # noqa: E402
+                           tiny_pretrain_config)
 
 from vmae2_jax.kernels import cpu as cpu_kernels  # noqa: E402
 from vmae2_jax.models import get_variant  # noqa: E402
@@ -38,6 +39,8 @@ CASES = {
     "finetune": lambda: _supervised("finetune"),
     "test_forward": lambda: _supervised("finetune", **{"model.dtype": "float32",
                                                        "model.attention": "auto"}),
+    # AVA detection: encoder on the crop, RoIAlign and the BCE head, HSV jitter (dm-pix)
+    "detect": lambda: tiny_detect_config(**{"batch_size": 8}),
 }
 
 
@@ -99,7 +102,7 @@ def test_compiles_for_tpu_fits_and_keeps_cpu_code_out(program, name):
   assert "compiler-estimated MFU" in compile_only.format_report(report)
 
 
-@pytest.mark.parametrize("name", ["pretrain", "postpretrain", "finetune"])
+@pytest.mark.parametrize("name", ["pretrain", "postpretrain", "finetune", "detect"])
 def test_bf16_matmuls_take_bf16_inputs(program, name):
   _, report, _ = program(name)
   matmuls = report["hlo"]["matmuls"]

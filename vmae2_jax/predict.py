@@ -1,5 +1,8 @@
 """`python -m vmae2_jax.predict`: the top classes of video files with a classifier.
 
+With --detect, the top actions of person boxes on a keyframe with a detector
+(vmae2_jax/detect_predict.py says how).
+
   python -m vmae2_jax.predict --init_from=DIR --video=clip.mp4|FOLDER [--video=b.mp4 ...]
       [--list=FILE [--root=DIR]] [--top=5] [--num_segment=N --num_crop=M --sampling=dense|segment
       --sampling_rate=R] [--batch=V] [--dtype=float32|bfloat16] [--json]
@@ -221,6 +224,10 @@ def parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if "--detect" in argv:
+    from vmae2_jax import detect_predict
+    return detect_predict.main([a for a in argv if a != "--detect"])
   args = parse_args(parser(), argv)
   if isinstance(args, int):
     return args

@@ -82,6 +82,9 @@ def train_flops_per_clip(exp) -> float:
   if exp.task.kind == "pretrain":
     return pretrain_flops_per_clip(c.model.variant, c.data.frames, c.data.image_size,
                                    exp.task.spec)["train"]
+  if exp.task.kind == "detector":  # the encoder on the training crop; the RoI head is tiny
+    return classifier_flops_per_clip(c.model.variant, c.data.frames, c.detect.crop_size,
+                                     exp.task.num_classes)["train"]
   train = classifier_flops_per_clip(c.model.variant, c.data.frames, c.data.image_size,
                                     exp.task.num_classes)["train"]
   teacher = getattr(exp.task, "teacher_size", None)

@@ -75,8 +75,9 @@ def score_evaluation_set(exp, params) -> tuple[list, dict]:
   rows, pending = [], None
 
   def consume(local, out):
-    rows.extend(detection_rows(local, exp.host_rows(out)[:len(local["keyframe"])],
-                               it.keyframes))
+    real = local["keyframe"] >= 0  # padding keyframes have no frame to normalise boxes by
+    probs = exp.host_rows(out)[:len(real)][real]
+    rows.extend(detection_rows({k: v[real] for k, v in local.items()}, probs, it.keyframes))
 
   for i in range(it.num_batches):
     local = next(it)

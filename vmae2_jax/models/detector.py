@@ -107,8 +107,9 @@ class Detector(nnx.Module):
     if key is not None:
       fkey, hkey = jax.random.split(key)
     fmap, valid_grid = self.feature_map(video, valid_hw, key=fkey, deterministic=deterministic)
-    rois = roi_align(fmap, boxes, output_size=POOL, spatial_scale=1.0 / self.patch,
-                     valid_hw=valid_grid)
+    # pooled in the compute dtype (bf16 matmuls in a bf16 model), accumulated in float32
+    rois = roi_align(fmap.astype(self.dtype), boxes, output_size=POOL,
+                     spatial_scale=1.0 / self.patch, valid_hw=valid_grid)
     x = jnp.max(rois, axis=(2, 3))                       # the 7x7 max-pool: [B, N, C]
     if not deterministic and self.head_dropout > 0 and hkey is not None:
       keep = 1.0 - self.head_dropout
