@@ -66,3 +66,30 @@ def tiny_detect_config(**overrides):
   c.async_checkpoint = False
   c.optim.layer_decay = 0.75
   return apply_overrides(c, overrides)
+
+
+def synthetic_ava_shards(root: str, *, short_side: int = 32, **generator) -> dict:
+  """data_prep.ava_synthetic's set under root, built into keyframe shards by data_prep.ava
+  (train: ground truth; val: with its noisy proposals). Returns the generator's paths plus
+  train_shards and val_shards."""
+  import contextlib
+  import io
+  import os
+
+  from data_prep import ava, ava_synthetic
+  p = ava_synthetic.write_synthetic_ava(os.path.join(root, "raw"), **generator)
+  for split in ("train", "val"):
+    p[f"{split}_shards"] = os.path.join(root, f"shards_{split}")
+    with contextlib.redirect_stdout(io.StringIO()):
+      rc = ava.main([f"--frames={p['frames']}", f"--annotations={p[f'{split}_csv']}",
+                     f"--label_map={p['label_map']}", f"--proposals={p[f'{split}_proposals']}",
+                     f"--out={p[f'{split}_shards']}", f"--short_side={short_side}"])
+    assert rc == 0, split
+  return p
+
+
+def detect_data_overrides(p: dict) -> dict:
+  """tiny_detect_config overrides reading synthetic_ava_shards' set (16-frame clips)."""
+  return {"data.train_path": p["train_shards"], "data.val_path": p["val_shards"],
+          "data.frames": 16, "detect.groundtruth": p["val_csv"],
+          "detect.label_map": p["label_map"], "detect.exclusions": p["exclusions"]}
