@@ -25,6 +25,7 @@ import sys
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -61,7 +62,7 @@ def load_detector(init_from: str, dtype: str = "float32") -> tuple[Detector, dic
       image_size=meta["image_size"], opts=ModelOptions(dtype=dtype, init="finetune"),
       rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(model)
-  state.replace_by_pure_dict(jax.tree.map(np.asarray, params))
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
   return nnx.merge(graphdef, state), meta
 
 
