@@ -12,9 +12,9 @@ annotation CSV (and of the proposals, for test sets) becomes one record: the
 as JPEGs with the short side at ``--short_side``, and a JSON header "ava"
 with the ground-truth boxes and their action ids, the proposals and the
 frame size. A record per keyframe keeps reads to exactly the frames a step
-uses (about 16 x 25 KB), and no frame is stored twice: neighbouring
-keyframes' clips interleave without sharing frames (offsets -31 + 4k and
--1 + 4k). The manifest lists every record's keyframe, frame size and box
+uses (about 16 x 25 KB) at little cost in space: neighbouring keyframes'
+clips interleave without sharing a frame (offsets -31 + 4k and -1 + 4k from
+the first keyframe) and keyframes two seconds apart share one. The manifest lists every record's keyframe, frame size and box
 counts, which the pipelines use to pick and group records without reading them.
 
 Excluded timestamps are left out. Unknown action ids, malformed rows and
