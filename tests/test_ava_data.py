@@ -320,24 +320,26 @@ def test_eval_on_ground_truth_boxes_and_bad_configs(synth):
 
 def test_color_jitter_is_the_reference_hsv_shift_by_hand():
   assert color.jitter_bounds() == (10, 26, 26)  # round(20 / 2), round(0.1 * 255) twice
-  red = jnp.array([[[[[255, 0, 0]]]], [[[[255, 0, 0]]]]], jnp.uint8)[:, 0]  # [2, 1, 1, 1, 3]
-  # Hue +10 OpenCV units = +20 degrees: (255, 255 * 20 / 60, 0); -10 wraps to 340 degrees.
-  out = color.hsv_shift(red, jnp.array([[10, 0, 0], [-10, 0, 0]]))
-  np.testing.assert_allclose(np.asarray(out).reshape(2, 3), [[255, 85, 0], [255, 0, 85]],
+  pixels = jnp.array([[255, 0, 0], [255, 0, 0], [200, 100, 100], [200, 100, 100]], jnp.uint8)
+  shifts = jnp.array([[10, 0, 0], [-10, 0, 0], [0, 0, -26], [0, 26, 0]])
+  out = np.asarray(jax.jit(color.hsv_shift)(pixels.reshape(4, 1, 1, 1, 3), shifts)).reshape(4, 3)
+  # Hue +10 OpenCV units = +20 degrees: red -> (255, 255 * 20 / 60, 0); -10 wraps to 340.
+  # (200, 100, 100) has S = 0.5, V = 200: V - 26 -> (174, 87, 87); S + 26/255 lowers the
+  # two smaller channels to 200 * (1 - 0.5 - 26/255) = 79.6.
+  low = 200 * (0.5 - 26 / 255)
+  np.testing.assert_allclose(out, [[255, 85, 0], [255, 0, 85], [174, 87, 87], [200, low, low]],
                              atol=1e-3)
-  pink = jnp.full((2, 1, 1, 1, 3), jnp.array([200, 100, 100], jnp.uint8))
-  # (200, 100, 100): S = 0.5, V = 200. V - 26 -> (174, 87, 87); S + 26/255 -> min channel
-  # 200 * (1 - 0.5 - 26/255) = 79.6; both clip at the ends of [0, 255].
-  out = color.hsv_shift(pink, jnp.array([[0, 0, -26], [0, 26, 0]]))
-  np.testing.assert_allclose(np.asarray(out).reshape(2, 3),
-                             [[174, 87, 87], [200, 200 * (0.5 - 26 / 255), 200 * (0.5 - 26 / 255)]],
-                             atol=1e-3)
+
+  @jax.jit
+  def jitter_and_replay(video, key):
+    # One draw per clip from [-bound, bound], every frame of a clip shifted alike.
+    bounds = jnp.array([10, 26, 26])
+    replay = jax.random.randint(key, (video.shape[0], 3), -bounds, bounds + 1)
+    expected = jnp.clip(jnp.round(color.hsv_shift(video, replay)), 0, 255).astype(jnp.uint8)
+    return color.color_jitter(video, key), expected, replay
+
   video = jax.random.randint(jax.random.key(1), (3, 4, 5, 6, 3), 0, 256).astype(jnp.uint8)
-  jittered = jax.jit(color.color_jitter)(video, jax.random.key(0))
+  jittered, expected, replay = jitter_and_replay(video, jax.random.key(0))
   assert jittered.dtype == jnp.uint8 and jittered.shape == video.shape
-  # One draw per clip: every frame of a clip moves alike, clips differ.
-  shifts = jax.random.randint(jax.random.key(0), (3, 3), -jnp.array([10, 26, 26]),
-                              jnp.array([10, 26, 26]) + 1)
-  np.testing.assert_array_equal(
-      np.asarray(jittered),
-      np.asarray(jnp.clip(jnp.round(color.hsv_shift(video, shifts)), 0, 255).astype(jnp.uint8)))
+  np.testing.assert_array_equal(np.asarray(jittered), np.asarray(expected))
+  assert len({tuple(r) for r in np.asarray(replay).tolist()}) == 3
