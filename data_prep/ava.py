@@ -191,7 +191,8 @@ def _frame_jpeg(data: bytes, short_side: int, quality: int) -> tuple[bytes, tupl
 
 
 def clip_frames(movie: Movie, timestamp: int, opts: Options) -> tuple[list[bytes], tuple, list]:
-  """JPEG bytes of the keyframe's clip, the movie's frame size and the source frame numbers."""
+  """JPEG bytes of the keyframe's clip, the movie's frame size and each frame's offset from
+  the keyframe (after clamping at the movie's ends)."""
   files = needed_files(movie, timestamp, opts.frames, opts.stride)
   if movie.layout == "frames":
     out, size = [], None
@@ -199,8 +200,9 @@ def clip_frames(movie: Movie, timestamp: int, opts: Options) -> tuple[list[bytes
       jpeg, size = _frame_jpeg(paths.read_bytes(paths.join(movie.folder, name)),
                                opts.short_side, opts.quality)
       out.append(jpeg)
-    numbers = [int(re.search(r"_(\d+)\.", n).group(1)) for n in files]
-    return out, size, numbers
+    key = clips.keyframe_index(timestamp)
+    offsets = [int(re.search(r"_(\d+)\.", n).group(1)) - 1 - key for n in files]
+    return out, size, offsets
   # Per-second clips, as the reference: the seconds before the keyframe on the left, from
   # the keyframe's second on the right, trimmed to equal halves, then every stride-th frame.
   from data_prep import decode
@@ -225,10 +227,10 @@ def clip_frames(movie: Movie, timestamp: int, opts: Options) -> tuple[list[bytes
 def encode_keyframe(kf: Keyframe, movie: Movie, opts: Options) -> tuple[bytes, dict]:
   """One keyframe's record and its manifest entry."""
   video_id, ts = formats.split_key(kf.key)
-  jpegs, (h0, w0), numbers = clip_frames(movie, ts, opts)
+  jpegs, (h0, w0), offsets = clip_frames(movie, ts, opts)
   h, w = shard_format.jpeg_size(jpegs[0])
   header = {"video_id": video_id, "timestamp": ts, "frame_size": [h0, w0],
-            "frame_numbers": numbers, "boxes": kf.boxes, "actions": kf.actions,
+            "frame_offsets": offsets, "boxes": kf.boxes, "actions": kf.actions,
             "person_ids": kf.person_ids, "proposals": kf.proposals}
   record = shard_format.encode_record(jpegs, fps=clips.FPS, source="ava", name=kf.key,
                                       height=h, width=w, extra={"ava": header})

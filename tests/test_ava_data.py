@@ -379,3 +379,28 @@ def test_motion_inside_the_boxes_tells_the_actions_apart(synth):
   mean_ap, per_class = _motion_baseline_map(synth, single_frame=True)
   moving = [ap for c, ap in per_class.items() if c != 3 and not np.isnan(ap)]
   assert moving and max(moving) == 0.0 and mean_ap < 0.6, per_class
+
+
+def test_per_second_clips_give_the_frame_folders_clip(synth, tmp_path):
+  # The reference's layout: <video>/<t>.mp4 holding second t. Cut the synthetic movie into
+  # such clips and build again: the same frames (up to the codec) at the same offsets.
+  from data_prep import generated
+  from vmae2_jax.data import shards
+  folder = os.path.join(synth["frames"], "synth_val00")
+  names = sorted(os.listdir(folder))
+  frames = np.stack([shards.decode_jpeg(open(os.path.join(folder, n), "rb").read())
+                     for n in names])
+  (tmp_path / "clips" / "synth_val00").mkdir(parents=True)
+  for k in range(len(frames) // clips.FPS):
+    generated.write_mp4(str(tmp_path / "clips" / "synth_val00" / f"{900 + k}.mp4"),
+                        frames[k * clips.FPS:(k + 1) * clips.FPS], fps=clips.FPS)
+  csv = _write(tmp_path, "gt.csv", "synth_val00,0903,0.1,0.1,0.5,0.5,1\n")
+  for name, root in (("from_clips", tmp_path / "clips"), ("from_frames", synth["frames"])):
+    assert ava_prep.main([f"--frames={root}", f"--annotations={csv}",
+                          f"--label_map={synth['label_map']}", f"--out={tmp_path / name}"]) == 0
+  a, b = (shards.parse_record(*shards.ShardSource(str(tmp_path / n))[0])
+          for n in ("from_clips", "from_frames"))
+  assert a.header["ava"]["frame_offsets"] == b.header["ava"]["frame_offsets"] == \
+      list(range(-31, 30, 4))
+  diff = np.abs(a.decode_frames(range(16)).astype(int) - b.decode_frames(range(16)).astype(int))
+  assert diff.mean() < 6, diff.mean()
