@@ -404,3 +404,27 @@ def test_per_second_clips_give_the_frame_folders_clip(synth, tmp_path):
       list(range(-31, 30, 4))
   diff = np.abs(a.decode_frames(range(16)).astype(int) - b.decode_frames(range(16)).astype(int))
   assert diff.mean() < 6, diff.mean()
+
+
+def test_build_from_and_into_a_bucket(gcs_bucket, tmp_path):
+  from vmae2_jax import paths
+  files = ava_synthetic.write_synthetic_ava(str(tmp_path / "set"), train_movies=0, val_movies=1,
+                                            scenes=1)
+  src = paths.join(gcs_bucket, "set")
+  paths.copy_tree(str(tmp_path / "set"), src)
+  inputs = {"frames": files["frames"], "annotations": files["val_csv"],
+            "label_map": files["label_map"], "proposals": files["val_proposals"],
+            "exclusions": files["exclusions"]}
+  local_args = [f"--{k}={v}" for k, v in inputs.items()]
+  bucket_args = [f"--{k}={paths.join(src, os.path.relpath(v, tmp_path / 'set'))}"
+                 for k, v in inputs.items()]
+  out = paths.join(gcs_bucket, "shards")
+  assert ava_prep.main(bucket_args + [f"--out={out}"]) == 0
+  assert ava_prep.main(local_args + [f"--out={tmp_path / 'local'}"]) == 0
+  batches = []
+  for val_path in (out, str(tmp_path / "local")):
+    c = _config({"train": "", "val": val_path})
+    batches.append(list(pipeline.make_detect_eval_iterator(c, process_index=0, process_count=1)))
+  assert len(batches[0]) == len(batches[1]) == 1  # 3 keyframes, one excluded
+  for k in batches[1][0]:
+    np.testing.assert_array_equal(batches[0][0][k], batches[1][0][k])
