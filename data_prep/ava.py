@@ -14,8 +14,9 @@ with the ground-truth boxes and their action ids, the proposals and the
 frame size. A record per keyframe keeps reads to exactly the frames a step
 uses (about 16 x 25 KB) at little cost in space: neighbouring keyframes'
 clips interleave without sharing a frame (offsets -31 + 4k and -1 + 4k from
-the first keyframe) and keyframes two seconds apart share one. The manifest lists every record's keyframe, frame size and box
-counts, which the pipelines use to pick and group records without reading them.
+the first keyframe) and keyframes two seconds apart share one. The manifest
+lists every record's keyframe, frame size and box counts, which the
+pipelines use to pick and group records without reading them.
 
 Excluded timestamps are left out. Unknown action ids, malformed rows and
 boxes outside [0, 1] stop the build with one line naming the file and row;
@@ -348,11 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   movies, missing = survey(keyframes, a.frames, 16, 4)
   layouts = collections.Counter(m.layout for m in movies.values())
+  kinds = {"frames": "as frame folders", "clips": "as per-second clips", "missing": "missing"}
   actions = collections.Counter(x for kf in keyframes for acts in kf.actions for x in acts)
-  summary = (f"{len(movies)} movies ({', '.join(f'{v} {k}' for k, v in sorted(layouts.items()))}), "
+  found = ", ".join(f"{v} {kinds[k]}" for k, v in sorted(layouts.items()))
+  summary = (f"{len(movies)} movies ({found}), "
              f"{len(keyframes)} keyframes ({num_excluded} excluded), "
              f"{sum(len(kf.boxes) for kf in keyframes)} boxes, "
-             f"{sum(actions.values())} actions over {len(actions)} of {len(label_map)} classes, "
+             f"{sum(actions.values())} box actions over {len(actions)} of {len(label_map)} "
+             "classes, "
              f"{sum(len(kf.proposals) for kf in keyframes)} proposals, "
              f"{len(missing)} keyframes with missing frames")
   if a.dry_run:

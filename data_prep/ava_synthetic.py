@@ -15,8 +15,9 @@ Each movie is a run of 5-second scenes. A scene holds two or three "persons"
 (discs or squares of random colours on a still, noisy background) doing
 different actions, in square boxes (about 0.3 of the frame, the same shape
 whatever the action, so the box gives nothing away); a person oscillates
-left-right (action 1), up-down (2) or stays still (3) for the whole scene. Keyframes are the scene's seconds 2, 3
-and 4, whose clips (16 frames at stride 4, +-1 s) stay inside the scene. The
+left-right (action 1), up-down (2) or stays still (3) for the whole scene.
+Keyframes are the scene's seconds 2, 3 and 4, whose clips (16 frames at
+stride 4, +-1 s) stay inside the scene. The
 set is a pure function of the seed; held-out movies share no scene with the
 training ones.
 """

@@ -30,8 +30,8 @@ def _write(tmp_path, name, text):
 
 
 def test_ground_truth_csv_parses_and_rejects_bad_rows_in_one_line(tmp_path):
-  good = _write(tmp_path, "gt.csv", "vid1,0902,0.1,0.2,0.5,0.9,12,3\nvid1,902,0.1,0.2,0.5,0.9,80,3\n"
-                "vid2,1000,0,0,1.0004,1,5\nvid3,0903\n")
+  good = _write(tmp_path, "gt.csv", "vid1,0902,0.1,0.2,0.5,0.9,12,3\n"
+                "vid1,902,0.1,0.2,0.5,0.9,80,3\nvid2,1000,0,0,1.0004,1,5\nvid3,0903\n")
   rows = formats.read_box_csv(good, class_ids=range(1, 81))
   assert [(r.key, r.action_id, r.person_id) for r in rows] == [
       ("vid1,0902", 12, 3), ("vid1,0902", 80, 3), ("vid2,1000", 5, -1), ("vid3,0903", 0, -1)]
@@ -144,7 +144,7 @@ def test_synthetic_set_and_dry_run(synth, capsys, tmp_path):
                         f"--proposals={synth['val_proposals']}",
                         f"--exclusions={synth['exclusions']}", "--dry_run"]) == 0
   out = capsys.readouterr().out
-  assert "[ava dry run] 1 movies (1 frames), 5 keyframes (1 excluded)" in out
+  assert "[ava dry run] 1 movies (1 as frame folders), 5 keyframes (1 excluded)" in out
   assert "0 keyframes with missing frames" in out
   assert not os.path.exists(tmp_path / "x")
 
