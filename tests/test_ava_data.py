@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import common
+from configs._detect import detect_defaults
 from data_prep import ava as ava_prep
 from data_prep import ava_synthetic
 from vmae2_jax.data import transforms
@@ -123,6 +124,7 @@ def synth(tmp_path_factory):
 
 def _config(synth, **detect):
   c = common.base_config()
+  c.detect = detect_defaults()
   c.detect.update(detect)
   c.data.train_path, c.data.val_path = synth["train"], synth["val"]
   c.batch_size = 4
