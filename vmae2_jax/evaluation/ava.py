@@ -120,10 +120,8 @@ def frame_map(gt_rows: Sequence[BoxRow], det_rows: Sequence[BoxRow], *,
     g = gt.get(key, [])
     g_boxes = np.array([e[2:] for e in g], np.float64).reshape(-1, 4)
     g_labels = np.array([e[1] for e in g])
-    for c in ids:
+    for c in np.unique(labels).tolist():  # each class's lists grow in keyframe order
       sel = labels == c
-      if not sel.any():
-        continue
       # IoU is symmetric in the axes: [y1, x1, y2, x2] rows work as they are.
       s, tp = _match(arr[sel], conf[sel], g_boxes[g_labels == c] if len(g) else g_boxes,
                      iou_threshold)
@@ -152,17 +150,20 @@ def detection_rows(batch: dict, probs: np.ndarray, keyframes: Sequence[tuple[str
   norm = box_ops.to_normalised(np.asarray(batch["boxes"], np.float32),
                                np.asarray(batch["valid_hw"]))
   final = probs * np.asarray(batch["scores"], np.float32)[..., None]
+  keyframe = np.asarray(batch["keyframe"])
+  take = (final >= min_score) & np.asarray(batch["box_mask"], bool)[..., None]
+  take &= (keyframe >= 0)[:, None, None]
+  if keep_ids is not None:
+    take &= np.isin(np.arange(1, final.shape[-1] + 1), sorted(keep_ids))
+  bs, ns, cs = np.nonzero(take)  # row-major: keyframe, then box, then class
+  where = [keyframes[int(k)] if k >= 0 else None for k in keyframe.tolist()]
+  boxes = {}
   rows = []
-  for b, k in enumerate(np.asarray(batch["keyframe"])):
-    if k < 0:
-      continue
-    video_id, ts = keyframes[int(k)]
-    for n in np.flatnonzero(np.asarray(batch["box_mask"][b])):
-      box = tuple(float(v) for v in norm[b, n])
-      for c in np.flatnonzero(final[b, n] >= min_score):
-        action = int(c) + 1
-        if keep_ids is None or action in keep_ids:
-          rows.append(BoxRow(video_id, int(ts), box, action, score=float(final[b, n, c])))
+  for b, n, c, score in zip(bs.tolist(), ns.tolist(), cs.tolist(), final[bs, ns, cs].tolist()):
+    box = boxes.get((b, n))
+    if box is None:
+      box = boxes[(b, n)] = tuple(norm[b, n].tolist())
+    rows.append(BoxRow(where[b][0], int(where[b][1]), box, c + 1, score))
   return rows
 
 
