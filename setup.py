@@ -23,7 +23,7 @@ CORE = [
     "safetensors>=0.4",          # Hugging Face checkpoints (.pth files need no extra package)
     "matplotlib>=3.7,<4",        # curves.png, confusion.png, the reconstruction grid (Agg)
     "huggingface_hub>=0.23",     # hf://ORG/NAME from the local hub cache (light; no torch)
-    "dm-pix>=0.4.3",             # AVA detection: the reference's HSV colour jitter on device
+    "dm-pix>=0.4.5,<0.6",        # AVA detection: the reference's HSV colour jitter on device
 ]
 
 setup(

@@ -12,10 +12,11 @@ annotation CSV (and of the proposals, for test sets) becomes one record: the
 as JPEGs with the short side at ``--short_side``, and a JSON header "ava"
 with the ground-truth boxes and their action ids, the proposals and the
 frame size. A record per keyframe keeps reads to exactly the frames a step
-uses (about 16 x 25 KB), and no frame is stored twice: neighbouring
-keyframes' clips interleave without sharing frames (offsets -31 + 4k and
--1 + 4k). The manifest lists every record's keyframe, frame size and box
-counts, which the pipelines use to pick and group records without reading them.
+uses (about 16 x 25 KB) at little cost in space: neighbouring keyframes'
+clips interleave without sharing a frame (offsets -31 + 4k and -1 + 4k from
+the first keyframe) and keyframes two seconds apart share one. The manifest
+lists every record's keyframe, frame size and box counts, which the
+pipelines use to pick and group records without reading them.
 
 Excluded timestamps are left out. Unknown action ids, malformed rows and
 boxes outside [0, 1] stop the build with one line naming the file and row;
@@ -32,7 +33,9 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -189,7 +192,8 @@ def _frame_jpeg(data: bytes, short_side: int, quality: int) -> tuple[bytes, tupl
 
 
 def clip_frames(movie: Movie, timestamp: int, opts: Options) -> tuple[list[bytes], tuple, list]:
-  """JPEG bytes of the keyframe's clip, the movie's frame size and the source frame numbers."""
+  """JPEG bytes of the keyframe's clip, the movie's frame size and each frame's offset from
+  the keyframe (after clamping at the movie's ends)."""
   files = needed_files(movie, timestamp, opts.frames, opts.stride)
   if movie.layout == "frames":
     out, size = [], None
@@ -197,8 +201,9 @@ def clip_frames(movie: Movie, timestamp: int, opts: Options) -> tuple[list[bytes
       jpeg, size = _frame_jpeg(paths.read_bytes(paths.join(movie.folder, name)),
                                opts.short_side, opts.quality)
       out.append(jpeg)
-    numbers = [int(re.search(r"_(\d+)\.", n).group(1)) for n in files]
-    return out, size, numbers
+    key = clips.keyframe_index(timestamp)
+    offsets = [int(re.search(r"_(\d+)\.", n).group(1)) - 1 - key for n in files]
+    return out, size, offsets
   # Per-second clips, as the reference: the seconds before the keyframe on the left, from
   # the keyframe's second on the right, trimmed to equal halves, then every stride-th frame.
   from data_prep import decode
@@ -223,10 +228,10 @@ def clip_frames(movie: Movie, timestamp: int, opts: Options) -> tuple[list[bytes
 def encode_keyframe(kf: Keyframe, movie: Movie, opts: Options) -> tuple[bytes, dict]:
   """One keyframe's record and its manifest entry."""
   video_id, ts = formats.split_key(kf.key)
-  jpegs, (h0, w0), numbers = clip_frames(movie, ts, opts)
+  jpegs, (h0, w0), offsets = clip_frames(movie, ts, opts)
   h, w = shard_format.jpeg_size(jpegs[0])
   header = {"video_id": video_id, "timestamp": ts, "frame_size": [h0, w0],
-            "frame_numbers": numbers, "boxes": kf.boxes, "actions": kf.actions,
+            "frame_offsets": offsets, "boxes": kf.boxes, "actions": kf.actions,
             "person_ids": kf.person_ids, "proposals": kf.proposals}
   record = shard_format.encode_record(jpegs, fps=clips.FPS, source="ava", name=kf.key,
                                       height=h, width=w, extra={"ava": header})
@@ -344,11 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   movies, missing = survey(keyframes, a.frames, 16, 4)
   layouts = collections.Counter(m.layout for m in movies.values())
+  kinds = {"frames": "as frame folders", "clips": "as per-second clips", "missing": "missing"}
   actions = collections.Counter(x for kf in keyframes for acts in kf.actions for x in acts)
-  summary = (f"{len(movies)} movies ({', '.join(f'{v} {k}' for k, v in sorted(layouts.items()))}), "
+  found = ", ".join(f"{v} {kinds[k]}" for k, v in sorted(layouts.items()))
+  summary = (f"{len(movies)} movies ({found}), "
              f"{len(keyframes)} keyframes ({num_excluded} excluded), "
              f"{sum(len(kf.boxes) for kf in keyframes)} boxes, "
-             f"{sum(actions.values())} actions over {len(actions)} of {len(label_map)} classes, "
+             f"{sum(actions.values())} box actions over {len(actions)} of {len(label_map)} "
+             "classes, "
              f"{sum(len(kf.proposals) for kf in keyframes)} proposals, "
              f"{len(missing)} keyframes with missing frames")
   if a.dry_run:
@@ -368,11 +376,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   except paths.PathAccessError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  with paths.staged_dir(a.out) as local:
-    opts = Options(frames_root=a.frames, out=local, short_side=a.short_side, quality=a.quality)
-    manifest = build(keyframes, movies, opts, label_map=label_map, per_shard=a.keyframes_per_shard,
-                     workers=a.workers, skipped={"excluded": num_excluded,
-                                                 "missing_frames": len(missing)})
+  # A bucket gets the shards first and the manifest last, so no reader finds a manifest
+  # before its shards.
+  remote = paths.is_remote(a.out)
+  local = tempfile.mkdtemp(prefix="vmae2_ava_") if remote else a.out
+  os.makedirs(local, exist_ok=True)
+  opts = Options(frames_root=a.frames, out=local, short_side=a.short_side, quality=a.quality)
+  manifest = build(keyframes, movies, opts, label_map=label_map, per_shard=a.keyframes_per_shard,
+                   workers=a.workers, skipped={"excluded": num_excluded,
+                                               "missing_frames": len(missing)})
+  if remote:
+    from data_prep import build_shards
+    build_shards._upload(local, a.out, shard_format.MANIFEST)
+    shutil.rmtree(local, ignore_errors=True)
   print(f"[ava] {summary}; wrote {manifest['num_written']} keyframes in "
         f"{len(manifest['shards'])} shards to {a.out}")
   return 0

@@ -12,11 +12,12 @@ Writes, as AVA lays its files out:
   DIR/annotations/val_excluded_timestamps.csv   one held-out keyframe
 
 Each movie is a run of 5-second scenes. A scene holds two or three "persons"
-(discs or squares of random colours on a still, noisy background) in square
-boxes (about 0.3 of the frame, the same shape whatever the action, so the box
-gives nothing away); a person oscillates left-right (action 1), up-down (2) or
-stays still (3) for the whole scene. Keyframes are the scene's seconds 2, 3
-and 4, whose clips (16 frames at stride 4, +-1 s) stay inside the scene. The
+(discs or squares of random colours on a still, noisy background) doing
+different actions, in square boxes (about 0.3 of the frame, the same shape
+whatever the action, so the box gives nothing away); a person oscillates
+left-right (action 1), up-down (2) or stays still (3) for the whole scene.
+Keyframes are the scene's seconds 2, 3 and 4, whose clips (16 frames at
+stride 4, +-1 s) stay inside the scene. The
 set is a pure function of the seed; held-out movies share no scene with the
 training ones.
 """
@@ -46,11 +47,12 @@ def _scene(rng: np.random.Generator, h: int, w: int):
   radius = max(3.0, 0.08 * min(h, w))
   amp = radius
   half = radius + amp + 1
+  actions = rng.permutation(sorted(ACTIONS))[:n]  # distinct actions: every scene shows a contrast
   persons = []
-  for s in slots:
+  for s, action in zip(slots, actions):
     cx = (s + 0.5) * w / MAX_PERSONS + rng.uniform(-1, 1)
     cy = rng.uniform(half, h - half)
-    persons.append(dict(action=int(rng.integers(1, 4)), shape=int(rng.integers(2)),
+    persons.append(dict(action=int(action), shape=int(rng.integers(2)),
                         colour=rng.uniform(140, 255, 3), cy=cy, cx=cx, amp=amp, radius=radius,
                         period=rng.uniform(18, 30), phase=rng.uniform(0, 2 * np.pi),
                         half=half))

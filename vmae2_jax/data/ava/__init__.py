@@ -10,10 +10,11 @@
 from vmae2_jax.data.ava.formats import (AvaFormatError, BoxRow, image_key, read_box_csv,
                                         read_exclusions, read_label_map, read_proposals,
                                         split_key, write_box_csv, write_proposals)
-from vmae2_jax.data.ava.pipeline import (DetectDataError, DetectEvalIterator,
+from vmae2_jax.data.ava.pipeline import (DetectDataError, DetectEvalIterator, detect_train_info,
                                          make_detect_eval_iterator, make_detect_train_iterator)
 
-__all__ = ["AvaFormatError", "BoxRow", "DetectDataError", "DetectEvalIterator", "image_key",
+__all__ = ["AvaFormatError", "BoxRow", "DetectDataError", "DetectEvalIterator",
+           "detect_train_info", "image_key",
            "make_detect_eval_iterator", "make_detect_train_iterator", "read_box_csv",
            "read_exclusions", "read_label_map", "read_proposals", "split_key", "write_box_csv",
            "write_proposals"]

@@ -30,7 +30,7 @@ def to_normalised(boxes, valid_hw):
   """Pixel boxes [..., N, 4] of frames whose content is valid_hw [..., 2] (h, w) -> [0, 1]."""
   h = valid_hw[..., 0:1, None].astype(np.float32)
   w = valid_hw[..., 1:2, None].astype(np.float32)
-  scale = np.concatenate([w, h, w, h], axis=-1)
+  scale = np.maximum(np.concatenate([w, h, w, h], axis=-1), 1.0)  # padding rows: 0 x 0
   return np.clip(boxes / scale, 0.0, 1.0)
 
 

@@ -19,11 +19,10 @@ by its image key "video_id,%04d" as AVA's evaluator writes it.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import pickle
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -48,9 +47,10 @@ def split_key(key: str) -> tuple[str, int]:
   return video_id, int(ts)
 
 
-@dataclasses.dataclass(frozen=True)
-class BoxRow:
-  """One CSV row: a box with one action (box None: a keyframe listed with no action)."""
+class BoxRow(NamedTuple):
+  """One CSV row: a box with one action (box None: a keyframe listed with no action).
+
+  A named tuple: AVA's evaluation sets have millions of (box, action) rows."""
   video_id: str
   timestamp: int
   box: tuple[float, float, float, float] | None  # x1, y1, x2, y2, normalised

@@ -50,7 +50,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from vmae2_jax.data import mixture, pipelines, shards, transforms
+from vmae2_jax.data import info, mixture, pipelines, shards, transforms
 from vmae2_jax.data.ava import boxes as box_ops
 from vmae2_jax.data.ava import formats
 
@@ -356,6 +356,17 @@ class _TrainKeyframes:
 # --------------------------------------------------------------------------
 # Iterators
 # --------------------------------------------------------------------------
+
+
+def detect_train_info(config) -> info.DatasetInfo:
+  """The training keyframes (those with boxes) and classes, from the manifest alone: what
+  the trainer sizes epochs and the head by (num_classes: config.model.num_classes or the
+  label map's largest id; names by id - 1, "" for ids the label map lacks)."""
+  kset = KeyframeSet(config.data.train_path, "config.data.train_path")
+  n = kset.num_classes(config)
+  names = tuple(kset.label_map.get(i, "") for i in range(1, n + 1))
+  return info.DatasetInfo(num_videos=int((kset.num_boxes > 0).sum()), num_classes=n,
+                          class_names=names)
 
 
 def make_detect_train_iterator(config, *, process_index: int, process_count: int, seed: int):
