@@ -41,6 +41,8 @@ CASES = {
                                                        "model.attention": "auto"}),
     # AVA detection: encoder on the crop, RoIAlign and the BCE head, HSV jitter (dm-pix)
     "detect": lambda: tiny_detect_config(**{"batch_size": 8}),
+    # its test forward on padded frames with a key mask (segment ids in the flash kernel)
+    "detect_forward": lambda: tiny_detect_config(**{"model.dtype": "float32"}),
 }
 
 
@@ -57,12 +59,12 @@ def program():
   def get(name):
     if name not in cache:
       config = CASES[name]()
-      if name != "test_forward":
+      if name not in ("test_forward", "detect_forward"):
         config.model.dtype = "bfloat16"
       config.model.scan_layers = False  # layers unrolled: collectives counted per layer
       texts = []
       keep = lambda c, r: texts.append(c.as_text())  # noqa: E731
-      if name == "test_forward":
+      if name in ("test_forward", "detect_forward"):
         report = compile_only.compile_test_forward(config, devices, rows=8, on_compiled=keep)
       else:
         report = compile_only.compile_train_step(config, devices, on_compiled=keep)

@@ -91,6 +91,8 @@ def compile_test_forward(config, devices=None, rows: int | None = None,
                       "(config.stage=postpretrain|finetune), not pretrain")
   d = config.data
   rows = int(rows or config.eval.batch_size or config.batch_size)
+  if config.stage == "detect":
+    return _compile_detect_forward(exp, rows, on_compiled)
   video = jax.ShapeDtypeStruct((rows, d.frames, d.image_size, d.image_size, 3), np.uint8,
                                sharding=exp.batch_sharding(5))
   flops = classifier_flops_per_clip(config.model.variant, d.frames, d.image_size,
@@ -99,6 +101,29 @@ def compile_test_forward(config, devices=None, rows: int | None = None,
                     on_compiled)
   report.update({"step": "test_forward", "clips_global": rows,
                  "clips_per_device": rows / exp.mesh.size,
+                 "state_bytes_per_device": _bytes_per_device(exp.abstract_state.params)})
+  return report
+
+
+def _compile_detect_forward(exp, rows: int, on_compiled) -> dict:
+  """The detector's test forward (evaluation.detection's program) on padded frames of the
+  largest config.detect.buckets entry (the costliest of the programs a test compiles) with
+  config.detect.eval_max_boxes boxes each."""
+  from vmae2_jax.evaluation.detection import _predict_fn
+  c = exp.config
+  h, w = max((tuple(int(v) for v in b) for b in c.detect.buckets), key=lambda b: b[0] * b[1])
+  n = int(c.detect.eval_max_boxes)
+  args = (exp.abstract_state.params,
+          jax.ShapeDtypeStruct((rows, c.data.frames, h, w, 3), np.uint8,
+                               sharding=exp.batch_sharding(5)),
+          jax.ShapeDtypeStruct((rows, n, 4), np.float32, sharding=exp.batch_sharding(3)),
+          jax.ShapeDtypeStruct((rows, 2), np.int32, sharding=exp.batch_sharding(2)))
+  # the encoder on the whole padded frame (RoIAlign and the head are a rounding error)
+  flops = classifier_flops_per_clip(c.model.variant, c.data.frames, (h, w),
+                                    exp.task.num_classes)["forward"] * rows
+  report = _compile(exp, _predict_fn(exp), args, flops, on_compiled)
+  report.update({"step": "test_forward", "clips_global": rows,
+                 "clips_per_device": rows / exp.mesh.size, "frame_hw": [h, w], "boxes": n,
                  "state_bytes_per_device": _bytes_per_device(exp.abstract_state.params)})
   return report
 
