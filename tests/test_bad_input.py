@@ -80,8 +80,9 @@ def test_command_line_mistakes(tmp_path, args, want):
 @pytest.mark.parametrize("arg, want", [
     ("--config.model.variant=X/99", "config.model.variant='X/99' is unknown; choose one of "
                                     "['B/16', 'H/16', 'L/16', 'S/16', 'Ti/16', 'g/14', 'mu/16']"),
-    ("--config.stage=detect",
-     "config.stage='detect' is not one of ('pretrain', 'postpretrain', 'finetune', 'distill')"),
+    ("--config.stage=segment",
+     "config.stage='segment' is not one of ('pretrain', 'postpretrain', 'finetune', 'distill', "
+     "'detect')"),
     ("--config.nonfinite=maybe", "config.nonfinite='maybe' is not one of ('stop', 'skip')"),
     ("--config.data.sampling=tsn", "config.data.sampling='tsn' is not one of ('dense', "
                                    "'segment')"),

@@ -1,6 +1,6 @@
 """Entry point of every stage: `python -m vmae2_jax.main --config=CONFIG --workdir=DIR`.
 
-config.stage picks the stage (pretrain, postpretrain, finetune, distill); config fields
+config.stage picks the stage (pretrain, postpretrain, finetune, distill, detect); config fields
 can be overridden on the command line (--config.batch_size=8). A run resumes
 automatically from the latest checkpoint in --workdir; --config.eval_only=True
 runs the stage's final evaluation (the multi-view test) without training.
