@@ -428,3 +428,14 @@ def test_build_from_and_into_a_bucket(gcs_bucket, tmp_path):
   assert len(batches[0]) == len(batches[1]) == 1  # 3 keyframes, one excluded
   for k in batches[1][0]:
     np.testing.assert_array_equal(batches[0][0][k], batches[1][0][k])
+
+
+def test_ava_data_bench_prints_its_numbers(tmp_path, capsys):
+  import json
+  from vmae2_jax.bench import __main__ as bench
+  assert bench.main(["ava_data", "--height=64", "--width=112", "--movies=1", "--scenes=1",
+                     "--batches=2", "--batch=2", f"--workdir={tmp_path}", "--json"]) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert result["train_keyframes"] == 3 and result["bytes_per_keyframe"] > 1000
+  assert result["train"]["keyframes"] == 4 and result["test"]["keyframes"] >= 3
+  assert result["train"]["keyframes_per_s_per_core"] > 0

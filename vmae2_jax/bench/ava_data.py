@@ -87,14 +87,12 @@ def main(argv=None) -> int:
   pipeline.pipelines._init_cv2(False)
   train = _rate(pipeline.make_detect_train_iterator(c, process_index=0, process_count=1,
                                                     seed=0), a.batches)
-  ev = pipeline.make_detect_eval_iterator(c, process_index=0, process_count=1)
-  batches = min(a.batches, ev.num_batches - 1)
 
-  def endless():
+  def endless():  # passes over the held-out movie, as many as --batches needs
     while True:
       yield from pipeline.make_detect_eval_iterator(c, process_index=0, process_count=1)
 
-  test = _rate(endless(), max(batches, a.batches))
+  test = _rate(endless(), a.batches)
   result = {"frames": f"{a.height}x{a.width}", "train_keyframes": records,
             "bytes_per_keyframe": int(size / max(records, 1)), "generate_s": round(generated_s, 1),
             "build_s": round(built_s, 1), "train": train, "test": test}
