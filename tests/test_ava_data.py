@@ -439,3 +439,22 @@ def test_ava_data_bench_prints_its_numbers(tmp_path, capsys):
   assert result["train_keyframes"] == 3 and result["bytes_per_keyframe"] > 1000
   assert result["train"]["keyframes"] == 4 and result["test"]["keyframes"] >= 3
   assert result["train"]["keyframes_per_s_per_core"] > 0
+
+
+def test_a_rerun_keeps_the_shards_an_interrupted_build_finished(synth, tmp_path):
+  out = tmp_path / "out"
+  args = [f"--frames={synth['frames']}", f"--annotations={synth['val_csv']}",
+          f"--label_map={synth['label_map']}", f"--out={out}", "--keyframes_per_shard=2"]
+  assert ava_prep.main(args) == 0
+  manifest = (out / "manifest.json").read_text()
+  names = sorted(n for n in os.listdir(out) if n.endswith(".array_record"))
+  assert len(names) == 3
+  kept = os.stat(out / names[0]).st_mtime_ns
+  os.remove(out / names[2])               # killed before the last shard was renamed
+  (out / "manifest.json").unlink()
+  assert ava_prep.main(args) == 0
+  assert os.stat(out / names[0]).st_mtime_ns == kept and os.path.exists(out / names[2])
+  assert (out / "manifest.json").read_text() == manifest
+  # Other options rebuild every shard.
+  assert ava_prep.main(args + ["--quality=80"]) == 0
+  assert os.stat(out / names[0]).st_mtime_ns != kept
