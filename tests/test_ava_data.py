@@ -458,3 +458,20 @@ def test_a_rerun_keeps_the_shards_an_interrupted_build_finished(synth, tmp_path)
   # Other options rebuild every shard.
   assert ava_prep.main(args + ["--quality=80"]) == 0
   assert os.stat(out / names[0]).st_mtime_ns != kept
+
+
+def test_other_proposals_replace_the_shards_own(synth, tmp_path):
+  props = formats.read_proposals(synth["val_proposals"])
+  key = sorted(props)[1]
+  mine = {key: np.array([[0.25, 0.25, 0.75, 0.75, 0.95], [0, 0, 0.5, 0.5, 0.5]], np.float32)}
+  formats.write_proposals(tmp_path / "mine.pkl", mine)
+  it = pipeline.make_detect_eval_iterator(_config(synth, proposals=str(tmp_path / "mine.pkl")),
+                                          process_index=0, process_count=1)
+  batches = list(it)
+  assert len(batches) == 1 and batches[0]["keyframe"].tolist()[1:] == [-1, -1, -1]
+  assert formats.image_key(*it.keyframes[batches[0]["keyframe"][0]]) == key
+  assert batches[0]["box_mask"][0].sum() == 1  # the 0.5 box is under person_score
+  np.testing.assert_allclose(batches[0]["boxes"][0, 0], [80, 64, 240, 192])  # of 320 x 256
+  with pytest.raises(pipeline.DetectDataError, match=r"config.detect.test_boxes='gt'"):
+    pipeline.make_detect_eval_iterator(_config(synth, test_boxes="gt"), process_index=0,
+                                       process_count=1)
