@@ -21,7 +21,9 @@ pipelines use to pick and group records without reading them.
 Excluded timestamps are left out. Unknown action ids, malformed rows and
 boxes outside [0, 1] stop the build with one line naming the file and row;
 missing frames stop it too (``--skip_missing`` leaves those keyframes out and
-counts them). ``--dry_run`` reports what it found and writes nothing.
+counts them). ``--dry_run`` reports what it found and writes nothing. A rerun
+into the same local folder keeps the shards an interrupted build finished
+(their status files in _status/ match: same options, same keyframes).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import argparse
 import collections
 import concurrent.futures as cf
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -240,11 +243,27 @@ def encode_keyframe(kf: Keyframe, movie: Movie, opts: Options) -> tuple[bytes, d
   return record, entry
 
 
+def _shard_key(opts: Options, items) -> str:
+  """What a shard's content depends on: the build options and its keyframes' annotations."""
+  blob = json.dumps([dataclasses.astuple(opts)[2:],
+                     [dataclasses.astuple(kf) for kf, _ in items]], default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def write_shard(args) -> tuple[str, list[dict], int]:
-  """Writes one shard file (tmp then rename); returns its name, entries and size."""
+  """Writes one shard file (tmp then rename) and its status; returns its name, entries and
+  size. A shard whose status matches (same options, same keyframes, same file size) from an
+  earlier, interrupted build is kept as it is."""
   from array_record.python import array_record_module
   opts, name, items = args
   path = os.path.join(opts.out, name)
+  status = os.path.join(opts.out, "_status", name + ".json")
+  key = _shard_key(opts, items)
+  if os.path.exists(status) and os.path.exists(path):
+    with open(status) as f:
+      done = json.load(f)
+    if done["key"] == key and done["bytes"] == os.path.getsize(path):
+      return name, done["entries"], done["bytes"]
   tmp = os.path.join(opts.out, f".{name}.tmp")
   writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1,uncompressed")
   entries = []
@@ -256,7 +275,12 @@ def write_shard(args) -> tuple[str, list[dict], int]:
   finally:
     writer.close()
   os.replace(tmp, path)
-  return name, entries, os.path.getsize(path)
+  size = os.path.getsize(path)
+  os.makedirs(os.path.dirname(status), exist_ok=True)
+  with open(status + ".tmp", "w") as f:
+    json.dump({"key": key, "bytes": size, "entries": entries}, f)
+  os.replace(status + ".tmp", status)
+  return name, entries, size
 
 
 def build(keyframes: list[Keyframe], movies: dict[str, Movie], opts: Options, *,

@@ -428,3 +428,50 @@ def test_build_from_and_into_a_bucket(gcs_bucket, tmp_path):
   assert len(batches[0]) == len(batches[1]) == 1  # 3 keyframes, one excluded
   for k in batches[1][0]:
     np.testing.assert_array_equal(batches[0][0][k], batches[1][0][k])
+
+
+def test_ava_data_bench_prints_its_numbers(tmp_path, capsys):
+  import json
+  from vmae2_jax.bench import __main__ as bench
+  assert bench.main(["ava_data", "--height=64", "--width=112", "--movies=1", "--scenes=1",
+                     "--batches=2", "--batch=2", f"--workdir={tmp_path}", "--json"]) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert result["train_keyframes"] == 3 and result["bytes_per_keyframe"] > 1000
+  assert result["train"]["keyframes"] == 4 and result["test"]["keyframes"] >= 3
+  assert result["train"]["keyframes_per_s_per_core"] > 0
+
+
+def test_a_rerun_keeps_the_shards_an_interrupted_build_finished(synth, tmp_path):
+  out = tmp_path / "out"
+  args = [f"--frames={synth['frames']}", f"--annotations={synth['val_csv']}",
+          f"--label_map={synth['label_map']}", f"--out={out}", "--keyframes_per_shard=2"]
+  assert ava_prep.main(args) == 0
+  manifest = (out / "manifest.json").read_text()
+  names = sorted(n for n in os.listdir(out) if n.endswith(".array_record"))
+  assert len(names) == 3
+  kept = os.stat(out / names[0]).st_mtime_ns
+  os.remove(out / names[2])               # killed before the last shard was renamed
+  (out / "manifest.json").unlink()
+  assert ava_prep.main(args) == 0
+  assert os.stat(out / names[0]).st_mtime_ns == kept and os.path.exists(out / names[2])
+  assert (out / "manifest.json").read_text() == manifest
+  # Other options rebuild every shard.
+  assert ava_prep.main(args + ["--quality=80"]) == 0
+  assert os.stat(out / names[0]).st_mtime_ns != kept
+
+
+def test_other_proposals_replace_the_shards_own(synth, tmp_path):
+  props = formats.read_proposals(synth["val_proposals"])
+  key = sorted(props)[1]
+  mine = {key: np.array([[0.25, 0.25, 0.75, 0.75, 0.95], [0, 0, 0.5, 0.5, 0.5]], np.float32)}
+  formats.write_proposals(tmp_path / "mine.pkl", mine)
+  it = pipeline.make_detect_eval_iterator(_config(synth, proposals=str(tmp_path / "mine.pkl")),
+                                          process_index=0, process_count=1)
+  batches = list(it)
+  assert len(batches) == 1 and batches[0]["keyframe"].tolist()[1:] == [-1, -1, -1]
+  assert formats.image_key(*it.keyframes[batches[0]["keyframe"][0]]) == key
+  assert batches[0]["box_mask"][0].sum() == 1  # the 0.5 box is under person_score
+  np.testing.assert_allclose(batches[0]["boxes"][0, 0], [80, 64, 240, 192])  # of 320 x 256
+  with pytest.raises(pipeline.DetectDataError, match=r"config.detect.test_boxes='gt'"):
+    pipeline.make_detect_eval_iterator(_config(synth, test_boxes="gt"), process_index=0,
+                                       process_count=1)

@@ -2,6 +2,7 @@
 
   step         (default) a stage's train step: clips/s, TFLOP/s, MFU
   data         the input pipelines against decoding mp4 at read time
+  ava_data     AVA detection pipelines: keyframe shard size, train and test keyframes/s
   hf           pre-training step side by side with Hugging Face VideoMAEForPreTraining
   hf_finetune  fine-tuning step, multi-view inference and features side by side with
                Hugging Face VideoMAEForVideoClassification
@@ -25,6 +26,7 @@ import sys
 SUBCOMMANDS = {
     "step": "train_bench",
     "data": "data_bench",
+    "ava_data": "ava_data",
     "hf": "hf_pretrain",
     "hf_finetune": "hf_finetune",
     "kernels": "kernels",

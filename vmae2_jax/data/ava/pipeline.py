@@ -24,7 +24,7 @@ jitter (boxes.JITTER). Colour jitter is not done here: the task calls
 color.color_jitter inside the step. Keyframes without boxes are not trained on.
 
 Test clips keep the whole frame at short side config.detect.short_side and
-are padded to the first of config.detect.buckets (H, W) that holds them, so
+are padded to the smallest of config.detect.buckets (H, W) that holds them, so
 a handful of programs cover every aspect ratio; each batch holds one bucket
 (the 16:9 frames of AVA -> 256 x 455 -> bucket 256 x 464; 4:3 -> 341 -> 352;
 1.85:1 -> 473 -> 480; 2.35-2.39:1 -> 601-611 -> 624; square and portrait
