@@ -52,22 +52,25 @@ def _init_from_classes(config):
 
 
 def _detect_training_set(config) -> tuple[int, int, tuple[str, ...] | None]:
-  """(keyframes with boxes, classes, names by column) of AVA keyframe shards; zeros when
-  there are none to read (compile-only of a recipe config with placeholder paths)."""
-  from vmae2_jax.data.ava.pipeline import KeyframeSet
-  path = config.data.train_path or config.data.val_path
-  if not path:
+  """(keyframes with boxes, classes, names by column) of AVA keyframe shards (the training
+  set's manifest; without one, the evaluation set's classes); zeros when there are none to
+  read (compile-only of a recipe config with placeholder paths)."""
+  from vmae2_jax.data.ava import detect_train_info
+  d = config.data
+  if not (d.train_path or d.val_path):
     return 0, 0, None
   try:
-    kset = KeyframeSet(path, "config.data.train_path")
+    if d.train_path:
+      info = detect_train_info(config)
+      return info.num_videos, info.num_classes, info.class_names
+    from vmae2_jax.data.ava.pipeline import KeyframeSet  # eval_only on a test set alone
+    kset = KeyframeSet(d.val_path, "config.data.val_path")
+    n = kset.num_classes(config)
+    return 0, n, tuple(kset.label_map.get(i, "") for i in range(1, n + 1))
   except FileNotFoundError:
     if config.total_steps or config.eval_only or config.compile_only:
       return 0, 0, None
     raise
-  classes = kset.num_classes(config)
-  names = tuple(kset.label_map.get(k + 1, f"action {k + 1}") for k in range(classes))
-  keyframes = int((kset.num_boxes > 0).sum()) if config.data.train_path else 0
-  return keyframes, classes, names
 
 
 def make_task(config, batch_shards: int):
