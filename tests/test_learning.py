@@ -105,8 +105,8 @@ def test_a_student_distilled_from_a_teacher_beats_labels_alone_with_few_labels(p
   the rest. At the same 200 steps and recipe, the student distilled on all 256 clips (KL
   at T=1, label weight 0: it never reads a label) must beat the one fine-tuned on its 32
   labels by a margin: measured 98.4% vs 84.4% for this seed, 14-19 points on seeds 0-2
-  (docs/demo_results.md). A broken teacher path (another input, a random or unloaded
-  teacher) leaves the distilled student near chance (25%). Long: three trainings."""
+  (docs/demo_results.md). A broken teacher path leaves the distilled student at chance
+  (the teacher's logits zeroed in the step: 25.0%). Long: three trainings."""
   paths, pre_dir, _ = pretrained
   teacher = learning.train_teacher(paths, str(tmp_path), seed=0)
   assert teacher["test_top1"] >= 90.0
