@@ -9,6 +9,12 @@ for comparison, from scratch with the same fine-tuning budget; both are
 scored by the multi-view test on held-out clips (another generator seed).
 Prints one JSON line per seed. tests/test_learning.py holds the pre-trained
 result to >= 90% top-1; docs/demo_results.md has the numbers.
+
+  python -m vmae2_jax.bench learning --distill --out=DIR [--seeds=0,1,2]
+
+compares, with labels for only 32 of the clips, the pre-trained student
+fine-tuned on them against the same student distilled from a larger teacher
+trained on every label (compare_distillation).
 """
 
 from __future__ import annotations
