@@ -1,4 +1,4 @@
-"""SIGKILL at random moments, across the three stages, never loses more than the uncommitted steps.
+"""SIGKILL at random moments, across the four stages, never loses more than the uncommitted steps.
 
 Real `python -m vmae2_jax.main` processes of the tiny configs (mu/16, 4 frames,
 32x32, a checkpoint every step, asynchronous saves) are killed with SIGKILL at
@@ -13,7 +13,9 @@ results must equal, bit for bit, those of one uninterrupted run of the same
 config.
 
 Stages: pre-training; fine-tuning from the pre-training run (config.init_from);
-the multi-view test of the fine-tuned run (config.eval_only).
+the multi-view test of the fine-tuned run (config.eval_only); distillation of a
+student started from the pre-training run, taught by the fine-tuned run (its
+frozen teacher is reloaded by every restart).
 
 The subprocesses share a JAX persistent compilation cache, so only the first
 process of each stage compiles.
@@ -35,7 +37,7 @@ from vmae2_jax.evaluation.curves import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = 10
-KILLS = {"pretrain": 5, "finetune": 5, "test": 2}   # 12 in all
+KILLS = {"pretrain": 5, "finetune": 5, "test": 2, "distill": 3}   # 15 in all
 TIMEOUT_S = 240                                     # one process, at most
 
 PRETRAIN = dict(total_steps=14, warmup_steps=2, checkpoint_every=1, log_every=1,
@@ -43,6 +45,8 @@ PRETRAIN = dict(total_steps=14, warmup_steps=2, checkpoint_every=1, log_every=1,
 FINETUNE = dict(total_steps=14, warmup_steps=1, checkpoint_every=1, log_every=1,
                 keep_checkpoints=2, async_checkpoint=True,
                 **{"eval.every_steps": 4, "mixup.mixup_alpha": 0.8, "mixup.cutmix_alpha": 1.0})
+DISTILL = dict(FINETUNE, total_steps=8, stage="distill",
+               **{"eval.test_at_end": False, "distill.label_weight": 0.5})
 
 
 def _config_file(path, helper, overrides):
@@ -261,8 +265,21 @@ def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path):
   killed = kills["test"] = _run_with_kills(test, rng, KILLS["test"], ["test"])
   assert len(killed) == KILLS["test"], killed
   assert _test_results(ft) == _test_results(ft_ref)
+
+  # ---- distillation: the student from the pre-training run, the fine-tuned run its teacher
+  dl_ref, dl = str(tmp_path / "dl_ref"), str(tmp_path / "dl")
+  dl_cfg = _config_file(os.path.join(cfg, "dl.py"), "tiny_finetune_config",
+                        dict(DISTILL, init_from=pt_ref, **{"distill.teacher_from": ft_ref}))
+  ref = _Stage("distill", dl_cfg, dl_ref, env, logs).start()
+  assert ref.wait() == 0, ref.log()[-3000:]
+  killed = kills["distill"] = _run_with_kills(_Stage("distill", dl_cfg, dl, env, logs), rng,
+                                              KILLS["distill"], ["write", "step"])
+  assert len(killed) == KILLS["distill"], killed
+  want, want_val = _losses(dl_ref)
+  assert len(want) == DISTILL["total_steps"] and [v["step"] for v in want_val] == [4, 8]
+  assert _losses(dl) == (want, want_val)
   print("kills:", kills)  # shown with pytest -s
-  assert sum(map(len, kills.values())) >= 10
+  assert sum(map(len, kills.values())) >= 13
 
 
 DETECT = dict(total_steps=8, warmup_steps=1, checkpoint_every=1, log_every=1,

@@ -97,6 +97,32 @@ def test_run_files_best_checkpoint_and_test_report(runs):
   assert Image.open(os.path.join(runs["pretrain"], "curves.png")).size == (640, 2 * 260)
 
 
+def test_best_checkpoint_is_the_first_step_of_the_highest_top1_across_restarts(tmp_path):
+  """The reference's rule, on a scripted sequence (the tiny runs above may not tie or dip):
+  a step is kept only when its acc1 beats the best so far strictly, and the best so far
+  survives a restart. Validation top-1 by step: 10, 30, 30 (a tie: not kept), restart,
+  20 (lower: not kept), 30 (a tie again), so best/ must hold step 2's weights."""
+  from types import SimpleNamespace
+  exp = SimpleNamespace(config=SimpleNamespace(stage="finetune"))
+  workdir = str(tmp_path)
+
+  def params(step):  # each step's weights differ, so best/ shows which step it holds
+    return {"head": {"kernel": np.full((2, 3), step, np.float32)}}
+  keeper = trainer._BestKeeper(workdir, "val_top1")
+  for step, top1 in [(1, 10.0), (2, 30.0), (3, 30.0)]:
+    keeper.update(step, {"val_top1": top1}, params(step), exp)
+  keeper.close()
+  keeper = trainer._BestKeeper(workdir, "val_top1")  # a restart reads the best from best/
+  assert keeper.summary() == {"best_val_top1": 30.0, "best_step": 2}
+  for step, top1 in [(4, 20.0), (5, 30.0)]:
+    keeper.update(step, {"val_top1": top1}, params(step), exp)
+  keeper.close()
+  assert keeper.summary() == {"best_val_top1": 30.0, "best_step": 2}
+  held, meta = load_source(os.path.join(workdir, "best"))
+  assert meta["step"] == 2 and meta["val_top1"] == 30.0
+  np.testing.assert_array_equal(held["head"]["kernel"], params(2)["head"]["kernel"])
+
+
 def test_init_from_a_classifier_with_other_classes_keeps_fc_norm(runs):
   config = tiny_finetune_config(**{"model.num_classes": 3, "data.train_path": "demo:train"})
   exp = setup(config)

@@ -31,6 +31,7 @@ from vmae2_jax.checkpointing import model_io
 from vmae2_jax.conversion import mapping
 from vmae2_jax.conversion.init_from import apply_init_from
 from vmae2_jax.conversion.report import ConversionError
+from vmae2_jax.data.kinetics import name_differences
 from vmae2_jax.evaluation import classification
 from vmae2_jax.models import Classifier, VARIANTS, ViTSize, get_variant
 from vmae2_jax.models.options import ModelOptions
@@ -75,12 +76,6 @@ def _teacher_meta(path: str) -> dict | None:
     return model_io.read_source_meta(path)
   except (FileNotFoundError, ValueError):
     return None
-
-
-def _first_differences(a, b, limit: int = 3) -> str:
-  diffs = [f"#{i}: {x!r} vs {y!r}" for i, (x, y) in enumerate(zip(a, b)) if x != y]
-  more = f" (+{len(diffs) - limit} more)" if len(diffs) > limit else ""
-  return ", ".join(diffs[:limit]) + more
 
 
 class DistillTask(ClassifyTask):
@@ -143,9 +138,11 @@ class DistillTask(ClassifyTask):
       raise ConfigError(f"{FIELD}={src} has {classes} classes, the student "
                         f"{self.num_classes} (config.model.num_classes / the training shards)")
     names = meta.get("class_names")
-    if names and self.class_names and tuple(names) != self.class_names:
+    diff = name_differences(list(names), list(self.class_names)) if (
+        names and self.class_names) else ""
+    if diff:  # Kinetics' known renames name the same class (data/kinetics.py)
       raise ConfigError(f"{FIELD}={src}: the teacher's label order differs from the student's "
-                        f"({_first_differences(names, self.class_names)})")
+                        f"({diff})")
     frames = meta.get("frames")
     if frames and int(frames) != self.config.data.frames:
       raise ConfigError(f"{FIELD}={src} was trained on {frames}-frame clips, the student's are "
