@@ -127,3 +127,23 @@ def test_missing_bucket_fails_in_one_line_before_compiling(gcs_server, tmp_path)
          "gs://vmae2-no-such-bucket does not exist)" in log, log[-3000:]
   assert "Traceback" not in log and "Compiling" not in log
   assert sorted(os.listdir(tmp_path)) == ["missing.log", "pt.py"]  # nothing named gs:
+
+
+def test_s3_workdir_is_refused_in_one_line_before_compiling(s3_server, tmp_path):
+  """Orbax cannot write s3://: the start says so naming --workdir and the mount route, before
+  the data is read or anything compiled, and leaves the bucket as it was."""
+  env = _env(str(tmp_path / "jax_cache"))
+  env["_CWD"] = str(tmp_path)
+  env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+  cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", {})
+  workdir = paths.join(s3_server.make_bucket(), "run")
+  rc, log = _run(cfg, workdir, env, str(tmp_path / "s3.log"))
+  assert rc == 1
+  errors = [line for line in log.splitlines() if line.startswith("error:")]
+  assert errors == [f"error: --workdir={workdir}: its checkpoints are written by Orbax, which "
+                    "opens local paths and gs:// only, not s3://; mount the bucket on every "
+                    "worker (mountpoint-s3, s3fs-fuse) and give the mounted path "
+                    "(docs/scaling.md)"], log[-3000:]
+  assert "Traceback" not in log and "Compiling" not in log
+  assert paths.listdir(paths.bucket(workdir)) == []
+  assert sorted(os.listdir(tmp_path)) == ["pt.py", "s3.log"]
