@@ -244,6 +244,7 @@ def model_meta(exp: Experiment) -> dict:
   meta = {"kind": exp.task.kind, "stage": c.stage, "variant": c.model.variant,
           "size": dataclasses.asdict(size), "frames": c.data.frames,
           "image_size": c.data.image_size, "encoder_norm": exp.task.kind == "pretrain",
+          "pixel_mean": list(c.model.pixel_mean), "pixel_std": list(c.model.pixel_std),
           "format_version": MODEL_META_VERSION, "layout": "run"}
   if exp.task.kind == "classifier":
     d = c.data
