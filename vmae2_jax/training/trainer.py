@@ -102,6 +102,7 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
   if config.eval_only:  # the stage's final evaluation of this model, nothing trained
     ckpt.close()
     results = task.finish(exp, state.params, workdir, step)
+    _said_sigterm_waited(sigterm)
     return _write_summary(workdir, {"final_step": step, "steps_run": 0, **results})
 
   # ---------------------------------------------------------------- the loop
@@ -190,7 +191,15 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
                       sigterm.signals)
   elif step == total:  # not after a stop_after time slot: the run is not over
     summary.update(task.finish(exp, state.params, workdir, step))
+    _said_sigterm_waited(sigterm)
   return _write_summary(workdir, summary)
+
+
+def _said_sigterm_waited(sigterm: preemption.Watch) -> None:
+  """A SIGTERM during the final (or eval_only) evaluation let it finish: say so."""
+  if sigterm.requested:
+    logging.warning("SIGTERM: the final evaluation was finished first; nothing to save "
+                    "(the model's step is on disk)")
 
 
 # --------------------------------------------------------------------- helpers
