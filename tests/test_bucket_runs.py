@@ -217,3 +217,26 @@ def test_nonfinite_stop_in_a_bucket_sets_the_bad_step_aside(gcs_bucket, monkeypa
     assert _all_finite(_saved_state(step_dir)), step_dir
   assert np.isfinite(dict(_losses(workdir))[4])  # step 3's parameters gave a finite loss
   assert not os.path.exists(os.path.join(ROOT, "gs:"))
+
+
+def test_bucket_without_credentials_or_network_fails_in_one_line(tmp_path):
+  """The real endpoint, no credentials (none in the environment or gcloud's folder): without
+  a network (this machine) gcsfs retries for about a minute and the start ends in one line
+  naming --workdir, before compilation; with a network the reason is the credentials."""
+  env = _env(str(tmp_path / "jax_cache"))
+  for name in ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL",
+               "CLOUD_STORAGE_EMULATOR_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS",
+               "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"):
+    env.pop(name, None)
+  env["CLOUDSDK_CONFIG"] = str(tmp_path / "gcloud")  # no application default credentials
+  env["_CWD"] = str(tmp_path)
+  env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+  cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", {})
+  rc, log = _run(cfg, "gs://vmae-no-bucket/run", env, str(tmp_path / "offline.log"))
+  assert rc == 1, log[-3000:]
+  errors = [line for line in log.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and log.rstrip().splitlines()[-1] == errors[0], log[-3000:]
+  assert errors[0].startswith("error: --workdir=gs://vmae-no-bucket/run: cannot create or "
+                              "write it ("), errors
+  assert "Traceback" not in log and "Compiling" not in log
+  assert sorted(os.listdir(tmp_path)) == ["offline.log", "pt.py"]  # nothing named gs:
