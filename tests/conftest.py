@@ -26,19 +26,6 @@ def pytest_configure(config):
   config.addinivalue_line(
       "filterwarnings",
       r"ignore:the load_module\(\) method is deprecated:DeprecationWarning:importlib._bootstrap")
-  # A checkpoint read that fails inside TensorStore leaves callbacks that fire on Orbax's
-  # closed event loop when collected: main.py drops these ("Event loop is closed") for users;
-  # under pytest each arrives as an unraisable-exception warning with its traceback.
-  config.addinivalue_line(
-      "filterwarnings",
-      r"ignore:(?s)Exception ignored in. <coroutine.*Event loop is closed"
-      ":pytest.PytestUnraisableExceptionWarning")
-  # The same after a refused or failed restore: Orbax's per-array read coroutines, abandoned
-  # when the restore raises, are collected later (GeneratorExit inside TensorStore's read).
-  config.addinivalue_line(
-      "filterwarnings",
-      r"ignore:(?s)Exception ignored in. <coroutine object _read_array_index_and_device_put"
-      ":pytest.PytestUnraisableExceptionWarning")
 
 
 # The storage servers of the bucket tests, registered once for the whole session: a

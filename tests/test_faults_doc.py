@@ -74,10 +74,7 @@ def test_the_document_has_the_rows():
 @pytest.mark.parametrize("fault,tests", ROWS, ids=[f"row{i}" for i in range(len(ROWS))])
 def test_each_documented_fault_names_tests_that_run_here(fault, tests, collected):
   refs = _references(tests)
-  if not refs:
-    assert tests.startswith("not tested"), f"{fault!r}: no test named ({tests!r})"
-    return
-  assert any(pattern for _, pattern in refs), f"{fault!r}: names a file but no test ({tests!r})"
+  assert any(pattern for _, pattern in refs), f"{fault!r}: names no test ({tests!r})"
   for path, pattern in refs:
     file = os.path.join(ROOT, path)
     assert os.path.isfile(file), f"{fault!r}: {path} does not exist"
