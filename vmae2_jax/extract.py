@@ -20,11 +20,11 @@ no antialiasing: the reference's F.interpolate(align_corners=False) up to
 uint8 rounding), as the training pipeline feeds the model.
 
 Normalisation: by default as in training (the model's own mean/std from its
-model.json, ImageNet's by default, applied to 0..255 pixels). --reference_normalization reproduces the
-reference script, which feeds pixels/255 in [0, 1] without mean/std: the
-model computes (x'/255 - mean)/std, so it is fed x' = 255 * (x/255 * std +
-mean) = x * std + 255 * mean (computed on the device), which it maps back to
-x/255.
+model.json, ImageNet's by default, applied to 0..255 pixels).
+--reference_normalization reproduces the reference script, which feeds
+pixels/255 in [0, 1] without mean/std: the model computes (x'/255 - mean)/std,
+so it is fed x' = 255 * (x/255 * std + mean) = x * std + 255 * mean (computed
+on the device, with the model's mean/std), which it maps back to x/255.
 
 --window and --size default to the model's clip shape (model.json frames and
 image_size: what it was trained on).
