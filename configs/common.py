@@ -28,6 +28,9 @@ def base_config() -> ml_collections.ConfigDict:
       num_classes=0,            # classifier head; 0 = the training shards' class count
       head_dropout=0.0,         # dropout between fc_norm and the head
       head_init_scale=0.001,    # the fresh head's weight and bias are multiplied by this
+      # The model's input normalisation, (x/255 - mean) / std per RGB channel (the reference's
+      # ImageNet statistics); stored in model.json, so predict and extract use a model's own.
+      pixel_mean=(0.485, 0.456, 0.406), pixel_std=(0.229, 0.224, 0.225),
   ))
   c.masking = ml_collections.ConfigDict(dict(
       encoder="tube", encoder_ratio=0.9, decoder="running_cell", decoder_ratio=0.5))

@@ -35,6 +35,15 @@ def pytest_configure(config):
       ":pytest.PytestUnraisableExceptionWarning")
   # The same after a refused or failed restore: Orbax's per-array read coroutines, abandoned
   # when the restore raises, are collected later (GeneratorExit inside TensorStore's read).
+  # Kept on purpose (2026-12-07): the sources these two filters were added for no longer
+  # show them when probed alone (a resume whose damaged step Orbax reads, init_from sources
+  # with missing array data or an empty OCDBT manifest; in process, the exception kept alive
+  # as pytest.raises keeps it or dropped, then gc.collect()): 0 unraisable reports, since
+  # trainer closes Orbax's manager when a start fails. But the reports surface in whichever
+  # later test the garbage collector runs in, and a whole-file run of test_lifecycle.py with
+  # -W error::pytest.PytestUnraisableExceptionWarning had one failure that did not recur
+  # alone; until a full run under that flag is clean, the filters stay, matching only these
+  # two messages (any other unraisable exception still shows).
   config.addinivalue_line(
       "filterwarnings",
       r"ignore:(?s)Exception ignored in. <coroutine object _read_array_index_and_device_put"

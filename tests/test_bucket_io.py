@@ -70,6 +70,16 @@ def test_predict_and_extract_read_videos_and_write_features_in_a_bucket(
   pred = predict.Predictor(source[0])
   for got, want in zip(pred.predict(remote_videos), pred.predict([videos[k] for k in names])):
     np.testing.assert_array_equal(got.probs, want.probs)
+  # predict --video=FOLDER/ walks a bucket folder as a local one: subfolders, name order,
+  # only video files
+  tree = paths.join(gcs_bucket, "tree")
+  paths.copy(videos["short"], paths.join(tree, "b", "short.mp4"))
+  paths.copy(videos["syn"], paths.join(tree, "a", "syn.mp4"))
+  paths.write_text(paths.join(tree, "a", "notes.txt"), "not a video\n")
+  assert predict.main([f"--init_from={source[0]}", f"--video={tree}/", "--top=1"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert [ln.split(": 1. ")[0] for ln in lines] == [paths.join(tree, "a", "syn.mp4"),
+                                                    paths.join(tree, "b", "short.mp4")], lines
   # extract: a bucket folder of videos in (one broken), features and failures.tsv out
   out = paths.join(gcs_bucket, "features")
   args = ["--window=4", "--stride=3", "--size=32", "--batch=4", "--no_progress"]
@@ -144,22 +154,57 @@ def test_damaged_bucket_step_is_named_and_set_aside(gcs_bucket):
   ckpt.close()
 
 
-def test_s3_workdir_and_shards_are_refused_naming_the_mount_route(s3_server, tmp_path):  # noqa: F811
-  """Orbax and ArrayRecord cannot reach s3://: one line each, nothing written."""
+MOUNT = ("which opens local paths and gs:// only, not s3://; mount the bucket on every worker "
+         "(mountpoint-s3, s3fs-fuse) and give the mounted path (docs/scaling.md)")
+
+
+def test_s3_workdir_shards_and_model_sources_are_refused_naming_the_mount_route(
+    s3_server, tmp_path, capsys):  # noqa: F811
+  """Orbax and ArrayRecord cannot reach s3://: one line each naming the flag or config field,
+  before anything is read or written."""
   import pytest
+
+  from tests.helpers import tiny_finetune_config
   from vmae2_jax.checkpointing import Checkpointer
   from vmae2_jax.checkpointing.manager import CheckpointError
   from vmae2_jax.data import shards
+  from vmae2_jax.training import config_checks, run_record
   bucket_url = s3_server.make_bucket()
-  with pytest.raises(CheckpointError, match=r"^s3://.*writes checkpoints to local paths and "
-                     r"gs:// only; mount the S3 bucket"):
-    Checkpointer(paths.join(bucket_url, "run", "checkpoints"), save_every=1)
+  run = paths.join(bucket_url, "run")
+  with pytest.raises(run_record.WorkdirError) as e:
+    with run_record.starting(run):
+      raise AssertionError("the body must not run")
+  assert str(e.value) == f"--workdir={run}: its checkpoints are written by Orbax, {MOUNT}"
+  with pytest.raises(CheckpointError, match=r"^s3://.*writes checkpoints, which opens local "
+                     r"paths and gs:// only"):
+    Checkpointer(paths.join(run, "checkpoints"), save_every=1)
   assert paths.listdir(bucket_url) == []
+  # shard folders: the config field named at the config check, before any read
+  c = tiny_finetune_config(**{"data.val_path": paths.join(bucket_url, "val")})
+  c.data.source = "shards"
+  with pytest.raises(config_checks.ConfigError) as e:
+    config_checks.check_common(c, 1)
+  assert str(e.value) == (f"config.data.val_path={paths.join(bucket_url, 'val')}: ArrayRecord "
+                          f"reads the shards, {MOUNT}")
+  c.data.val_path, c.data.train_path = "", ""
+  c.data.sources = ({"path": "/local/a"}, {"path": paths.join(bucket_url, "b")})
+  with pytest.raises(config_checks.ConfigError, match=r"^config\.data\.sources\[1\]\.path=s3://"):
+    config_checks.check_common(c, 1)
   local = shards.demo_path("val")
   paths.write_text(paths.join(bucket_url, "val", "manifest.json"), paths.read_text(local))
-  with pytest.raises(shards.ShardFileError, match="ArrayRecord reads shards from local paths "
-                     "and gs:// only; mount this bucket"):
+  with pytest.raises(shards.ShardFileError, match="ArrayRecord reads the shards, which opens"):
     shards.ShardSource(paths.join(bucket_url, "val"))
+  # a model source (a converted folder) read by Orbax; the converter's --dst written by it
+  paths.write_text(paths.join(bucket_url, "model", "model.json"), "{}")
+  paths.write_text(paths.join(bucket_url, "model", "params", "x"), "")
+  assert predict.main([f"--init_from={paths.join(bucket_url, 'model')}", "--video=x.mp4"]) == 1
+  err = capsys.readouterr().err
+  assert err == (f"error: --init_from={paths.join(bucket_url, 'model')}: Orbax reads the "
+                 f"weights of a model source, {MOUNT}\n"), err
+  assert convert_main(["--src", str(tmp_path / "none.pth"), "--dst",
+                       paths.join(bucket_url, "converted")]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith(f"error: --dst={paths.join(bucket_url, 'converted')}: Orbax writes"), err
 
 
 def test_storage_bench_times_a_local_folder_and_a_bucket(gcs_bucket, tmp_path, capsys):

@@ -3,10 +3,12 @@
 Real `python -m vmae2_jax.main` processes, the clients pointed at the emulator
 through their own variables (tests/cloud_servers.py): a pre-training run in
 gs:// killed with SIGKILL once a step is committed and resumed, to the same
-per-step losses as an uninterrupted local run; an incompatible resume refused;
-a fine-tuning run reading its shards from gs:// and starting from the bucket
-run (init_from); a bucket that does not exist refused in one line before
-anything is compiled, with nothing written locally.
+per-step losses as an uninterrupted local run; one stopped by SIGTERM and
+rerun, likewise; an incompatible resume refused; a fine-tuning run reading its
+shards from gs:// and starting from the bucket run (init_from); a bucket that
+does not exist, and an s3:// workdir, refused in one line before anything is
+compiled, with nothing written. In process: a non-finite stop setting the bad
+step aside in the bucket.
 """
 
 import os
@@ -14,6 +16,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from tests.test_fault_injection import _config_file, _env
 from vmae2_jax import paths
@@ -127,3 +131,112 @@ def test_missing_bucket_fails_in_one_line_before_compiling(gcs_server, tmp_path)
          "gs://vmae2-no-such-bucket does not exist)" in log, log[-3000:]
   assert "Traceback" not in log and "Compiling" not in log
   assert sorted(os.listdir(tmp_path)) == ["missing.log", "pt.py"]  # nothing named gs:
+
+
+def test_s3_workdir_is_refused_in_one_line_before_compiling(s3_server, tmp_path):
+  """Orbax cannot write s3://: the start says so naming --workdir and the mount route, before
+  the data is read or anything compiled, and leaves the bucket as it was."""
+  env = _env(str(tmp_path / "jax_cache"))
+  env["_CWD"] = str(tmp_path)
+  env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+  cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", {})
+  workdir = paths.join(s3_server.make_bucket(), "run")
+  rc, log = _run(cfg, workdir, env, str(tmp_path / "s3.log"))
+  assert rc == 1
+  errors = [line for line in log.splitlines() if line.startswith("error:")]
+  assert errors == [f"error: --workdir={workdir}: its checkpoints are written by Orbax, which "
+                    "opens local paths and gs:// only, not s3://; mount the bucket on every "
+                    "worker (mountpoint-s3, s3fs-fuse) and give the mounted path "
+                    "(docs/scaling.md)"], log[-3000:]
+  assert "Traceback" not in log and "Compiling" not in log
+  assert paths.listdir(paths.bucket(workdir)) == []
+  assert sorted(os.listdir(tmp_path)) == ["pt.py", "s3.log"]
+
+
+def test_sigterm_with_a_bucket_workdir_saves_and_the_rerun_continues(gcs_bucket, tmp_path):
+  """Preemption as locally: the SIGTERM's step is saved in the bucket, exit 0 with the
+  "resumes from step" line, and the rerun continues to an uninterrupted local run's losses."""
+  from tests.test_lifecycle import _wait_for_line
+  cache = os.environ.get("VMAE2_TEST_JAX_CACHE") or str(tmp_path / "jax_cache")
+  env = _env(cache)
+  # checkpoints only at the end: the SIGTERM save is the only one before it
+  cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", dict(
+      total_steps=12, warmup_steps=2, log_every=1, checkpoint_every=1000,
+      async_checkpoint=True))
+  local, remote = str(tmp_path / "ref"), paths.join(gcs_bucket, "runs", "pt")
+  rc, log = _run(cfg, local, env, str(tmp_path / "ref.log"))
+  assert rc == 0, log[-3000:]
+  proc = _start(cfg, remote, env, str(tmp_path / "stopped.log"))
+  _wait_for_line(proc, str(tmp_path / "stopped.log"), r"\] step 3/12")
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(TIMEOUT_S) == 0, open(tmp_path / "stopped.log").read()[-3000:]
+  text = open(tmp_path / "stopped.log").read()
+  stop = [line for line in text.splitlines() if "resumes from step" in line]
+  assert len(stop) == 1, text[-3000:]
+  step = int(stop[0].split("resumes from step ")[1].split()[0].rstrip(".,:;"))
+  assert f"step {step} saved in {paths.join(remote, 'checkpoints')}" in stop[0], stop
+  assert 3 <= step < 12 and _steps(paths.join(remote, "checkpoints"))[-1] == step
+  import json
+  assert json.loads(paths.read_text(paths.join(remote, "summary.json")))["preempted_at"] == step
+  rc, log = _run(cfg, remote, env, str(tmp_path / "resumed.log"))
+  assert rc == 0, log[-3000:]
+  assert f"resumed from step {step} " in log, log[-3000:]
+  assert _losses(remote) == _losses(local) and len(_losses(local)) == 12
+  assert not os.path.exists(os.path.join(ROOT, "gs:"))
+
+
+# reading a whole saved state back without a target, as test_lifecycle checks it
+@pytest.mark.filterwarnings("ignore:Sharding info not provided when restoring")
+def test_nonfinite_stop_in_a_bucket_sets_the_bad_step_aside(gcs_bucket, monkeypatch):
+  """tests/test_lifecycle.py's non-finite stop with the workdir in gs://: the same steps
+  named, the bad step set aside in the bucket (a copy then a delete), the good one kept."""
+  import numpy as np
+
+  from tests.helpers import tiny_pretrain_config
+  from tests.test_lifecycle import _all_finite, _saved_state, _spike
+  from vmae2_jax.checkpointing import Checkpointer
+  from vmae2_jax.training import trainer
+  _spike(monkeypatch, at=3, factor=1e9)
+  config = tiny_pretrain_config(total_steps=8, warmup_steps=1, checkpoint_every=1, log_every=1,
+                                keep_checkpoints=1)
+  workdir = paths.join(gcs_bucket, "run")
+  with pytest.raises(trainer.NonFiniteLossError) as err:
+    trainer.train(config, workdir)
+  e = err.value
+  assert (e.step, e.bad_step, e.last_good) == (5, 4, 3), str(e)
+  text = str(e)
+  assert "\n" not in text and f"last good checkpoint: step 3 in {workdir}/checkpoints" in text
+  assert f"{workdir}/set_aside/4_nonfinite" in text, text
+  ckpt = Checkpointer(paths.join(workdir, "checkpoints"), save_every=1)
+  assert ckpt.all_steps() == [3]
+  ckpt.close()
+  assert paths.listdir(paths.join(workdir, "set_aside")) == ["4_nonfinite"]
+  aside = paths.join(workdir, "set_aside", "4_nonfinite")
+  assert paths.exists(paths.join(aside, "commit_success.txt"))  # moved whole
+  for step_dir in (paths.join(workdir, "checkpoints", "3"), aside):
+    assert _all_finite(_saved_state(step_dir)), step_dir
+  assert np.isfinite(dict(_losses(workdir))[4])  # step 3's parameters gave a finite loss
+  assert not os.path.exists(os.path.join(ROOT, "gs:"))
+
+
+def test_bucket_without_credentials_or_network_fails_in_one_line(tmp_path):
+  """The real endpoint, no credentials (none in the environment or gcloud's folder): without
+  a network (this machine) gcsfs retries for about a minute and the start ends in one line
+  naming --workdir, before compilation; with a network the reason is the credentials."""
+  env = _env(str(tmp_path / "jax_cache"))
+  for name in ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL",
+               "CLOUD_STORAGE_EMULATOR_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS",
+               "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"):
+    env.pop(name, None)
+  env["CLOUDSDK_CONFIG"] = str(tmp_path / "gcloud")  # no application default credentials
+  env["_CWD"] = str(tmp_path)
+  env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+  cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", {})
+  rc, log = _run(cfg, "gs://vmae-no-bucket/run", env, str(tmp_path / "offline.log"))
+  assert rc == 1, log[-3000:]
+  errors = [line for line in log.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and log.rstrip().splitlines()[-1] == errors[0], log[-3000:]
+  assert errors[0].startswith("error: --workdir=gs://vmae-no-bucket/run: cannot create or "
+                              "write it ("), errors
+  assert "Traceback" not in log and "Compiling" not in log
+  assert sorted(os.listdir(tmp_path)) == ["offline.log", "pt.py"]  # nothing named gs:

@@ -429,3 +429,38 @@ def test_compatible_changes_resume_and_the_record_holds_config_and_mesh(stopped_
   assert history[0]["devices"] == jax.device_count() and history[0]["processes"] == 1
   saved = json.load(open(os.path.join(work, "config.json")))
   assert saved["log_every"] == 1 and saved["model"]["variant"] == "mu/16"
+
+
+def test_sigterm_during_the_eval_only_test_finishes_it_and_exits_0(tmp_path):
+  """A SIGTERM while eval_only's multi-view test runs: the test finishes and writes its
+  report, nothing is saved, exit 0 (docs/faults.md); the report equals an undisturbed one."""
+  from flax import nnx
+
+  from tests.test_fault_injection import _config_file as config_file
+  from vmae2_jax.checkpointing import save_model_params
+  from vmae2_jax.models.options import ModelOptions
+  from vmae2_jax.models.variants import get_variant
+  from vmae2_jax.models.vit import Classifier
+  model = Classifier(get_variant("mu/16"), 5, frames=4, image_size=32,
+                     opts=ModelOptions(init="finetune"), rngs=nnx.Rngs(0))
+  params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  source = str(tmp_path / "model")
+  save_model_params(source, params, {"kind": "classifier", "variant": "mu/16",
+                                     "num_classes": 5, "frames": 4, "image_size": 32})
+  config = config_file(str(tmp_path / "c.py"), "tiny_finetune_config",
+                       {"init_from": source, "eval_only": True, "data.test_num_segment": 3})
+  ref = _main(config, tmp_path / "ref", tmp_path / "ref.log")
+  assert ref.wait(timeout=240) == 0, open(tmp_path / "ref.log").read()[-3000:]
+  work, log = tmp_path / "run", tmp_path / "run.log"
+  proc = _main(config, work, log)
+  _wait_for_line(proc, log, r"initialised parameters from")  # the test starts next
+  assert not list(work.glob("test_step*/metrics.json"))  # the signal lands before the end
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=240) == 0, open(log).read()[-3000:]
+  text = open(log).read()
+  assert "SIGTERM: the final evaluation was finished first; nothing to save" in text, text[-3000:]
+  assert "Traceback" not in text
+  assert not (work / "checkpoints").exists() or not os.listdir(work / "checkpoints")
+  (got,), (want,) = work.glob("test_step0_3x2/metrics.json"), (tmp_path / "ref").glob(
+      "test_step0_3x2/metrics.json")
+  assert json.loads(got.read_text()) == json.loads(want.read_text())

@@ -157,3 +157,54 @@ def test_two_processes_fine_tune_validate_and_test_every_video_once(tmp_path):
   # One process rewrote the views as one file; the two-process parts are gone.
   assert sorted(f for f in os.listdir(report) if f.startswith("views")) == ["views.npz"]
   np.testing.assert_allclose(read_views(report).scores, two.scores, atol=1e-4)
+
+
+def test_a_preemption_notice_to_one_process_saves_the_agreed_step_in_both(tmp_path):
+  """JAX's preemption service: a SIGTERM to process 1 alone (as a TPU VM's maintenance
+  notice reaches one host) is caught by JAX's notifier, both processes agree on a step
+  through Orbax's reached_preemption, save it together and end with exit 0."""
+  import signal
+  import socket
+  import time
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  work = str(tmp_path / "run")
+  args = [a for a in TINY
+          if not a.startswith(("--config.total_steps", "--config.checkpoint_every"))]
+  args += ["--config.total_steps=40", "--config.checkpoint_every=1000"]  # the notice saves
+  procs, logs = [], [str(tmp_path / f"process_{i}.log") for i in range(2)]
+  for i in range(2):
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               VMAE2_COORDINATOR=f"127.0.0.1:{port}", VMAE2_NUM_PROCESSES="2",
+               VMAE2_PROCESS_ID=str(i),
+               PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
+    procs.append(subprocess.Popen([sys.executable, "-m", "vmae2_jax.main", f"--workdir={work}",
+                                   *args], cwd=ROOT, env=env, stdout=open(logs[i], "w"),
+                                  stderr=subprocess.STDOUT))
+  try:
+    deadline = time.monotonic() + 600
+    while not re.search(r"step 3/40", open(logs[1]).read()):
+      assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+          open(logs[1]).read()[-3000:]
+      time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    rcs = [p.wait(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  texts = [open(f).read() for f in logs]
+  assert rcs == [0, 0], "\n".join(t[-3000:] for t in texts)
+  saved = [re.findall(r"preempted: step (\d+) saved in (\S+); the same command resumes", t)
+           for t in texts]
+  assert saved[0] == saved[1] and len(saved[0]) == 1, saved
+  step = int(saved[0][0][0])
+  assert 3 <= step < 40 and saved[0][0][1] == os.path.join(work, "checkpoints")
+  assert _step_lines(str(tmp_path), 0) == _step_lines(str(tmp_path), 1)  # the same steps run
+  assert max(s for s, _ in _step_lines(str(tmp_path), 0)) == step
+  assert max(int(n) for n in os.listdir(os.path.join(work, "checkpoints"))) == step
+  state_dir = os.path.join(work, "checkpoints", str(step), "state")
+  assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(os.listdir(state_dir))
+  assert json.load(open(os.path.join(work, "summary.json")))["preempted_at"] == step

@@ -19,12 +19,12 @@ Frames are resized on the host to uint8 (cv2 bilinear, half-pixel centres,
 no antialiasing: the reference's F.interpolate(align_corners=False) up to
 uint8 rounding), as the training pipeline feeds the model.
 
-Normalisation: by default as in training (the model's ImageNet mean/std
-normalisation of 0..255 pixels). --reference_normalization reproduces the
-reference script, which feeds pixels/255 in [0, 1] without mean/std: the
-model computes (x'/255 - mean)/std, so it is fed x' = 255 * (x/255 * std +
-mean) = x * std + 255 * mean (computed on the device), which it maps back to
-x/255.
+Normalisation: by default as in training (the model's own mean/std from its
+model.json, ImageNet's by default, applied to 0..255 pixels).
+--reference_normalization reproduces the reference script, which feeds
+pixels/255 in [0, 1] without mean/std: the model computes (x'/255 - mean)/std,
+so it is fed x' = 255 * (x/255 * std + mean) = x * std + 255 * mean (computed
+on the device, with the model's mean/std), which it maps back to x/255.
 
 --window and --size default to the model's clip shape (model.json frames and
 image_size: what it was trained on).
@@ -67,7 +67,6 @@ from vmae2_jax.data import shards, video_file
 from vmae2_jax.data.shards import CorruptRecordError
 from vmae2_jax.evaluation import inference
 from vmae2_jax.evaluation.inference import UserError
-from vmae2_jax.models.patching import MEAN, STD
 from vmae2_jax.progress import Progress
 
 FAILURES = "failures.tsv"
@@ -208,8 +207,11 @@ def feature_fn(reference_normalization: bool) -> Callable:
 
   def fn(model, x):
     if reference_normalization:
-      # The model maps x' to (x'/255 - mean)/std; this x' makes that x/255.
-      x = x.astype(jnp.float32) * STD + 255.0 * MEAN
+      # The model maps x' to (x'/255 - mean)/std with its own statistics; this x' makes
+      # that x/255.
+      mean, std = (np.asarray(v, np.float32) for v in (model.encoder.pixel_mean,
+                                                       model.encoder.pixel_std))
+      x = x.astype(jnp.float32) * std + 255.0 * mean
     return model.features(x).astype(jnp.float32)
   return fn
 

@@ -335,6 +335,30 @@ def check_writable(folder, what: str) -> None:
                           f"({reason(e, folder)})") from None
 
 
+class UnreachableURLError(PathAccessError):
+  """A URL that a library under us cannot open itself (s3:// for Orbax and ArrayRecord)."""
+
+
+# The URLs Orbax (through TensorStore) and ArrayRecord open themselves. Orbax 0.12 passes
+# each path through os.path.normpath ("s3://b/x" becomes "s3:/b/x", then refused as not
+# absolute) and maps only gs:// to a TensorStore driver; ArrayRecord 0.8 has a GCS client
+# only. Everything else in this module reaches s3:// through s3fs.
+NATIVE_SCHEMES = ("gs://",)
+
+
+def check_native(path, what: str, needs: str) -> None:
+  """Raises UnreachableURLError, one line, for a URL outside NATIVE_SCHEMES: `what`=path
+  (the flag or config field; "" for the path alone), `needs` (which library reads or
+  writes it there) and the way round, a mount. Call it before anything is written."""
+  path = resolve(path)
+  if is_remote(path) and not path.startswith(NATIVE_SCHEMES):
+    scheme = path.split("://", 1)[0]
+    raise UnreachableURLError(
+        f"{what + '=' if what else ''}{path}: {needs}, which opens local paths and gs:// only, "
+        f"not {scheme}://; mount the bucket on every worker (mountpoint-s3, s3fs-fuse) and "
+        "give the mounted path (docs/scaling.md)")
+
+
 def reason(error: BaseException, path=None) -> str:
   """A short, user-facing reason for a storage client's exception on `path`."""
   if path is not None and not is_remote(path) and isinstance(error, OSError):

@@ -31,18 +31,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np
 
+from vmae2_jax import paths as paths_lib
 from vmae2_jax.conversion.report import ConversionError
 from vmae2_jax.data.pipelines import EvalTransform
 from vmae2_jax.data.shards import CorruptRecordError
 from vmae2_jax.data.video_file import (VIDEO_EXTS, VideoFileRecord, read_video_list,
-                                       videos_in_folder)
+                                       videos_in_tree)
 from vmae2_jax.evaluation.inference import (DTYPES, BatchRunner, Parser, UserError,
                                             class_names_for, load_classifier, parse_args,
                                             prefetch, square_size)
@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
   try:
     paths = []
     for video in args.video:
-      if os.path.isdir(video):
-        found = [p for d, _, _ in sorted(os.walk(video)) for p in videos_in_folder(d)]
+      if paths_lib.isdir(video):  # a bucket folder too
+        found = videos_in_tree(video)
         if not found:
           raise UserError(f"--video={video}: a folder without video files "
                           f"({', '.join(VIDEO_EXTS[:4])}, ...)")

@@ -46,12 +46,10 @@ class Checkpointer:
   def __init__(self, directory: str, *, save_every: int, keep: int | None = 3,
                keep_period: int | None = None, async_save: bool = True):
     self.directory = paths.resolve(directory)
-    if self.directory.startswith("s3://"):
-      # Orbax hands TensorStore local paths and gs:// URLs only (its s3:// paths are refused
-      # as "not absolute"): say so now, before anything is written or compiled.
-      raise CheckpointError(f"{self.directory}: Orbax {ocp.__version__} writes checkpoints to "
-                            "local paths and gs:// only; mount the S3 bucket (mountpoint-s3, "
-                            "s3fs-fuse) and give its local path (docs/scaling.md)")
+    try:  # before Orbax starts (the trainer refuses such a --workdir earlier still)
+      paths.check_native(self.directory, "", f"Orbax {ocp.__version__} writes checkpoints")
+    except paths.UnreachableURLError as e:
+      raise CheckpointError(str(e)) from None
     self._async = async_save
     self._unlisted: list[int] = []  # async saves whose file list is not written yet
     options = ocp.CheckpointManagerOptions(

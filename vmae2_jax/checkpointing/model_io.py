@@ -91,6 +91,7 @@ def resolve(path: str) -> tuple[str, str | None, str]:
   if not paths.isdir(path):
     raise FileNotFoundError(f"{path}: no such directory (a converted checkpoint or a "
                             "training run's workdir)")
+  paths.check_native(path, "", "Orbax reads the weights of a model source")
   if _is_model_dir(path):
     return "model", None, path
   if paths.isdir(paths.join(path, "checkpoints")):  # a workdir: its final step

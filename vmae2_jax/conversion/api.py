@@ -19,7 +19,7 @@ from vmae2_jax.conversion import detect as detect_lib
 from vmae2_jax.conversion import hub, labels, mapping, surgery, torch_io
 from vmae2_jax.conversion.layouts import KINDS, Spec
 from vmae2_jax.conversion.report import ConversionError, ConversionReport
-from vmae2_jax.models.options import ModelOptions
+from vmae2_jax.models.options import ModelOptions, normalization_from_meta
 from vmae2_jax.models.variants import VARIANTS, ViTSize
 from vmae2_jax.models.vit import Classifier, Encoder, PretrainModel
 from vmae2_jax.progress import Progress
@@ -216,7 +216,8 @@ def build_model(params: dict, meta: dict[str, Any], opts: ModelOptions | None = 
                 ) -> nnx.Module:
   """A PretrainModel / Classifier / Encoder holding `params` (nothing random is kept)."""
   spec = spec_from_meta(meta)
-  opts = opts or ModelOptions()
+  # the input normalisation the model was trained with is part of the model
+  opts = dataclasses.replace(opts or ModelOptions(), **normalization_from_meta(meta))
   frames, image_size = meta.get("frames", 16), meta.get("image_size", 224)
   if isinstance(image_size, list):
     image_size = tuple(image_size)

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                                    hf_config=not args.no_hf_config, progress=True)
       print(f"wrote {args.dst} ({args.to} layout, {meta['kind']} {meta['variant']})")
       return 0
+    paths.check_native(args.dst, "--dst", "Orbax writes the converted checkpoint")
     rep = api.convert_file(
         args.src, args.dst, variant=args.variant, kind=args.kind, num_classes=args.num_classes,
         label_map=args.label_map, frames=args.frames, image_size=args.image_size, dtype=args.dtype,

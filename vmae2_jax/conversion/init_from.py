@@ -111,10 +111,10 @@ def _foreign(path: str) -> bool:
   """hf://ORG/NAME, a PyTorch / safetensors file, or an HF folder (its weight files)."""
   if hub.is_hub(path):
     return True
+  if paths.isfile(path):  # a file is never a model source (those are folders)
+    return True
   if model_io.is_source(path):
     return False
-  if paths.isfile(path):
-    return True
   return paths.isdir(path) and any(paths.exists(paths.join(path, name))
                                    for name in torch_io.HF_WEIGHT_FILES)
 

@@ -135,8 +135,10 @@ class FinetuneTransform(_ClipTransform):
   def __init__(self, *, frames: int, size: int, stride: int, num_sample: int, mode: str,
                flip: bool, randaug: str, reprob: float, scale: tuple[float, float],
                ratio: tuple[float, float], randaug_after_crop: bool, skip_corrupt: bool,
-               num_classes: int = 0, classes_from: str = "num_classes"):
+               num_classes: int = 0, classes_from: str = "num_classes",
+               pixel_stats: tuple = (transforms.IMAGENET_MEAN, transforms.IMAGENET_STD)):
     self.frames, self.size, self.stride, self.num_sample = frames, size, stride, num_sample
+    self.pixel_stats = pixel_stats  # the model's (mean, std): erasing noise in its space
     self.mode, self.flip, self.reprob = mode, flip, reprob
     self.num_classes, self.classes_from = int(num_classes), classes_from
     self.randaug = randaugment.RandAugment.from_string(randaug) if randaug else None
@@ -152,7 +154,8 @@ class FinetuneTransform(_ClipTransform):
                mode=d.sampling, flip=d.flip, randaug=d.randaug, reprob=d.reprob,
                scale=d.rrc_scale, ratio=d.rrc_ratio, randaug_after_crop=d.randaug_after_crop,
                skip_corrupt=d.skip_corrupt, num_classes=num_classes,
-               classes_from=classes_from)
+               classes_from=classes_from,
+               pixel_stats=(tuple(config.model.pixel_mean), tuple(config.model.pixel_std)))
 
   def transform(self, rec, rng):
     self.check_label(rec, unknown_ok=False)
@@ -178,7 +181,7 @@ class FinetuneTransform(_ClipTransform):
       else:  # the reference's order: augment the full frames, then crop
         view = transforms.crop_resize(randaugment.apply_ops(clip, ops), box, s, s,
                                       src_hw=(h, w), flip=flip)
-      out.append(transforms.apply_erasing(view, erase, rng))
+      out.append(transforms.apply_erasing(view, erase, rng, *self.pixel_stats))
     label = np.full(self.num_sample, rec.label, np.int32)
     return {"video": np.stack(out), "label": label}
 

@@ -317,10 +317,10 @@ class ShardSource:
     self.sizes = [s["num_records"] for s in listed]
     self.starts = np.cumsum([0] + self.sizes).tolist()
     self.paths = [paths.join(manifest["dir"], s) for s in self.shards]
-    if paths.is_remote(manifest["dir"]) and not manifest["dir"].startswith("gs://"):
-      raise ShardFileError(f"{manifest['dir']}: ArrayRecord reads shards from local paths and "
-                           "gs:// only; mount this bucket (e.g. mountpoint-s3) and give the "
-                           "mounted folder (docs/scaling.md)")
+    try:  # config_checks refuses such a data path earlier, naming its field
+      paths.check_native(manifest["dir"], "", "ArrayRecord reads the shards")
+    except paths.UnreachableURLError as e:
+      raise ShardFileError(str(e)) from None
     for entry, shard_path in zip(listed, self.paths):
       check_shard_file(shard_path, entry, mpath)
     self.num_classes = manifest.get("classes", {}).get("num_classes", 0)

@@ -261,18 +261,19 @@ def random_erasing_params(h: int, w: int, rng: np.random.Generator, probability:
   return None
 
 
-def apply_erasing(clip: np.ndarray, box: Box | None, rng: np.random.Generator) -> np.ndarray:
+def apply_erasing(clip: np.ndarray, box: Box | None, rng: np.random.Generator,
+                  mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
   """Fill ``box`` in every frame with per-pixel N(0,1) noise of the normalised space.
 
   The reference draws noise after normalisation; here it is mapped back to
-  pixels (mean + std * z) and clipped to 0..255, so the device's
-  normalisation sees the same noise up to clipping and rounding.
+  pixels (mean + std * z, the model's statistics) and clipped to 0..255, so
+  the device's normalisation sees the same noise up to clipping and rounding.
   """
   if box is None:
     return clip
   y, x, h, w = box
   z = rng.standard_normal((clip.shape[0], h, w, 3), dtype=np.float32)
-  pixels = (IMAGENET_MEAN + IMAGENET_STD * z) * 255.0
+  pixels = (np.asarray(mean, np.float32) + np.asarray(std, np.float32) * z) * 255.0
   clip = clip.copy()
   clip[:, y:y + h, x:x + w] = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
   return clip

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -158,6 +159,16 @@ def read_video_list(path: str, root: str | None = None) -> list[str]:
           line = joined
       found.append(line)
   return found
+
+
+def videos_in_tree(folder: str) -> list[str]:
+  """The video files in ``folder`` and its subfolders (a class-per-folder split), each
+  folder's in name order, the folders in name order; a bucket folder alike."""
+  if not paths.is_remote(folder):
+    return [p for d, _, _ in sorted(os.walk(folder)) for p in videos_in_folder(d)]
+  found = [rel for rel, _ in paths.walk_files(folder) if rel.lower().endswith(VIDEO_EXTS)]
+  found.sort(key=lambda rel: (posixpath.dirname(rel), posixpath.basename(rel)))
+  return [paths.join(folder, rel) for rel in found]
 
 
 def videos_in_folder(folder: str) -> list[str]:

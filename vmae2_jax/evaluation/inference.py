@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from vmae2_jax import paths
 from vmae2_jax.checkpointing import model_io
 from vmae2_jax.conversion import labels
 from vmae2_jax.conversion.api import build_model
@@ -41,6 +42,8 @@ def load_classifier(init_from: str, *, dtype: str = "float32", frames: int | Non
     meta = model_io.read_source_meta(init_from)
   except FileNotFoundError as e:
     raise UserError(f"--init_from: {e}") from e
+  except paths.UnreachableURLError as e:
+    raise UserError(f"--init_from={e}") from None
   if meta.get("kind") != "classifier":
     raise UserError(f"--init_from={init_from} holds a {meta.get('kind')} model without a "
                     "classification head; fine-tune it, or convert a fine-tuned checkpoint "

@@ -8,6 +8,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+# The reference's input statistics (ImageNet), as in configs/common.py.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 # Outputs of a block's weight matmuls, named in layers.py (jax.ad_checkpoint.checkpoint_name):
@@ -60,6 +64,9 @@ class ModelOptions:
       checkpoints do not depend on this switch.
     init: "pretrain" (xavier_uniform Linear, as the reference pre-training
       model) or "finetune" (truncated normal 0.02, as its classifier).
+    pixel_mean, pixel_std: the input normalisation (x/255 - mean) / std per RGB
+      channel; a model is evaluated with the statistics it was trained with
+      (model.json, `normalization_from_meta`).
   """
 
   dtype: Any = jnp.float32
@@ -69,6 +76,8 @@ class ModelOptions:
   remat: str = "none"
   scan_layers: bool = False
   init: str = "pretrain"
+  pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
+  pixel_std: tuple[float, float, float] = IMAGENET_STD
 
   def __post_init__(self):
     object.__setattr__(self, "dtype", to_dtype(self.dtype, "dtype"))
@@ -81,9 +90,28 @@ class ModelOptions:
                        "auto|xla|cudnn|fused_cpu|flash_tpu")
     if self.init not in ("pretrain", "finetune"):
       raise ValueError(f"model init={self.init!r} is not pretrain|finetune")
+    for field, low in (("pixel_mean", None), ("pixel_std", 0.0)):
+      value = getattr(self, field)
+      try:
+        value = tuple(float(v) for v in value)
+      except (TypeError, ValueError):
+        value = ()
+      if len(value) != 3 or (low is not None and min(value) <= low):
+        raise ValueError(f"config.model.{field}={getattr(self, field)!r} must be 3 numbers "
+                         f"(R, G, B){' > 0' if low is not None else ''}")
+      object.__setattr__(self, field, value)
 
   @classmethod
   def from_config(cls, model_cfg, init: str = "pretrain") -> "ModelOptions":
     return cls(dtype=model_cfg.dtype, param_dtype=model_cfg.param_dtype,
                attention=model_cfg.attention, cpu_kernels=model_cfg.cpu_kernels,
-               remat=model_cfg.remat, scan_layers=model_cfg.scan_layers, init=init)
+               remat=model_cfg.remat, scan_layers=model_cfg.scan_layers, init=init,
+               pixel_mean=model_cfg.get("pixel_mean", IMAGENET_MEAN),
+               pixel_std=model_cfg.get("pixel_std", IMAGENET_STD))
+
+
+def normalization_from_meta(meta: dict[str, Any]) -> dict[str, tuple[float, ...]]:
+  """ModelOptions fields of the normalisation a model was trained with (its model.json;
+  ImageNet's for sources that predate the field, and converted published models)."""
+  return {"pixel_mean": tuple(meta.get("pixel_mean") or IMAGENET_MEAN),
+          "pixel_std": tuple(meta.get("pixel_std") or IMAGENET_STD)}

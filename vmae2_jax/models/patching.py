@@ -41,14 +41,15 @@ def gather_tokens(x, idx):
   return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-def normalize_pixels(x):
-  """uint8 (or [0, 255] float) pixels, channel last -> ImageNet-normalised float32."""
+def normalize_pixels(x, mean=MEAN, std=STD):
+  """uint8 (or [0, 255] float) pixels, channel last -> (x/255 - mean) / std, float32
+  (ImageNet statistics unless the model was trained with others)."""
   x = x.astype(jnp.float32) * (1.0 / 255.0)
-  return (x - MEAN) / STD
+  return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
-def normalize_cubes(cubes):
+def normalize_cubes(cubes, mean=MEAN, std=STD):
   """Normalises flattened (2, p, p, 3) cubes channel-wise; channel is the last of each cube."""
   shape = cubes.shape
-  x = normalize_pixels(cubes.reshape(shape[:-1] + (-1, 3)))
+  x = normalize_pixels(cubes.reshape(shape[:-1] + (-1, 3)), mean, std)
   return x.reshape(shape)

@@ -35,6 +35,7 @@ class Encoder(nnx.Module):
                              rngs=rngs, drop_path_rate=drop_path_rate)
     self.norm = LayerNorm(size.width, opts=opts) if final_norm else None
     self.dtype = opts.dtype
+    self.pixel_mean, self.pixel_std = opts.pixel_mean, opts.pixel_std
 
   def embed(self, video, token_idx=None):
     """video uint8/float [B, T, H, W, 3] (0..255) -> tokens [B, M, D] with positions."""
@@ -43,7 +44,7 @@ class Encoder(nnx.Module):
     if token_idx is not None:
       cubes = patching.gather_tokens(cubes, token_idx)
       pos = pos[token_idx]
-    x = self.patch_embed(patching.normalize_cubes(cubes))
+    x = self.patch_embed(patching.normalize_cubes(cubes, self.pixel_mean, self.pixel_std))
     return x + pos.astype(x.dtype)
 
   def __call__(self, video, token_idx=None, *, key=None, deterministic=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from configs.common import STAGES
+from vmae2_jax import paths
 from vmae2_jax.masking import MaskSpec
 from vmae2_jax.models import get_variant, patching
 from vmae2_jax.models.options import ModelOptions
@@ -73,6 +74,8 @@ def check_common(config, batch_shards: int) -> None:
                       "train_path= clears the file's path)")
   if d.frames % patching.TUBELET:
     raise ConfigError(f"config.data.frames={d.frames} must be even (tubelet size 2)")
+  if d.source == "shards":
+    _check_shard_urls(d)
   if config.batch_size < 1:
     raise ConfigError(f"config.batch_size={config.batch_size} must be positive")
   if d.num_sample < 1:
@@ -89,6 +92,21 @@ def check_common(config, batch_shards: int) -> None:
         f"divisible by the {batch_shards} devices the batch is split over")
   if not 0.0 < config.optim.layer_decay <= 1.0:
     raise ConfigError(f"config.optim.layer_decay={config.optim.layer_decay} must be in (0, 1]")
+
+
+def _check_shard_urls(d) -> None:
+  """Shard folders in a store ArrayRecord cannot open (s3://): refused before any read."""
+  named = [("config.data.train_path", d.train_path), ("config.data.val_path", d.val_path)]
+  for i, entry in enumerate(d.sources or ()):
+    path = entry if isinstance(entry, str) else (
+        entry.get("path", "") if hasattr(entry, "get") else getattr(entry, "path", ""))
+    named.append((f"config.data.sources[{i}].path", path))
+  for field, path in named:
+    if path:
+      try:
+        paths.check_native(path, field, "ArrayRecord reads the shards")
+      except paths.UnreachableURLError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_pretrain_config(config, num_devices: int) -> MaskSpec:

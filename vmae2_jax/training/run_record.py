@@ -85,6 +85,10 @@ def starting(workdir: str):
   permission or no credentials fail here, before compilation); if the body fails, removes
   what this start created (never what was there before). Process 0 only."""
   workdir = paths.resolve(workdir)
+  try:  # every process: an s3:// workdir would fail at the first checkpoint
+    paths.check_native(workdir, "--workdir", "its checkpoints are written by Orbax")
+  except paths.UnreachableURLError as e:
+    raise WorkdirError(str(e)) from None
   if jax.process_index() != 0:
     yield
     return

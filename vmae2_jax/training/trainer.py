@@ -102,6 +102,7 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
   if config.eval_only:  # the stage's final evaluation of this model, nothing trained
     ckpt.close()
     results = task.finish(exp, state.params, workdir, step)
+    _said_sigterm_waited(sigterm)
     return _write_summary(workdir, {"final_step": step, "steps_run": 0, **results})
 
   # ---------------------------------------------------------------- the loop
@@ -190,7 +191,15 @@ def _run(config, workdir: str, sigterm: preemption.Watch) -> dict:
                       sigterm.signals)
   elif step == total:  # not after a stop_after time slot: the run is not over
     summary.update(task.finish(exp, state.params, workdir, step))
+    _said_sigterm_waited(sigterm)
   return _write_summary(workdir, summary)
+
+
+def _said_sigterm_waited(sigterm: preemption.Watch) -> None:
+  """A SIGTERM during the final (or eval_only) evaluation let it finish: say so."""
+  if sigterm.requested:
+    logging.warning("SIGTERM: the final evaluation was finished first; nothing to save "
+                    "(the model's step is on disk)")
 
 
 # --------------------------------------------------------------------- helpers
@@ -244,6 +253,7 @@ def model_meta(exp: Experiment) -> dict:
   meta = {"kind": exp.task.kind, "stage": c.stage, "variant": c.model.variant,
           "size": dataclasses.asdict(size), "frames": c.data.frames,
           "image_size": c.data.image_size, "encoder_norm": exp.task.kind == "pretrain",
+          "pixel_mean": list(c.model.pixel_mean), "pixel_std": list(c.model.pixel_std),
           "format_version": MODEL_META_VERSION, "layout": "run"}
   if exp.task.kind == "classifier":
     d = c.data
@@ -291,6 +301,8 @@ def _apply_init_from(exp: Experiment, state: TrainState) -> TrainState:
     if c.init_from not in text and paths.resolve(c.init_from) not in text:
       text = f"config.init_from={c.init_from}: {text}"
     raise type(e)(text) from None
+  except paths.UnreachableURLError as e:  # an s3:// model source
+    raise ConversionError(f"config.init_from={e}") from None
   except (CheckpointError, OSError, ValueError, KeyError) as e:  # Orbax / TensorStore reading
     raise ConversionError(f"config.init_from={c.init_from}: cannot read its weights "
                           f"({_read_error(e)})") from None

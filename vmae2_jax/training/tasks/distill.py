@@ -34,7 +34,7 @@ from vmae2_jax.conversion.report import ConversionError
 from vmae2_jax.data.kinetics import name_differences
 from vmae2_jax.evaluation import classification
 from vmae2_jax.models import Classifier, VARIANTS, ViTSize, get_variant
-from vmae2_jax.models.options import ModelOptions
+from vmae2_jax.models.options import ModelOptions, normalization_from_meta
 from vmae2_jax.sharding.constraints import activation_sharding
 from vmae2_jax.training.config_checks import ConfigError
 from vmae2_jax.training.losses import soft_target_cross_entropy
@@ -96,6 +96,7 @@ class DistillTask(ClassifyTask):
     self.label_weight = float(d.label_weight)
     meta = _teacher_meta(d.teacher_from)
     self.teacher_size, self.teacher_variant = self._teacher_size(meta)
+    self.teacher_norm = normalization_from_meta(meta or {})  # the teacher's own inputs
     self.teacher_image_size = int(d.teacher_image_size or (meta or {}).get("image_size")
                                   or config.data.image_size)
     if meta is not None:
@@ -158,7 +159,8 @@ class DistillTask(ClassifyTask):
     m = self.config.model
     opts = ModelOptions(dtype=m.dtype, param_dtype="bfloat16" if m.dtype == "bfloat16"
                         else m.param_dtype, attention=m.attention, cpu_kernels=m.cpu_kernels,
-                        remat="none", scan_layers=m.scan_layers, init="finetune")
+                        remat="none", scan_layers=m.scan_layers, init="finetune",
+                        **self.teacher_norm)
     return Classifier(self.teacher_size, self.num_classes, frames=self.config.data.frames,
                       image_size=self.teacher_image_size, opts=opts, rngs=rngs)
 
