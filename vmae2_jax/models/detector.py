@@ -81,7 +81,8 @@ class Detector(nnx.Module):
       raise ValueError(f"clip has {frames} frames; the model was built for "
                        f"{self.encoder.grid[0] * patching.TUBELET} (config.data.frames)")
     enc = self.encoder
-    x = enc.patch_embed(patching.normalize_cubes(patching.patchify(video, p)))
+    x = enc.patch_embed(patching.normalize_cubes(patching.patchify(video, p), enc.pixel_mean,
+                                                  enc.pixel_std))
     valid_grid = key_mask = None
     if valid_hw is None:
       pos = self.positions((h, w)).reshape(1, t * h * w, -1)
