@@ -12,7 +12,15 @@ program with their sizes (to see whether FSDP gradients are reduce-scattered).
       [--depth=4] [--config.model.remat=dots ...] [--libtpu_flags=overlap]
 
 --depth overrides the encoder depth (a quick look at a few layers before the
-full model). Needs `pip install "jax[tpu]"` (libtpu). One JSON line per run
+full model). An unrolled ViT-g compile of all 40 layers takes an hour or more
+on a small shared CPU machine, so whole-step estimates come from two unrolled
+compiles at reduced depths instead: every encoder layer is the same program,
+so the cost model's time and the model FLOPs are both a + b x depth, and
+
+  python benchmarks/tpu_aot_sweep.py --extrapolate=40 LOG_D2 LOG_D4
+
+fits the line through the TPU_AOT_JSON lines of the given logs and prints the
+compiler-estimated step time and MFU at depth 40 (labelled extrapolated). Needs `pip install "jax[tpu]"` (libtpu). One JSON line per run
 (prefix TPU_AOT_JSON) for BENCHMARKS.md.
 """
 
@@ -125,7 +133,55 @@ def topology_devices(name: str, num_slices: int = 1):
   return topo.devices
 
 
+def extrapolate(rows: list[dict], depth: int) -> dict:
+  """Whole-model estimate from unrolled compiles at two or more encoder depths.
+
+  Each encoder layer adds the same program, so optimal_seconds, the compiled
+  and the model FLOPs are linear in depth: least squares through the rows,
+  read at `depth`. Rows must differ only in depth (same clips, options, chip)."""
+  def depth_of(r):
+    return int(r["variant"].split("@d")[1])
+  if len({depth_of(r) for r in rows}) < 2:
+    raise SystemExit("error: --extrapolate needs compiles at two different --depth values")
+  keys = ("optimal_seconds", "flops_per_device", "model_flops_per_device")
+  xs = [depth_of(r) for r in rows]
+  mx = sum(xs) / len(xs)
+  out = {"depth": depth, "from_depths": sorted(xs)}
+  for k in keys:
+    ys = [r[k] for r in rows]
+    my = sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    out[k] = my + b * (depth - mx)
+    out[k + "_per_layer"] = b
+  chip = rows[0]["topology"].split(":")[0]
+  peak = CHIPS[chip][0] * 1e12
+  out["compiler_estimated_mfu"] = out["model_flops_per_device"] / out["optimal_seconds"] / peak
+  out["per_layer_mfu"] = (out["model_flops_per_device_per_layer"]
+                          / out["optimal_seconds_per_layer"] / peak)
+  return out
+
+
+def _extrapolate_main(argv) -> int:
+  depth = int(argv[0].split("=", 1)[1])
+  rows = []
+  for path in argv[1:]:
+    with open(path) as f:
+      rows += [json.loads(line.split(" ", 1)[1]) for line in f if line.startswith("TPU_AOT_JSON ")]
+  r = extrapolate(rows, depth)
+  print(f"extrapolated to depth {depth} from unrolled compiles at depths {r['from_depths']}:")
+  print(f"  compiler-estimated step time {r['optimal_seconds']:.4f} s "
+        f"({1e3 * r['optimal_seconds_per_layer']:.2f} ms per encoder layer)")
+  print(f"  model {r['model_flops_per_device'] / 1e12:.1f} TFLOP, compiled "
+        f"{r['flops_per_device'] / 1e12:.1f} TFLOP per chip")
+  print(f"  compiler-estimated MFU {100 * r['compiler_estimated_mfu']:.1f}% "
+        f"(an encoder layer alone: {100 * r['per_layer_mfu']:.1f}%)")
+  print("TPU_AOT_EXTRAPOLATED_JSON " + json.dumps(r))
+  return 0
+
+
 def main(argv) -> int:
+  if len(argv) > 1 and argv[1].startswith("--extrapolate="):
+    return _extrapolate_main(argv[1:])
   from absl import app, flags
   from ml_collections import config_flags
 

@@ -1,0 +1,36 @@
+"""benchmarks/tpu_aot_sweep.py --extrapolate: whole-model estimates from compiles at two depths."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "tpu_aot_sweep.py"
+
+
+def _sweep():
+  spec = importlib.util.spec_from_file_location("tpu_aot_sweep", _PATH)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _row(depth, seconds=(0.10, 0.02), flops=(30e12, 5e12), model=(20e12, 4e12)):
+  line = lambda ab: ab[0] + ab[1] * depth  # noqa: E731
+  return {"variant": f"g/14@d{depth}", "topology": "v5p:4x4x4", "optimal_seconds": line(seconds),
+          "flops_per_device": line(flops), "model_flops_per_device": line(model)}
+
+
+def test_reads_the_line_through_two_depths_at_the_full_depth():
+  r = _sweep().extrapolate([_row(2), _row(4)], 40)
+  assert r["optimal_seconds"] == pytest.approx(0.10 + 0.02 * 40)
+  assert r["model_flops_per_device"] == pytest.approx(20e12 + 4e12 * 40)
+  assert r["flops_per_device_per_layer"] == pytest.approx(5e12)
+  assert r["compiler_estimated_mfu"] == pytest.approx((20e12 + 160e12) / 0.9 / 459e12)
+  assert r["per_layer_mfu"] == pytest.approx(4e12 / 0.02 / 459e12)
+  assert r["from_depths"] == [2, 4]
+
+
+def test_one_depth_is_refused():
+  with pytest.raises(SystemExit, match="two different --depth"):
+    _sweep().extrapolate([_row(2), _row(2)], 40)
