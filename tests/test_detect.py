@@ -29,13 +29,13 @@ from vmae2_jax.training import trainer
 # colour jitter (the motion is the signal).
 SIZE = 96
 SYNTHETIC = dict(train_movies=8, val_movies=1, scenes=4, height=SIZE, width=SIZE)
-PRETRAIN_STEPS = 20
+PRETRAIN_STEPS = 10
 DETECT_RECIPE = {"detect.short_side": SIZE, "detect.crop_size": SIZE, "detect.max_boxes": 4,
                  "detect.eval_max_boxes": 8, "detect.buckets": ((SIZE, SIZE),),
                  "detect.color_jitter": (), "model.drop_path_rate": 0.0,
                  "model.head_init_scale": 1.0, "optim.base_lr": 0.1, "optim.layer_decay": 1.0,
-                 "total_steps": 120, "warmup_steps": 30, "eval.every_steps": 40,
-                 "checkpoint_every": 120, "log_every": 40}
+                 "total_steps": 100, "warmup_steps": 30, "eval.every_steps": 50,
+                 "checkpoint_every": 100, "log_every": 50}
 
 # The demo's real clips (96 frames each, short side 128) as AVA movies: two to train on,
 # one held out; two hand-made boxes per keyframe with made-up actions.
@@ -180,4 +180,5 @@ def test_synthetic_set_pretrained_then_detected_reaches_frame_map(tmp_path):
                               init_from=str(tmp_path / "pt"))
   summary = trainer.train(detect, str(tmp_path / "det"))
   maps = [e["val_map"] for e in summary["evaluations"]]
-  assert summary["best_val_map"] >= 90.0, maps
+  # the model at the end of training, not the best of the held-out validations
+  assert len(maps) == 2 and maps[-1] >= 90.0, maps
