@@ -50,7 +50,8 @@ def _scene(rng: np.random.Generator, h: int, w: int):
   actions = rng.permutation(sorted(ACTIONS))[:n]  # distinct actions: every scene shows a contrast
   persons = []
   for s, action in zip(slots, actions):
-    cx = (s + 0.5) * w / MAX_PERSONS + rng.uniform(-1, 1)
+    # the box (half a side around the centre) stays inside frames whose thirds are narrow
+    cx = float(np.clip((s + 0.5) * w / MAX_PERSONS + rng.uniform(-1, 1), half, w - half))
     cy = rng.uniform(half, h - half)
     persons.append(dict(action=int(action), shape=int(rng.integers(2)),
                         colour=rng.uniform(140, 255, 3), cy=cy, cx=cx, amp=amp, radius=radius,

@@ -21,16 +21,21 @@ from vmae2_jax.data import pipelines, shards
 from vmae2_jax.training import trainer
 
 # The synthetic set and recipe of the frame-mAP test: 8 training movies of 4 scenes (96
-# keyframes), the held-out movie's 9 keyframes (one excluded) scored on noisy proposals;
-# Ti/16 at lr 3e-3 without layer decay, drop path, colour jitter (the motion is the signal).
-SYNTHETIC = dict(train_movies=8, val_movies=1, scenes=4)
-PRETRAIN_STEPS = 50
-DETECT_RECIPE = {"detect.short_side": 64, "detect.crop_size": 64, "detect.max_boxes": 4,
-                 "detect.eval_max_boxes": 8, "detect.buckets": ((64, 80),),
+# keyframes), the held-out movie's 9 keyframes (one excluded) scored on noisy proposals.
+# Square 96 x 96 frames: the train crop is the whole frame, so training and test see the same
+# 6 x 6 token grid and positions (a 64 x 80 frame's 64 x 64 crops put each person at a random
+# offset to the tokens and the test resizes the positions: ~85 at best); each person's third
+# of the frame is two whole tokens wide. Ti/16 at lr 3e-3 without layer decay, drop path or
+# colour jitter (the motion is the signal).
+SIZE = 96
+SYNTHETIC = dict(train_movies=8, val_movies=1, scenes=4, height=SIZE, width=SIZE)
+PRETRAIN_STEPS = 10
+DETECT_RECIPE = {"detect.short_side": SIZE, "detect.crop_size": SIZE, "detect.max_boxes": 4,
+                 "detect.eval_max_boxes": 8, "detect.buckets": ((SIZE, SIZE),),
                  "detect.color_jitter": (), "model.drop_path_rate": 0.0,
                  "model.head_init_scale": 1.0, "optim.base_lr": 0.1, "optim.layer_decay": 1.0,
-                 "total_steps": 800, "warmup_steps": 30, "eval.every_steps": 100,
-                 "checkpoint_every": 400, "log_every": 100}
+                 "total_steps": 100, "warmup_steps": 30, "eval.every_steps": 50,
+                 "checkpoint_every": 100, "log_every": 50}
 
 # The demo's real clips (96 frames each, short side 128) as AVA movies: two to train on,
 # one held out; two hand-made boxes per keyframe with made-up actions.
@@ -158,25 +163,22 @@ def test_a_detector_takes_the_encoder_of_any_model_and_its_norm_where_there_is_o
     _detector_from(fresh, _params("fc_norm", "head"), "classifier", "CLS", "710to400", False)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 20's target not reached yet: this recipe peaks at frame mAP ~85 on the held-out "
-    "movie (docs/detection.md, 'What the synthetic set shows so far'); the pre-training "
-    "learns little on these clips (loss ~0.997). Minutes on 2 cores, not the ~60 s asked"))
 def test_synthetic_set_pretrained_then_detected_reaches_frame_map(tmp_path):
   """data_prep's synthetic AVA set (actions told apart by motion inside the box only): a
   Ti/16 pre-trained on its training clips (stage pretrain), then fine-tuned to detect, scores
   frame mAP >= 0.9 on the held-out movie with its noisy person proposals."""
   from tests.helpers import detect_data_overrides, synthetic_ava_shards, tiny_pretrain_config
-  p = synthetic_ava_shards(str(tmp_path / "ava"), short_side=64, **SYNTHETIC)
-  clip = {"model.variant": "Ti/16", "data.frames": 16, "data.image_size": 64}
+  p = synthetic_ava_shards(str(tmp_path / "ava"), short_side=SIZE, **SYNTHETIC)
+  clip = {"model.variant": "Ti/16", "data.frames": 16, "data.image_size": SIZE}
   pretrain = tiny_pretrain_config(**clip, **{
       "data.source": "shards", "data.train_path": p["train_shards"],
       "data.sampling_rate": 1,      # the shards hold each clip's 16 frames (stride 4) only
       "data.num_sample": 1, "batch_size": 8, "total_steps": PRETRAIN_STEPS, "warmup_steps": 5,
       "checkpoint_every": PRETRAIN_STEPS, "log_every": PRETRAIN_STEPS})
   trainer.train(pretrain, str(tmp_path / "pt"))
-  detect = tiny_detect_config(**clip, **detect_data_overrides(p), **DETECT_RECIPE,
+  detect = tiny_detect_config(**{**detect_data_overrides(p), **clip, **DETECT_RECIPE},
                               init_from=str(tmp_path / "pt"))
   summary = trainer.train(detect, str(tmp_path / "det"))
   maps = [e["val_map"] for e in summary["evaluations"]]
-  assert summary["best_val_map"] >= 90.0, maps
+  # the model at the end of training, not the best of the held-out validations
+  assert len(maps) == 2 and maps[-1] >= 90.0, maps

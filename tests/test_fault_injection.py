@@ -282,6 +282,8 @@ def test_sigkill_at_random_moments_resumes_bit_identically(tmp_path):
   assert sum(map(len, kills.values())) >= 13
 
 
+# 8 steps leave room for 3 kills of 1 to 2 steps each before the run ends; the test's time is
+# its five processes' starts (JAX, the cached programs), not the steps.
 DETECT = dict(total_steps=8, warmup_steps=1, checkpoint_every=1, log_every=1,
               keep_checkpoints=2, async_checkpoint=True, **{"eval.every_steps": 4})
 
@@ -291,7 +293,9 @@ def test_sigkill_during_detection_resumes_bit_identically(tmp_path):
   jitter drawn per step) killed 3 times: the same losses, frame mAPs and detections CSV."""
   from tests.helpers import detect_data_overrides, synthetic_ava_shards
   rng = random.Random(SEED + 20)
-  p = synthetic_ava_shards(str(tmp_path / "ava"), train_movies=1, val_movies=1, scenes=2)
+  # one scene a movie at 32x48: 3 training keyframes, 2 held-out ones (one is excluded)
+  p = synthetic_ava_shards(str(tmp_path / "ava"), train_movies=1, val_movies=1, scenes=1,
+                           height=32, width=48)
   cache = os.environ.get("VMAE2_TEST_JAX_CACHE") or str(tmp_path / "jax_cache")
   env, logs = _env(cache), str(tmp_path / "logs")
   os.makedirs(logs)

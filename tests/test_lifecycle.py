@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from configs.common import base_config
 from tests.helpers import tiny_finetune_config, tiny_pretrain_config
 from vmae2_jax.checkpointing.manager import FILE_SIZES, CheckpointDamagedError, Checkpointer
 from vmae2_jax.evaluation.curves import read_metrics
@@ -415,6 +416,21 @@ def test_resume_with_allow_config_change_records_the_change(stopped_run, tmp_pat
   history = json.load(open(os.path.join(work, "run.json")))["history"]
   assert history[-1]["changes"] == {"total_steps": [6, 8]}
   assert json.load(open(os.path.join(work, "config.json")))["total_steps"] == 8
+
+
+# What a detection resume may change: the test's boxes, buckets and evaluation inputs (a user
+# scores a run on other proposals or the 60-class list), never what a train step reads.
+DETECT_TEST_ONLY = ("test_boxes", "proposals", "person_score", "widen", "eval_max_boxes",
+                    "buckets", "groundtruth", "label_map", "exclusions", "top_k")
+DETECT_TRAINED = ("short_side", "crop_size", "flip", "max_boxes", "box_jitter", "color_jitter")
+
+
+def test_a_detection_resume_may_change_the_test_fields_only():
+  fields = set(base_config().detect)
+  # every detect field is one or the other: a new field must be placed deliberately
+  assert fields == set(DETECT_TEST_ONLY) | set(DETECT_TRAINED), fields
+  assert [f for f in DETECT_TEST_ONLY if not run_record.compatible(f"detect.{f}")] == []
+  assert [f for f in DETECT_TRAINED if run_record.compatible(f"detect.{f}")] == []
 
 
 def test_compatible_changes_resume_and_the_record_holds_config_and_mesh(stopped_run, tmp_path):

@@ -50,6 +50,11 @@ COMPATIBLE = (
     "data.val_path", "data.test_num_segment", "data.test_num_crop",               # evaluation
     "data.tfds_validation_split",
     "data.read_threads", "data.num_workers", "data.tune_malloc", "data.skip_corrupt",
+    # detection: what the test scores (boxes, frame buckets) and against what; no train step
+    # reads these (model.json is rewritten at each start, so predict sees the new widen)
+    "detect.test_boxes", "detect.proposals", "detect.person_score", "detect.widen",
+    "detect.eval_max_boxes", "detect.buckets", "detect.groundtruth", "detect.label_map",
+    "detect.exclusions", "detect.top_k",
 )
 # What an eval_only run may not change (the model and what its head was trained on);
 # everything else (views, sampling, batch, the test set) is the test's own choice.
