@@ -37,29 +37,25 @@ from vmae2_jax.data.ava.boxes import widen
 from vmae2_jax.data.ava.clips import clip_offsets
 from vmae2_jax.data.shards import CorruptRecordError
 from vmae2_jax.data.video_file import VideoFileRecord
-from vmae2_jax.evaluation.inference import DTYPES, Parser, UserError, parse_args
+from vmae2_jax.evaluation.inference import DTYPES, Parser, UserError, parse_args, read_model_meta
 from vmae2_jax.models import get_variant
 from vmae2_jax.models.detector import Detector
-from vmae2_jax.models.options import ModelOptions
+from vmae2_jax.models.options import ModelOptions, normalization_from_meta
 
 DEFAULT_TEST = {"sampling_rate": 4, "short_side": 256, "widen": [0.1, 0.05]}
 
 
 def load_detector(init_from: str, dtype: str = "float32") -> tuple[Detector, dict[str, Any]]:
   """(Detector with DIR's weights, its model.json meta); UserError for another kind."""
-  if dtype not in DTYPES:
-    raise UserError(f"--dtype={dtype!r} is not one of {DTYPES}")
-  try:
-    meta = model_io.read_source_meta(init_from)
-  except FileNotFoundError as e:
-    raise UserError(f"--init_from: {e}") from e
+  meta = read_model_meta(init_from, dtype)
   if meta.get("kind") != "detector":
     raise UserError(f"--init_from={init_from} holds a {meta.get('kind')} model, not a "
                     "detector; train one with config.stage='detect' (configs/detect_*.py)")
   params, meta = model_io.load_source(init_from)
   model = nnx.eval_shape(lambda: Detector(
       get_variant(meta["variant"]), int(meta["num_classes"]), frames=int(meta["frames"]),
-      image_size=meta["image_size"], opts=ModelOptions(dtype=dtype, init="finetune"),
+      image_size=meta["image_size"],
+      opts=ModelOptions(dtype=dtype, init="finetune", **normalization_from_meta(meta)),
       rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(model)
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))

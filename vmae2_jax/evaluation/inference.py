@@ -27,6 +27,18 @@ class UserError(ValueError):
   """Bad input from the command line: printed as one ``error: ...`` line."""
 
 
+def read_model_meta(init_from: str, dtype: str) -> dict[str, Any]:
+  """model.json of any model source, the --dtype checked; UserError naming the flag."""
+  if dtype not in DTYPES:
+    raise UserError(f"--dtype={dtype!r} is not one of {DTYPES}")
+  try:
+    return model_io.read_source_meta(init_from)
+  except FileNotFoundError as e:
+    raise UserError(f"--init_from: {e}") from e
+  except paths.UnreachableURLError as e:
+    raise UserError(f"--init_from={e}") from None
+
+
 def load_classifier(init_from: str, *, dtype: str = "float32", frames: int | None = None,
                     image_size: int | None = None, need_head: bool = True
                     ) -> tuple[nnx.Module, dict[str, Any]]:
@@ -36,14 +48,7 @@ def load_classifier(init_from: str, *, dtype: str = "float32", frames: int | Non
   frames / image_size rebuild the model for another clip shape (the weights do
   not depend on it; position tables are regenerated).
   """
-  if dtype not in DTYPES:
-    raise UserError(f"--dtype={dtype!r} is not one of {DTYPES}")
-  try:
-    meta = model_io.read_source_meta(init_from)
-  except FileNotFoundError as e:
-    raise UserError(f"--init_from: {e}") from e
-  except paths.UnreachableURLError as e:
-    raise UserError(f"--init_from={e}") from None
+  meta = read_model_meta(init_from, dtype)
   if meta.get("kind") != "classifier":
     raise UserError(f"--init_from={init_from} holds a {meta.get('kind')} model without a "
                     "classification head; fine-tune it, or convert a fine-tuned checkpoint "
