@@ -20,7 +20,23 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+# Whole-process, multi-minute end-to-end runs (SIGKILL/SIGTERM resumes, several
+# processes, learning outcomes, notebooks). CI runs them on the oldest pair only; the
+# newest pair runs `-m "not slow"` (.ci/run says why).
+SLOW_FILES = {"test_fault_injection.py", "test_learning.py", "test_multihost.py",
+              "test_bucket_runs.py", "test_notebooks.py", "test_detect.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+  import pytest
+  for item in items:
+    if item.path.name in SLOW_FILES:
+      item.add_marker(pytest.mark.slow)
+
+
 def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: a multi-minute end-to-end run (tests/conftest.py SLOW_FILES)")
   # ml_collections' config_flags loads config files with importlib's load_module (deprecated
   # since Python 3.10); its warning is about that library, not about the code under test.
   config.addinivalue_line(
