@@ -36,9 +36,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -400,19 +398,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   except paths.PathAccessError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  # A bucket gets the shards first and the manifest last, so no reader finds a manifest
-  # before its shards.
-  remote = paths.is_remote(a.out)
-  local = tempfile.mkdtemp(prefix="vmae2_ava_") if remote else a.out
-  os.makedirs(local, exist_ok=True)
-  opts = Options(frames_root=a.frames, out=local, short_side=a.short_side, quality=a.quality)
-  manifest = build(keyframes, movies, opts, label_map=label_map, per_shard=a.keyframes_per_shard,
-                   workers=a.workers, skipped={"excluded": num_excluded,
-                                               "missing_frames": len(missing)})
-  if remote:
-    from data_prep import build_shards
-    build_shards._upload(local, a.out, shard_format.MANIFEST)
-    shutil.rmtree(local, ignore_errors=True)
+  # ArrayRecord writes local files: a bucket gets them after the build, the manifest last.
+  with paths.staged_dir(a.out, last=(shard_format.MANIFEST,)) as local:
+    opts = Options(frames_root=a.frames, out=local, short_side=a.short_side, quality=a.quality)
+    manifest = build(keyframes, movies, opts, label_map=label_map,
+                     per_shard=a.keyframes_per_shard, workers=a.workers,
+                     skipped={"excluded": num_excluded, "missing_frames": len(missing)})
   print(f"[ava] {summary}; wrote {manifest['num_written']} keyframes in "
         f"{len(manifest['shards'])} shards to {a.out}")
   return 0

@@ -243,16 +243,20 @@ def local_copy(path, suffix: str = "") -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def staged_dir(dest) -> Iterator[str]:
+def staged_dir(dest, last: tuple[str, ...] = ()) -> Iterator[str]:
   """A local folder to write into; on success its files are uploaded to `dest` (the folder
-  itself when it is local). On failure nothing is uploaded."""
+  itself when it is local), the files named in `last` after all others (e.g. a manifest,
+  so no reader finds it before what it lists). On failure nothing is uploaded."""
   if not is_remote(dest):
     makedirs(dest)
     yield resolve(dest)
     return
   with tempfile.TemporaryDirectory(prefix="vmae2_stage_") as tmp:
     yield tmp
-    copy_tree(tmp, dest)
+    for rel, _ in sorted(walk_files(tmp), key=lambda f: f[0] in last):
+      target = join(dest, *rel.split("/"))
+      makedirs(dirname(target))
+      copy(join(tmp, *rel.split("/")), target)
 
 
 # ------------------------------------------------------------------ append without append
