@@ -250,17 +250,18 @@ def test_unreachable_schemes_and_multiprocess_s3_are_refused_in_one_line(
   assert paths.listdir(bucket_url) == []
 
 
-def test_storage_bench_times_a_local_folder_and_a_bucket(gcs_bucket, tmp_path, capsys):
+def test_storage_bench_times_a_local_folder_and_a_bucket(gcs_bucket, s3_server, tmp_path, capsys):
   import json
 
   from tests.test_fault_injection import _config_file
   from vmae2_jax.bench.__main__ import main as bench_main
   cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", {})
-  folders = [str(tmp_path / "ck"), paths.join(gcs_bucket, "ck")]
+  folders = [str(tmp_path / "ck"), paths.join(gcs_bucket, "ck"),
+             paths.join(s3_server.make_bucket(), "ck")]
   assert bench_main(["storage", f"--dirs={','.join(folders)}", f"--config={cfg}",
                      "--repeats=1", "--shards=demo:val", "--json"]) == 0
   rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-  assert [r.get("dir") for r in rows[:2]] == folders and rows[2]["shards"] == "demo:val"
-  assert all(r["save_s"] > 0 and r["restore_s"] > 0 and r["state_mb"] > 0 for r in rows[:2])
-  assert rows[2]["records"] > 0 and rows[2]["mb_per_s"] > 0
-  assert paths.listdir(folders[1]) == []  # the timed checkpoints are removed
+  assert [r.get("dir") for r in rows[:3]] == folders and rows[3]["shards"] == "demo:val"
+  assert all(r["save_s"] > 0 and r["restore_s"] > 0 and r["state_mb"] > 0 for r in rows[:3])
+  assert rows[3]["records"] > 0 and rows[3]["mb_per_s"] > 0 and rows[3]["open_s"] > 0
+  assert paths.listdir(folders[1]) == [] == paths.listdir(folders[2])  # timed steps removed
