@@ -8,6 +8,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from tests.test_conversion import _hf_state, hf_to_official
 from tests.test_predict_extract import source, videos  # noqa: F401  (module fixtures)
@@ -131,9 +132,22 @@ def test_build_shards_into_a_bucket_and_read_them_from_it(bucket, tmp_path, monk
     mtimes = [os.stat(f).st_mtime_ns for f in src.files]
     again = shards.ShardSource(out)
     assert [os.stat(f).st_mtime_ns for f in again.files] == mtimes  # reused, not fetched again
-    with open(again.files[0], "r+b") as f:  # a cached copy damaged in place: fetched again
-      f.write(b"\0" * 8)
+    with open(again.files[0], "r+b") as f:  # a cached copy cut short: fetched again
+      f.truncate(100)
     assert shards.ShardSource(out)[0][0] == ref[0][0]
+    # an object rewritten since the build (same size, other bytes): one line naming it
+    name = paths.basename(src.paths[1])
+    data = bytearray(paths.read_bytes(src.paths[1]))
+    data[-1] ^= 0xFF
+    paths.write_bytes(src.paths[1], bytes(data))
+    os.remove(again.files[1])
+    with pytest.raises(shards.ShardFileError) as e:
+      shards.ShardSource(out)
+    assert str(e.value) == (f"{src.paths[1]}: its SHA-256 differs from {out}/manifest.json's "
+                            "(rewritten since the build; rebuild this shard set)")
+    assert sorted(os.listdir(os.path.dirname(again.files[0]))) == sorted(
+        n for f in again.files for n in (os.path.basename(f), f".{os.path.basename(f)}.sha256")
+        if n != name)  # no partial file left
   # an unwritable --out: one line, nothing built
   missing = bucket.replace("://b-", "://nobucket-") + "/shards"
   assert build_shards.main(args + [f"--out={missing}"]) == 2

@@ -4,8 +4,11 @@ ArrayRecord 0.8 reads local files and gs:// only. An s3:// shard set is copied
 whole into $VMAE2_JAX_SHARD_CACHE (default ~/.cache/vmae2_jax/shards), one
 folder per shard-set URL, and read from there. Grain's sampler draws records
 from every shard on every host, so each host copies the whole set: the disk
-cost is the set's size per host. A copy is reused while its size and SHA-256
-match the manifest (a rebuilt set is fetched again); each file is downloaded to
+cost is the set's size per host. Each copy's SHA-256 is checked against the
+manifest once, when it is fetched; at every start a copy is reused while its size
+matches and the manifest's SHA-256 is the one it was checked against (a rebuilt
+set is fetched again; damage inside a file is caught by the records' own CRCs
+when read). Each file is downloaded to
 a temporary name and renamed into place, so processes on one host that fill
 the cache together, or a kill half-way, never leave a partial file under the
 shard's name.
