@@ -251,6 +251,9 @@ def test_unreachable_schemes_and_multiprocess_s3_are_refused_in_one_line(
   assert convert_main(["--src", str(tmp_path / "none.pth"), "--dst", "hf://org/m"]) == 1
   assert capsys.readouterr().err == (f"error: --dst=hf://org/m: Orbax writes the converted "
                                      f"checkpoint, {tail}\n")
+  assert predict.main(["--init_from=hf://org/m", "--video=x.mp4"]) == 1  # no network reached
+  assert capsys.readouterr().err == (f"error: --init_from=hf://org/m: Orbax reads the weights "
+                                     f"of a model source, {tail}\n")
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   run = paths.join(bucket_url, "run")
   with pytest.raises(run_record.WorkdirError) as e:

@@ -92,10 +92,10 @@ def resolve(path: str) -> tuple[str, str | None, str]:
   step; the meta directory is the run's workdir).
   """
   path = paths.resolve(path)
+  paths.check_native(path, "", "Orbax reads the weights of a model source")  # before any access
   if not paths.isdir(path):
     raise FileNotFoundError(f"{path}: no such directory (a converted checkpoint or a "
                             "training run's workdir)")
-  paths.check_native(path, "", "Orbax reads the weights of a model source")
   if _is_model_dir(path):
     return "model", None, path
   if paths.isdir(paths.join(path, "checkpoints")):  # a workdir: its final step
