@@ -93,5 +93,6 @@ def main(argv=None) -> int:
             f"restore {row['restore_s']:.2f} s")
     else:
       print(f"{row['shards']}: {row['records']} records, {row['mb']:.1f} MB  "
-            f"open {row['open_s']:.2f} s  {row['mb_per_s']:.1f} MB/s  {row['records_per_s']:.1f} records/s")
+            f"open {row['open_s']:.2f} s  {row['mb_per_s']:.1f} MB/s  "
+            f"{row['records_per_s']:.1f} records/s")
   return 0
