@@ -10,7 +10,8 @@ a committed step with files missing. Restoring downloads the step's files into
 the staging folder first.
 
 Disk: the staging folder holds what Orbax keeps (the newest `keep` steps of
-this run plus a restored one), under $TMPDIR (tempfile.gettempdir()).
+this run plus a restored one), under $TMPDIR/vmae2_staging (tempfile.gettempdir());
+it is removed on close, and a killed process's folder when the next one opens.
 """
 
 from __future__ import annotations
@@ -87,14 +88,14 @@ class StepMirror:
 
   def __init__(self, remote: str):
     self.remote = paths.resolve(remote)
-    # One folder per bucket folder and process; a killed process's folder (same bucket
-    # folder, that pid gone) is removed here, so kills do not fill the disk.
+    # One folder per bucket folder and process (KEY-PID-RANDOM); the folders of processes
+    # that are gone (killed) are removed here, so kills do not fill the disk.
     key = hashlib.sha1(self.remote.encode()).hexdigest()[:16]
     root = os.path.join(tempfile.gettempdir(), "vmae2_staging")
     os.makedirs(root, exist_ok=True)
     for name in os.listdir(root):
-      head, _, pid = name.partition("-")
-      if head == key and pid.split("-")[0].isdigit() and not _pid_alive(int(pid.split("-")[0])):
+      pid = name.split("-")[1] if name.count("-") >= 2 else ""
+      if pid.isdigit() and not _pid_alive(int(pid)):
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     self.local = tempfile.mkdtemp(prefix=f"{key}-{os.getpid()}-", dir=root)
 
