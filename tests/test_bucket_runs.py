@@ -1,17 +1,19 @@
-"""Runs whose workdir, init_from and shards live in a bucket (fake-gcs-server, started here).
+"""Runs whose workdir, init_from and shards live in a bucket (fake-gcs-server and moto's S3
+server, started here).
 
-Real `python -m vmae2_jax.main` processes, the clients pointed at the emulator
+Real `python -m vmae2_jax.main` processes, the clients pointed at the servers
 through their own variables (tests/cloud_servers.py): a pre-training run in
-gs:// killed with SIGKILL once a step is committed and resumed, to the same
-per-step losses as an uninterrupted local run; one stopped by SIGTERM and
-rerun, likewise; an incompatible resume refused; a fine-tuning run reading its
-shards from gs:// and starting from the bucket run (init_from); a bucket that
-does not exist, and an s3:// workdir, refused in one line before anything is
-compiled, with nothing written. In process: a non-finite stop setting the bad
-step aside in the bucket.
+gs:// and in s3:// killed with SIGKILL at a random committed step and resumed,
+to the same per-step losses as an uninterrupted local run; one stopped by
+SIGTERM and rerun, likewise; an incompatible resume refused; a fine-tuning run
+reading its shards from the bucket and starting from the bucket run
+(init_from); a bucket that does not exist, and a workdir of a scheme nothing
+reaches (hf://), refused in one line before anything is compiled, with nothing
+written. In process: a non-finite stop setting the bad step aside in the bucket.
 """
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import pytest
 
 from tests.test_fault_injection import _config_file, _env
 from vmae2_jax import paths
+from vmae2_jax.checkpointing.staging import committed_steps
 from vmae2_jax.evaluation.curves import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,43 +47,48 @@ def _run(config, workdir, env, log, *extra):
 
 
 def _steps(folder):
-  """Committed steps: in a bucket (no rename) Orbax writes STEP/commit_success.txt last."""
-  return sorted(int(n) for n in paths.listdir(folder)
-                if n.isdigit() and paths.exists(paths.join(folder, n, "commit_success.txt")))
+  """Committed steps: in a bucket (no rename) STEP/commit_success.txt is written last."""
+  return committed_steps(folder)
 
 
 def _losses(workdir):
   return [(r["step"], r["loss"]) for r in read_metrics(workdir)[0]]
 
 
-def test_bucket_workdir_resumes_after_sigkill_like_a_local_one(gcs_bucket, tmp_path):
+def test_bucket_workdir_resumes_after_sigkill_like_a_local_one(bucket, tmp_path):
+  """gs:// (Orbax writes the bucket) and s3:// (a staging folder uploaded step by step): the
+  kill may land in a step's write or upload; the resume starts from the last committed one."""
   cache = os.environ.get("VMAE2_TEST_JAX_CACHE") or str(tmp_path / "jax_cache")
-  env = _env(cache)  # carries the emulator variables the fixture set
+  env = _env(cache)  # carries the server variables the fixture set
   cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", PRETRAIN)
-  local, remote = str(tmp_path / "pt_ref"), paths.join(gcs_bucket, "runs", "pt")
+  local, remote = str(tmp_path / "pt_ref"), paths.join(bucket, "runs", "pt")
   rc, log = _run(cfg, local, env, str(tmp_path / "ref.log"))
   assert rc == 0, log[-3000:]
 
-  # SIGKILL once step 2 or later is committed in the bucket, then resume.
+  # SIGKILL once a random step (1 to 4) is committed in the bucket, then resume.
+  kill_at = random.randint(1, 4)
   proc = _start(cfg, remote, env, str(tmp_path / "killed.log"))
   deadline = time.monotonic() + TIMEOUT_S
   while time.monotonic() < deadline and proc.poll() is None:
-    if [s for s in _steps(paths.join(remote, "checkpoints")) if s >= 2]:
+    if [s for s in _steps(paths.join(remote, "checkpoints")) if s >= kill_at]:
       break
     time.sleep(0.05)
-  assert proc.poll() is None, open(tmp_path / "killed.log").read()[-3000:]
+  assert proc.poll() is None, (kill_at, open(tmp_path / "killed.log").read()[-3000:])
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   committed = _steps(paths.join(remote, "checkpoints"))
   rc, log = _run(cfg, remote, env, str(tmp_path / "resumed.log"))
   assert rc == 0, log[-3000:]
-  assert f"resumed from step {committed[-1]}" in log, (committed, log[-3000:])
-  assert _losses(remote) == _losses(local)
+  assert f"resumed from step {committed[-1]}" in log, (kill_at, committed, log[-3000:])
+  assert _losses(remote) == _losses(local), kill_at
   assert len(_losses(local)) == PRETRAIN["total_steps"]
   for name in ("config.json", "model.json", "run.json", "summary.json", "curves.png"):
     assert paths.isfile(paths.join(remote, name)), name
   assert paths.glob(paths.join(remote, "tensorboard"), "events.out.tfevents.*")
-  assert not os.path.exists(os.path.join(ROOT, "gs:"))  # no local folder named after the URL
+  # retention as locally (keep_checkpoints + 1 for the non-finite guard)
+  assert _steps(paths.join(remote, "checkpoints")) == _steps(os.path.join(local, "checkpoints"))
+  for scheme in ("gs:", "s3:"):  # no local folder named after the URL
+    assert not os.path.exists(os.path.join(ROOT, scheme))
 
   # Another seed is another run: refused, one line, the bucket run untouched.
   other = _config_file(str(tmp_path / "pt2.py"), "tiny_pretrain_config",
@@ -92,10 +100,12 @@ def test_bucket_workdir_resumes_after_sigkill_like_a_local_one(gcs_bucket, tmp_p
   assert dict(paths.walk_files(remote)) == before
 
 
-def test_finetune_from_a_bucket_run_with_bucket_shards(gcs_bucket, tmp_path):
+def test_finetune_from_a_bucket_run_with_bucket_shards(bucket, tmp_path):
+  """gs:// shards are read by ArrayRecord itself, s3:// ones through this host's cache."""
   cache = os.environ.get("VMAE2_TEST_JAX_CACHE") or str(tmp_path / "jax_cache")
   env = _env(cache)
-  pt = paths.join(gcs_bucket, "pt")
+  env["VMAE2_JAX_SHARD_CACHE"] = str(tmp_path / "shard_cache")
+  pt = paths.join(bucket, "pt")
   cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", dict(total_steps=2))
   rc, log = _run(cfg, pt, env, str(tmp_path / "pt.log"))
   assert rc == 0, log[-3000:]
@@ -103,21 +113,23 @@ def test_finetune_from_a_bucket_run_with_bucket_shards(gcs_bucket, tmp_path):
   for split in ("train", "val"):  # the demo shard sets, copied into the bucket
     local = demo_path(split)
     manifest = paths.read_text(local).replace(f"demo_{split}-", f"demo_{split}-")
-    paths.write_text(paths.join(gcs_bucket, "shards", split, "manifest.json"), manifest)
+    paths.write_text(paths.join(bucket, "shards", split, "manifest.json"), manifest)
     for name in os.listdir(os.path.dirname(local)):
       if name.startswith(f"demo_{split}-"):
         paths.copy(os.path.join(os.path.dirname(local), name),
-                   paths.join(gcs_bucket, "shards", split, name))
-  ft = paths.join(gcs_bucket, "ft")
+                   paths.join(bucket, "shards", split, name))
+  ft = paths.join(bucket, "ft")
   ft_cfg = _config_file(str(tmp_path / "ft.py"), "tiny_finetune_config", {
       "init_from": pt, "total_steps": 2, "eval.every_steps": 2,
-      "data.train_path": paths.join(gcs_bucket, "shards", "train"),
-      "data.val_path": paths.join(gcs_bucket, "shards", "val")})
+      "data.train_path": paths.join(bucket, "shards", "train"),
+      "data.val_path": paths.join(bucket, "shards", "val")})
   rc, log = _run(ft_cfg, ft, env, str(tmp_path / "ft.log"))
   assert rc == 0, log[-3000:]
   assert f"initialised parameters from {pt}" in log
   assert _steps(paths.join(ft, "best"))  # the best step kept in the bucket
   assert paths.glob(ft, "test_step2_*/*")  # the multi-view test report
+  cached = os.listdir(tmp_path / "shard_cache") if (tmp_path / "shard_cache").exists() else []
+  assert len(cached) == (2 if bucket.startswith("s3://") else 0), cached  # train and val sets
 
 
 def test_missing_bucket_fails_in_one_line_before_compiling(gcs_server, tmp_path):
@@ -133,27 +145,25 @@ def test_missing_bucket_fails_in_one_line_before_compiling(gcs_server, tmp_path)
   assert sorted(os.listdir(tmp_path)) == ["missing.log", "pt.py"]  # nothing named gs:
 
 
-def test_s3_workdir_is_refused_in_one_line_before_compiling(s3_server, tmp_path):
-  """Orbax cannot write s3://: the start says so naming --workdir and the mount route, before
-  the data is read or anything compiled, and leaves the bucket as it was."""
+def test_unreachable_workdir_is_refused_in_one_line_before_compiling(tmp_path):
+  """A workdir of a scheme nothing here reaches (hf://): one line naming --workdir, before the
+  data is read or anything compiled, nothing written."""
   env = _env(str(tmp_path / "jax_cache"))
   env["_CWD"] = str(tmp_path)
   env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
   cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", {})
-  workdir = paths.join(s3_server.make_bucket(), "run")
-  rc, log = _run(cfg, workdir, env, str(tmp_path / "s3.log"))
+  rc, log = _run(cfg, "hf://org/run", env, str(tmp_path / "hf.log"))
   assert rc == 1
   errors = [line for line in log.splitlines() if line.startswith("error:")]
-  assert errors == [f"error: --workdir={workdir}: its checkpoints are written by Orbax, which "
-                    "opens local paths and gs:// only, not s3://; mount the bucket on every "
-                    "worker (mountpoint-s3, s3fs-fuse) and give the mounted path "
+  assert errors == ["error: --workdir=hf://org/run: its checkpoints are written by Orbax, which "
+                    "reaches local paths, gs:// and s3:// only, not hf://; copy it to one of "
+                    "those, or mount it on every worker and give the mounted path "
                     "(docs/scaling.md)"], log[-3000:]
   assert "Traceback" not in log and "Compiling" not in log
-  assert paths.listdir(paths.bucket(workdir)) == []
-  assert sorted(os.listdir(tmp_path)) == ["pt.py", "s3.log"]
+  assert sorted(os.listdir(tmp_path)) == ["hf.log", "pt.py"]
 
 
-def test_sigterm_with_a_bucket_workdir_saves_and_the_rerun_continues(gcs_bucket, tmp_path):
+def test_sigterm_with_a_bucket_workdir_saves_and_the_rerun_continues(bucket, tmp_path):
   """Preemption as locally: the SIGTERM's step is saved in the bucket, exit 0 with the
   "resumes from step" line, and the rerun continues to an uninterrupted local run's losses."""
   from tests.test_lifecycle import _wait_for_line
@@ -163,7 +173,7 @@ def test_sigterm_with_a_bucket_workdir_saves_and_the_rerun_continues(gcs_bucket,
   cfg = _config_file(str(tmp_path / "pt.py"), "tiny_pretrain_config", dict(
       total_steps=12, warmup_steps=2, log_every=1, checkpoint_every=1000,
       async_checkpoint=True))
-  local, remote = str(tmp_path / "ref"), paths.join(gcs_bucket, "runs", "pt")
+  local, remote = str(tmp_path / "ref"), paths.join(bucket, "runs", "pt")
   rc, log = _run(cfg, local, env, str(tmp_path / "ref.log"))
   assert rc == 0, log[-3000:]
   proc = _start(cfg, remote, env, str(tmp_path / "stopped.log"))
@@ -187,9 +197,9 @@ def test_sigterm_with_a_bucket_workdir_saves_and_the_rerun_continues(gcs_bucket,
 
 # reading a whole saved state back without a target, as test_lifecycle checks it
 @pytest.mark.filterwarnings("ignore:Sharding info not provided when restoring")
-def test_nonfinite_stop_in_a_bucket_sets_the_bad_step_aside(gcs_bucket, monkeypatch):
-  """tests/test_lifecycle.py's non-finite stop with the workdir in gs://: the same steps
-  named, the bad step set aside in the bucket (a copy then a delete), the good one kept."""
+def test_nonfinite_stop_in_a_bucket_sets_the_bad_step_aside(bucket, monkeypatch):
+  """tests/test_lifecycle.py's non-finite stop with the workdir in gs:// and s3://: the same
+  steps named, the bad step set aside in the bucket (a copy then a delete), the good one kept."""
   import numpy as np
 
   from tests.helpers import tiny_pretrain_config
@@ -199,7 +209,7 @@ def test_nonfinite_stop_in_a_bucket_sets_the_bad_step_aside(gcs_bucket, monkeypa
   _spike(monkeypatch, at=3, factor=1e9)
   config = tiny_pretrain_config(total_steps=8, warmup_steps=1, checkpoint_every=1, log_every=1,
                                 keep_checkpoints=1)
-  workdir = paths.join(gcs_bucket, "run")
+  workdir = paths.join(bucket, "run")
   with pytest.raises(trainer.NonFiniteLossError) as err:
     trainer.train(config, workdir)
   e = err.value
@@ -213,8 +223,10 @@ def test_nonfinite_stop_in_a_bucket_sets_the_bad_step_aside(gcs_bucket, monkeypa
   assert paths.listdir(paths.join(workdir, "set_aside")) == ["4_nonfinite"]
   aside = paths.join(workdir, "set_aside", "4_nonfinite")
   assert paths.exists(paths.join(aside, "commit_success.txt"))  # moved whole
+  from vmae2_jax.checkpointing import staging
   for step_dir in (paths.join(workdir, "checkpoints", "3"), aside):
-    assert _all_finite(_saved_state(step_dir)), step_dir
+    with staging.readable(step_dir) as local:
+      assert _all_finite(_saved_state(local)), step_dir
   assert np.isfinite(dict(_losses(workdir))[4])  # step 3's parameters gave a finite loss
   assert not os.path.exists(os.path.join(ROOT, "gs:"))
 

@@ -340,27 +340,36 @@ def check_writable(folder, what: str) -> None:
 
 
 class UnreachableURLError(PathAccessError):
-  """A URL that a library under us cannot open itself (s3:// for Orbax and ArrayRecord)."""
+  """A URL of a scheme no library under us can reach (neither gs:// nor s3://)."""
 
 
-# The URLs Orbax (through TensorStore) and ArrayRecord open themselves. Orbax 0.12 passes
-# each path through os.path.normpath ("s3://b/x" becomes "s3:/b/x", then refused as not
-# absolute) and maps only gs:// to a TensorStore driver; ArrayRecord 0.8 has a GCS client
-# only. Everything else in this module reaches s3:// through s3fs.
+# How a URL reaches the libraries that open paths themselves. Orbax (through TensorStore) and
+# ArrayRecord open local paths and gs:// natively. s3:// they cannot: Orbax 0.12 passes each
+# path through os.path.normpath ("s3://b/x" becomes "s3:/b/x") and gives TensorStore a driver
+# for gs:// only, ArrayRecord 0.8 has a GCS client only. So s3:// is STAGED: checkpoints are
+# written into a local folder and uploaded step by step with a commit marker last
+# (checkpointing/staging.py), shards are copied once into a per-host cache (data/shard_cache.py).
+# Everything else in this module reaches s3:// through s3fs.
 NATIVE_SCHEMES = ("gs://",)
+STAGED_SCHEMES = ("s3://",)
+
+
+def is_staged(path) -> bool:
+  """True for a URL that Orbax and ArrayRecord reach only through a local copy (s3://)."""
+  return os.fspath(path).startswith(STAGED_SCHEMES)
 
 
 def check_native(path, what: str, needs: str) -> None:
-  """Raises UnreachableURLError, one line, for a URL outside NATIVE_SCHEMES: `what`=path
-  (the flag or config field; "" for the path alone), `needs` (which library reads or
-  writes it there) and the way round, a mount. Call it before anything is written."""
+  """Raises UnreachableURLError, one line, for a URL of a scheme outside SCHEMES (hf://,
+  http://, ...): `what`=path (the flag or config field; "" for the path alone) and `needs`
+  (which library reads or writes it there). Call it before anything is written."""
   path = resolve(path)
-  if is_remote(path) and not path.startswith(NATIVE_SCHEMES):
+  if is_remote(path) and not path.startswith(SCHEMES):
     scheme = path.split("://", 1)[0]
     raise UnreachableURLError(
-        f"{what + '=' if what else ''}{path}: {needs}, which opens local paths and gs:// only, "
-        f"not {scheme}://; mount the bucket on every worker (mountpoint-s3, s3fs-fuse) and "
-        "give the mounted path (docs/scaling.md)")
+        f"{what + '=' if what else ''}{path}: {needs}, which reaches local paths, gs:// and "
+        f"s3:// only, not {scheme}://; copy it to one of those, or mount it on every worker "
+        "and give the mounted path (docs/scaling.md)")
 
 
 def reason(error: BaseException, path=None) -> str:

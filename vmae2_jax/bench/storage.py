@@ -5,10 +5,12 @@
 
 For each folder in --dirs: the config's whole train state (parameters and
 both AdamW moments, as the trainer saves it) saved through the trainer's
-Checkpointer (synchronous, so the time is the whole write) and restored into
-its shardings; the median of --repeats. For each shard set in --shards:
-every record read once through ShardSource in order (the bytes one Grain
-worker fetches before decoding), in MB/s and records/s.
+Checkpointer (synchronous, so the time is the whole write, in s3:// the upload
+too) and restored into its shardings by a fresh Checkpointer, as a resumed run
+does (in s3:// the download too); the median of --repeats. For each shard set
+in --shards: the time to open it (ShardSource; in s3:// the copy into this
+host's cache, VMAE2_JAX_SHARD_CACHE), then every record read once in order
+(the bytes one Grain worker fetches before decoding), in MB/s and records/s.
 
 A bucket is reached as the trainer reaches it: gcsfs/s3fs and TensorStore
 with credentials (or emulator variables) from the environment.
@@ -49,6 +51,8 @@ def checkpoint_times(exp, directory: str, repeats: int) -> dict:
     ckpt.save(1, state, {}, {})
     ckpt.wait()
     saves.append(time.perf_counter() - t0)
+    ckpt.close()
+    ckpt = Checkpointer(target, save_every=1, keep=1, async_save=False)  # as a resume opens it
     t0 = time.perf_counter()
     restored, _, _ = ckpt.restore(1, exp.abstract_state)
     jax.block_until_ready(restored)
@@ -62,11 +66,13 @@ def checkpoint_times(exp, directory: str, repeats: int) -> dict:
 def shard_read(spec: str) -> dict:
   """Every record of a shard set read once, in order, as one Grain worker would."""
   from vmae2_jax.data.shards import ShardSource
+  t0 = time.perf_counter()
   source = ShardSource(spec)
+  opened = time.perf_counter() - t0
   t0 = time.perf_counter()
   total = sum(len(source[i][0]) for i in range(len(source)))
   seconds = time.perf_counter() - t0
-  return {"shards": spec, "records": len(source), "mb": total / 2**20,
+  return {"shards": spec, "records": len(source), "mb": total / 2**20, "open_s": opened,
           "mb_per_s": total / 2**20 / seconds, "records_per_s": len(source) / seconds}
 
 
@@ -87,5 +93,6 @@ def main(argv=None) -> int:
             f"restore {row['restore_s']:.2f} s")
     else:
       print(f"{row['shards']}: {row['records']} records, {row['mb']:.1f} MB  "
-            f"{row['mb_per_s']:.1f} MB/s  {row['records_per_s']:.1f} records/s")
+            f"open {row['open_s']:.2f} s  {row['mb_per_s']:.1f} MB/s  "
+            f"{row['records_per_s']:.1f} records/s")
   return 0

@@ -10,11 +10,16 @@ file of the step with its size, and a restore compares the step with it first
 (a stat per file, no reading), so the error names the file. A step without
 that list (its process died between the commit and the list) is still
 restored; if Orbax then fails, the error names the file its message mentions.
+
+In s3:// (which Orbax cannot open) Orbax works on a local staging folder and each
+committed step is uploaded with a commit marker last (staging.StepMirror); gs://
+and local folders are Orbax's own.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 
@@ -23,6 +28,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from vmae2_jax import paths
+from vmae2_jax.checkpointing import staging
 
 FILE_SIZES = "vmae2_file_sizes.json"
 SET_ASIDE = "set_aside"  # WORKDIR/set_aside/STEP_REASON: steps taken out of the resume order
@@ -48,8 +54,13 @@ class Checkpointer:
     self.directory = paths.resolve(directory)
     try:  # before Orbax starts (the trainer refuses such a --workdir earlier still)
       paths.check_native(self.directory, "", f"Orbax {ocp.__version__} writes checkpoints")
+      staging.check_processes(self.directory, "")
     except paths.UnreachableURLError as e:
       raise CheckpointError(str(e)) from None
+    self._keep, self._keep_period = keep, keep_period or None
+    self._mirror = staging.StepMirror(self.directory) if paths.is_staged(directory) else None
+    if self._mirror is not None:
+      self._mirror.remove_uncommitted()
     self._async = async_save
     self._unlisted: list[int] = []  # async saves whose file list is not written yet
     options = ocp.CheckpointManagerOptions(
@@ -61,12 +72,16 @@ class Checkpointer:
         create=True,
     )
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=("state", "data", "meta"))
+        self._mirror.local if self._mirror else self.directory, options=options,
+        item_names=("state", "data", "meta"))
 
   def latest_step(self) -> int | None:
-    return self._manager.latest_step()
+    steps = self.all_steps()
+    return steps[-1] if steps else None
 
   def all_steps(self) -> list[int]:
+    if self._mirror is not None:  # the bucket's committed steps, not the staging folder's
+      return self._mirror.steps()
     return sorted(self._manager.all_steps())
 
   def should_save(self, step: int) -> bool:
@@ -79,6 +94,11 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: dict | None = None,
            meta: dict | None = None, *, force: bool = False) -> bool:
+    if self._mirror is not None and self._unlisted and (force or self._manager.should_save(step)):
+      # Orbax waits for the previous save before this one anyway; upload it first, before
+      # this save's retention can delete its staging copy.
+      self._manager.wait_until_finished()
+      self._list_committed()
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(_all_processes(data_state or {})),
@@ -89,13 +109,20 @@ class Checkpointer:
       logging.info("checkpoint: saving step %d to %s", step, self.directory)
       # Orbax waited for the previous save before starting this one: it is committed.
       for done in self._unlisted:
-        self._list_files(done)
+        self._committed(done)
       self._unlisted = []
       if self._async:
         self._unlisted.append(step)
       else:
-        self._list_files(step)
+        self._committed(step)
     return saved
+
+  def _committed(self, step: int) -> None:
+    """A step Orbax has committed: its size list, then (s3://) its upload, marker last."""
+    self._list_files(step)
+    if self._mirror is not None and os.path.isdir(self._mirror.local_step(step)):
+      self._mirror.upload(step)
+      self._mirror.retain(self._keep, self._keep_period)
 
   # ------------------------------------------------------------- restore
   def restore(self, step: int, abstract_state: Any, *, data: bool = True
@@ -112,6 +139,9 @@ class Checkpointer:
           f"checkpoint step {step} in {self.directory} is damaged: {problem}", step)
     abstract_state = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     try:
+      if self._mirror is not None:
+        self._mirror.download(step)
+        self._manager.reload()
       out = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state),
           data=ocp.args.JsonRestore(),
@@ -186,6 +216,8 @@ class Checkpointer:
         error = inner
         break
     text = str(error)
+    if self._mirror is not None:  # Orbax read the staging copy: name the step in the bucket
+      text = text.replace(self._mirror.local, self.directory)
     named = re.search(path, text)
     if named or isinstance(error, (json.JSONDecodeError, FileNotFoundError)):
       where = named.group(0) if named else "a file"
@@ -209,7 +241,9 @@ class Checkpointer:
         n += 1
         dst = paths.join(root, f"{step}_{reason}.{n}")
       moved.append(dst)
-      if jax.process_index() == 0 and paths.isdir(src):
+      if self._mirror is not None:
+        self._mirror.move_out(step, dst)
+      elif jax.process_index() == 0 and paths.isdir(src):
         paths.makedirs(root)
         paths.move(src, dst)
     if jax.process_count() > 1:
@@ -227,16 +261,19 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._list_committed()
     self._manager.close()
+    if self._mirror is not None:
+      self._mirror.close()
 
   def _list_committed(self) -> None:
     if self._unlisted and not self._manager.is_saving_in_progress():
       for step in self._unlisted:
-        self._list_files(step)
+        self._committed(step)
       self._unlisted = []
 
   def _list_files(self, step: int) -> None:
     """STEP/vmae2_file_sizes.json: every file of the committed step and its size (process 0)."""
-    step_dir = paths.join(self.directory, str(step))
+    step_dir = (self._mirror.local_step(step) if self._mirror is not None
+                else paths.join(self.directory, str(step)))
     if jax.process_index() != 0 or not paths.isdir(step_dir):
       return  # another process's job, or already removed by max_to_keep
     try:

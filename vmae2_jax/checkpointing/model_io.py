@@ -13,7 +13,8 @@ A model source is any of:
   WORKDIR/best                    that run's best validation step (supervised stages).
   WORKDIR/checkpoints[/STEP]      a run's latest step, or one step.
 model.json is written last (atomically), so a directory without it is
-incomplete and never loaded; Orbax lists a step only once it is complete.
+incomplete and never loaded; only committed steps count (staging.committed_steps).
+In s3:// Orbax reads and writes through a local copy (staging.readable/writable).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vmae2_jax import paths
+from vmae2_jax.checkpointing import staging
 
 META_FILE = "model.json"
 RUN_CONFIG = "config.json"
@@ -40,9 +42,10 @@ def save_model_params(directory: str, params: dict, meta: dict[str, Any]) -> Non
   if paths.exists(meta_path):
     paths.remove(meta_path)
   params = jax.tree.map(np.asarray, params)
-  with ocp.PyTreeCheckpointer() as ckptr:
-    ckptr.save(paths.join(directory, "params"), params, force=True)
-  write_meta(directory, meta)
+  with staging.writable(paths.join(directory, "params")) as local, \
+      ocp.PyTreeCheckpointer() as ckptr:
+    ckptr.save(local, params, force=True)
+  write_meta(directory, meta)  # after every params file is in place
 
 
 def write_meta(directory: str, meta: dict[str, Any]) -> None:
@@ -61,8 +64,9 @@ def read_model_meta(directory: str) -> dict[str, Any]:
 def load_model_params(directory: str) -> tuple[dict, dict[str, Any]]:
   """(nested dict of numpy arrays, meta) of a model-only checkpoint."""
   meta = read_model_meta(directory)
-  with ocp.PyTreeCheckpointer() as ckptr:
-    params = ckptr.restore(paths.resolve(paths.join(directory, "params")))
+  with staging.readable(paths.join(directory, "params")) as local, \
+      ocp.PyTreeCheckpointer() as ckptr:
+    params = ckptr.restore(local)
   return jax.tree.map(np.asarray, params), meta
 
 
@@ -73,11 +77,11 @@ def _is_model_dir(path: str) -> bool:
 
 
 def _latest_step(directory: str) -> str | None:
-  """The newest complete step directory of an Orbax checkpoint directory."""
+  """The newest committed step directory of an Orbax checkpoint directory."""
   if not paths.isdir(directory):
     return None
-  steps = [int(n) for n in paths.listdir(directory)
-           if n.isdigit() and paths.isdir(paths.join(directory, n, "state"))]
+  steps = [s for s in staging.committed_steps(directory)
+           if paths.isdir(paths.join(directory, str(s), "state"))]
   return paths.join(directory, str(max(steps))) if steps else None
 
 
@@ -88,10 +92,10 @@ def resolve(path: str) -> tuple[str, str | None, str]:
   step; the meta directory is the run's workdir).
   """
   path = paths.resolve(path)
+  paths.check_native(path, "", "Orbax reads the weights of a model source")  # before any access
   if not paths.isdir(path):
     raise FileNotFoundError(f"{path}: no such directory (a converted checkpoint or a "
                             "training run's workdir)")
-  paths.check_native(path, "", "Orbax reads the weights of a model source")
   if _is_model_dir(path):
     return "model", None, path
   if paths.isdir(paths.join(path, "checkpoints")):  # a workdir: its final step
@@ -167,7 +171,8 @@ def read_step_params(step_dir: str) -> dict:
   quiet = _NoItemMetadataWarning()
   logging.getLogger("absl").addFilter(quiet)
   try:
-    return _read_params(path)
+    with staging.readable(path) as local:
+      return _read_params(local)
   finally:
     logging.getLogger("absl").removeFilter(quiet)
 

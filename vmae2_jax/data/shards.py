@@ -276,7 +276,7 @@ def load_manifest(path: str) -> dict:
   manifest = json.loads(paths.read_text(mpath))
   if manifest.get("format") != FORMAT:
     raise ValueError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-  # ArrayRecord reads gs:// shards itself (its own GCS client); other URLs need a mount.
+  # ArrayRecord reads gs:// shards itself (its own GCS client); s3:// ones go through a cache.
   manifest["dir"] = paths.dirname(paths.resolve(mpath))
   return manifest
 
@@ -323,6 +323,17 @@ class ShardSource:
       raise ShardFileError(str(e)) from None
     for entry, shard_path in zip(listed, self.paths):
       check_shard_file(shard_path, entry, mpath)
+    # ArrayRecord opens local paths and gs:// itself; s3:// shards are read from a local copy.
+    self.files = list(self.paths)
+    if paths.is_staged(manifest["dir"]):
+      from vmae2_jax.data import shard_cache
+      try:
+        self.files = shard_cache.local_files(manifest["dir"], listed, mpath)
+      except Exception as e:  # noqa: BLE001  every storage client has its own error types
+        raise ShardFileError(str(e) if str(e).startswith(manifest["dir"]) else
+                             f"{manifest['dir']}: cannot copy the shards into "
+                             f"{shard_cache.folder_for(manifest['dir'])} "
+                             f"({paths.reason(e, manifest['dir'])})") from None
     self.num_classes = manifest.get("classes", {}).get("num_classes", 0)
     names = manifest.get("classes", {}).get("names")
     # Index = class id; None when the build was given only class indices.
@@ -341,7 +352,7 @@ class ShardSource:
         self._readers.move_to_end(k)
         return reader
       from array_record.python import array_record_module
-      reader = array_record_module.ArrayRecordReader(self.paths[k], READER_OPTIONS)
+      reader = array_record_module.ArrayRecordReader(self.files[k], READER_OPTIONS)
       n = reader.num_records()
       if n != self.sizes[k]:  # a non-ArrayRecord or damaged file opens as 0 records
         raise ShardFileError(f"{self.paths[k]}: holds {n} records, the manifest lists "

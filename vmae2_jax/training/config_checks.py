@@ -95,7 +95,8 @@ def check_common(config, batch_shards: int) -> None:
 
 
 def _check_shard_urls(d) -> None:
-  """Shard folders in a store ArrayRecord cannot open (s3://): refused before any read."""
+  """Shard folders in a store no reader reaches (neither local, gs:// nor s3://): refused
+  before any read."""
   named = [("config.data.train_path", d.train_path), ("config.data.val_path", d.val_path)]
   for i, entry in enumerate(d.sources or ()):
     path = entry if isinstance(entry, str) else (
@@ -104,7 +105,7 @@ def _check_shard_urls(d) -> None:
   for field, path in named:
     if path:
       try:
-        paths.check_native(path, field, "ArrayRecord reads the shards")
+        paths.check_native(path, field, "the shards are read")
       except paths.UnreachableURLError as e:
         raise ConfigError(str(e)) from None
 

@@ -31,6 +31,7 @@ from absl import logging
 
 from configs.common import base_config, config_from_json
 from vmae2_jax import paths
+from vmae2_jax.checkpointing import staging
 from vmae2_jax.training.config_checks import ConfigError
 from vmae2_jax.training.schedules import make_schedule
 
@@ -90,8 +91,9 @@ def starting(workdir: str):
   permission or no credentials fail here, before compilation); if the body fails, removes
   what this start created (never what was there before). Process 0 only."""
   workdir = paths.resolve(workdir)
-  try:  # every process: an s3:// workdir would fail at the first checkpoint
+  try:  # every process: a workdir Orbax cannot reach would fail at the first checkpoint
     paths.check_native(workdir, "--workdir", "its checkpoints are written by Orbax")
+    staging.check_processes(workdir, "--workdir")
   except paths.UnreachableURLError as e:
     raise WorkdirError(str(e)) from None
   if jax.process_index() != 0:

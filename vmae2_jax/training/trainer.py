@@ -301,7 +301,7 @@ def _apply_init_from(exp: Experiment, state: TrainState) -> TrainState:
     if c.init_from not in text and paths.resolve(c.init_from) not in text:
       text = f"config.init_from={c.init_from}: {text}"
     raise type(e)(text) from None
-  except paths.UnreachableURLError as e:  # an s3:// model source
+  except paths.UnreachableURLError as e:  # a model source of a scheme nothing reaches
     raise ConversionError(f"config.init_from={e}") from None
   except (CheckpointError, OSError, ValueError, KeyError) as e:  # Orbax / TensorStore reading
     raise ConversionError(f"config.init_from={c.init_from}: cannot read its weights "
