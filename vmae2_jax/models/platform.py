@@ -32,3 +32,20 @@ def building_for(platform: str):
     yield
   finally:
     _PLATFORM.reset(token)
+
+
+def forward_compiler_options(platform: str | None = None) -> dict[str, str]:
+  """XLA options for compiling a model's inference forward for `platform` (default: the
+  target platform).
+
+  CPU: no YNNPACK library fusions (`xla_cpu_experimental_ynn_fusion_type` empty), so
+  the dense layers are XLA's own dots and layer norm and GELU its loop fusions. With
+  them, XLA:CPU materialises the GELU's constants as [views, tokens, mlp] arrays that
+  every layer's fusion reads again, and copies each layer's weights out of the stacked
+  parameters; 15-view ViT-S/16 inference took ~20% more CPU time on an AVX2 Zen 3
+  (BENCHMARKS.md, issue 18). Same numbers either way. Other platforms: none.
+  """
+  platform = platform or target_platform()
+  if platform == "cpu":
+    return {"xla_cpu_experimental_ynn_fusion_type": ""}
+  return {}
