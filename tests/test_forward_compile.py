@@ -7,6 +7,7 @@ from flax import nnx
 
 from tests.helpers import tiny_finetune_config
 from vmae2_jax.evaluation.inference import BatchRunner
+from vmae2_jax.models import platform
 from vmae2_jax.models.platform import forward_compiler_options
 from vmae2_jax.training.experiment import setup
 
@@ -18,6 +19,7 @@ def _entry(compiled) -> str:
 
 def test_cpu_forward_has_no_ynn_fusions_and_the_same_scores():
   assert forward_compiler_options("tpu") == {} and forward_compiler_options("gpu") == {}
+  assert not platform._cpu_accepts("xla_cpu_no_such_option", "")  # a renamed option: defaults
   exp = setup(tiny_finetune_config(**{"model.num_classes": 5}))
   params = exp.init_state().params
   video = np.random.default_rng(0).integers(0, 256, (8, 4, 32, 32, 3), np.uint8)
