@@ -48,7 +48,7 @@ def forward_compiler_options(platform: str | None = None) -> dict[str, str]:
   CPU: no YNNPACK library fusions, so the dense layers are XLA's own dots and layer
   norm and GELU its loop fusions. With them, XLA:CPU materialised the GELU's constants
   as [views, tokens, mlp] arrays that every layer's fusion read again, and 15-view
-  ViT-S/16 inference took ~20% more CPU time (10% on one thread) on an AVX2 Zen 3
+  ViT-S/16 inference took 19% more CPU time (12% on one thread) on an AVX2 Zen 3
   (BENCHMARKS.md, issue 18). Same numbers either way. Other platforms, or a jaxlib
   without the option: none.
   """
@@ -62,8 +62,8 @@ def forward_compiler_options(platform: str | None = None) -> dict[str, str]:
 def _cpu_accepts(option: str, value: str) -> bool:
   """Whether this jaxlib's CPU compiler knows `option` (one tiny compile, once)."""
   try:
-    jax.jit(lambda x: x + 1, backend="cpu").lower(np.float32(0)).compile(
-        compiler_options={option: value})
+    x = jax.device_put(np.float32(0), jax.devices("cpu")[0])
+    jax.jit(lambda x: x + 1).lower(x).compile(compiler_options={option: value})
     return True
   except Exception:  # noqa: BLE001 -- an unknown option: the defaults then
     return False
