@@ -296,3 +296,13 @@ def test_weight_gradient_over_many_tokens_equals_float64(tokens, m, n):
   ref = np.asarray(x, np.float64).T @ np.asarray(dy, np.float64)
   np.testing.assert_allclose(jax.jit(cpu.weight_gradient)(x, dy), ref,
                              atol=2e-5 * np.sqrt(tokens), rtol=1e-5)
+
+
+def test_kernels_bench_only_selects_cases():
+  """`python -m vmae2_jax.bench kernels --only=...` times just the named cases."""
+  from vmae2_jax.bench import kernels as kernels_bench
+  assert list(kernels_bench._cases("attention fwd")) == ["attention fwd"]
+  assert sorted(kernels_bench._cases("wg_qkv,xla_qkv")) == ["wg_qkv 384x1152", "xla_qkv 384x1152"]
+  assert len(kernels_bench._cases("")) == 10
+  with pytest.raises(SystemExit, match="matches no case"):
+    kernels_bench.measure(1, only="no such case")

@@ -67,8 +67,9 @@ def fma_peak(lib, threads: int, seconds: float = 0.2) -> tuple[float, float]:
   return sum(out) / wall / 1e9, sum(out) / max(cpu, 1e-9) / 1e9
 
 
-def _cases():
-  """name -> (jitted fn, args, FLOPs)."""
+def _cases(only: str = ""):
+  """name -> (jitted fn, args, FLOPs); with `only`, the cases whose names contain one of
+  its comma-separated parts."""
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
   from vmae2_jax.kernels import cpu  # noqa: PLC0415
@@ -94,7 +95,8 @@ def _cases():
     # XLA's form of it in layers.dense_matmul without the kernel: (dy^T x)^T
     xla = jax.jit(lambda a, g: jax.lax.dot_general(g, a, (((0,), (0,)), ((), ()))).T)
     cases[name.replace("wg_", "xla_")] = (xla, (x, dy), flops)
-  return cases
+  parts = [p for p in only.split(",") if p]
+  return {k: v for k, v in cases.items() if not parts or any(p in k for p in parts)}
 
 
 def _time(fn, args) -> tuple[float, float]:
@@ -104,14 +106,16 @@ def _time(fn, args) -> tuple[float, float]:
   return time.perf_counter() - t0, time.process_time() - c0
 
 
-def measure(repeats: int) -> dict:
+def measure(repeats: int, only: str = "") -> dict:
   import jax  # noqa: PLC0415
   from vmae2_jax.kernels import cpu  # noqa: PLC0415
   if not cpu.available():
     raise SystemExit("error: the CPU kernels are not available here (see the build error above)")
   threads = max(1, os.cpu_count() or 1)
   lib = _peak_lib()
-  cases = _cases()
+  cases = _cases(only)
+  if not cases:
+    raise SystemExit(f"error: --only={only!r} matches no case")
   for fn, args, _ in cases.values():  # compile and warm
     _time(fn, args)
   times = {name: [] for name in cases}
@@ -167,14 +171,14 @@ def _print(res: dict) -> None:
           f"{c['cpu_ms_min']:8.2f} CPU ms = {100 * c['cpu_peak_fraction']:5.1f}% of a core's peak")
 
 
-def sweep(variants: list[str], rounds: int, repeats: int) -> dict:
+def sweep(variants: list[str], rounds: int, repeats: int, only: str = "") -> dict:
   """Each -D set in its own process, rounds interleaved; per case the best over rounds."""
   results: dict[str, list[dict]] = {v: [] for v in variants}
   for _ in range(rounds):
     for v in variants:
       env = dict(os.environ, VMAE2_JAX_KERNEL_DEFINES=v)
       proc = subprocess.run([sys.executable, "-m", "vmae2_jax.bench", "kernels", "--json",
-                             f"--repeats={repeats}"], capture_output=True, text=True, env=env)
+                             f"--repeats={repeats}", f"--only={only}"], capture_output=True, text=True, env=env)
       if proc.returncode:
         raise SystemExit(f"error: defines {v!r}: {proc.stderr.strip().splitlines()[-1:]}")
       results[v].append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -198,9 +202,11 @@ def main(argv=None) -> int:
   p.add_argument("--sweep", default=None, metavar="DEFINES;DEFINES...",
                  help="-D sets to compare, separated by ';' (an empty one: the ISA defaults)")
   p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --sweep")
+  p.add_argument("--only", default="", metavar="NAME,NAME...",
+                 help="time only the cases whose names contain one of these (e.g. 'attention fwd')")
   args = p.parse_args(argv)
   if args.sweep is not None:
-    res = sweep([v.strip() for v in args.sweep.split(";")], args.rounds, args.repeats)
+    res = sweep([v.strip() for v in args.sweep.split(";")], args.rounds, args.repeats, args.only)
     if args.json:
       print(json.dumps(res))
     else:
@@ -212,7 +218,7 @@ def main(argv=None) -> int:
           print(f"  {v:50s} {c['ms_min']:8.2f} ms  {100 * c['peak_fraction_best']:5.1f}% "
                 f"(per CPU second {100 * c['cpu_peak_fraction']:5.1f}%)")
     return 0
-  res = measure(args.repeats)
+  res = measure(args.repeats, args.only)
   if args.json:
     print(json.dumps(res))
   else:

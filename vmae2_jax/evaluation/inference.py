@@ -18,6 +18,7 @@ from vmae2_jax.checkpointing import model_io
 from vmae2_jax.conversion import labels
 from vmae2_jax.conversion.api import build_model
 from vmae2_jax.models.options import ModelOptions
+from vmae2_jax.models.platform import forward_compiler_options
 
 KINETICS = {400: "k400", 600: "k600", 700: "k700", 710: "k710"}
 DTYPES = ("float32", "bfloat16")
@@ -103,7 +104,8 @@ class BatchRunner:
     graphdef, state = nnx.split(model)
     self.batch = int(batch)
     self._state = jax.device_put(state)
-    self._fn = jax.jit(lambda state, x: fn(nnx.merge(graphdef, state), x))
+    self._fn = jax.jit(lambda state, x: fn(nnx.merge(graphdef, state), x),
+                       compiler_options=forward_compiler_options())
 
   def __call__(self, clips: np.ndarray) -> jax.Array:
     if len(clips) != self.batch:

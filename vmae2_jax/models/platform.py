@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 
 import jax
+import numpy as np
 
 _PLATFORM: contextvars.ContextVar[str | None] = contextvars.ContextVar("platform", default=None)
 
@@ -32,3 +34,36 @@ def building_for(platform: str):
     yield
   finally:
     _PLATFORM.reset(token)
+
+
+# XLA:CPU option naming the library fusions XLA may form; empty: none (experimental, so a
+# later jaxlib may rename it: `forward_compiler_options` checks that it is accepted).
+_YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"
+
+
+def forward_compiler_options(platform: str | None = None) -> dict[str, str]:
+  """XLA options for compiling a model's inference forward for `platform` (default: the
+  target platform).
+
+  CPU: no YNNPACK library fusions, so the dense layers are XLA's own dots and layer
+  norm and GELU its loop fusions. With them, XLA:CPU materialised the GELU's constants
+  as [views, tokens, mlp] arrays that every layer's fusion read again, and 15-view
+  ViT-S/16 inference took 19% more CPU time (12% on one thread) on an AVX2 Zen 3
+  (BENCHMARKS.md, issue 18). Same numbers either way. Other platforms, or a jaxlib
+  without the option: none.
+  """
+  platform = platform or target_platform()
+  if platform == "cpu" and _cpu_accepts(_YNN_FUSIONS, ""):
+    return {_YNN_FUSIONS: ""}
+  return {}
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_accepts(option: str, value: str) -> bool:
+  """Whether this jaxlib's CPU compiler knows `option` (one tiny compile, once)."""
+  try:
+    x = jax.device_put(np.float32(0), jax.devices("cpu")[0])
+    jax.jit(lambda x: x + 1).lower(x).compile(compiler_options={option: value})
+    return True
+  except Exception:  # noqa: BLE001 -- an unknown option: the defaults then
+    return False

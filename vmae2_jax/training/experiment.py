@@ -25,7 +25,7 @@ from vmae2_jax import sharding
 from vmae2_jax.models import get_variant
 from vmae2_jax.models.layers import resolved_numerics
 from vmae2_jax.models.options import ModelOptions
-from vmae2_jax.models.platform import building_for
+from vmae2_jax.models.platform import building_for, forward_compiler_options
 from vmae2_jax.sharding.constraints import activation_sharding
 from vmae2_jax.training import optimizer as optim
 from vmae2_jax.training.config_checks import ConfigError, check_common
@@ -174,7 +174,8 @@ class Experiment:
       return self.task.predict(params, self.graphdef, video)
     return jax.jit(self._constrained(predict),
                    in_shardings=(self.state_sharding.params, self.batch_sharding(5)),
-                   out_shardings=self.batch_sharding(2))
+                   out_shardings=self.batch_sharding(2),
+                   compiler_options=forward_compiler_options(self.mesh.devices.flat[0].platform))
 
   # ------------------------------------------------------------- reporting
   def describe(self) -> list[str]:
