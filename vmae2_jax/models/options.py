@@ -29,6 +29,8 @@ REMAT_POLICIES = {
     "dots": _cp.dots_saveable,
     "dots_no_batch": _cp.dots_with_no_batch_dims_saveable,
     "proj": _cp.save_only_these_names(*PROJECTIONS),
+    "proj_attn": _cp.save_only_these_names(*PROJECTIONS, "attn_proj"),
+    "proj_gelu": _cp.save_only_these_names(*PROJECTIONS, "attn_proj", "mlp_act"),
     "proj_offload": _cp.save_and_offload_only_these_names(
         names_which_can_be_saved=(), names_which_can_be_offloaded=PROJECTIONS,
         offload_src="device", offload_dst="pinned_host"),
