@@ -114,7 +114,8 @@ def test_scan_and_unrolled_and_remat_agree():
   tgt = jnp.array([[1, 3, 4, 6], [0, 2, 5, 7]], jnp.int32)
   outs = []
   for kw in (dict(), dict(scan_layers=True), dict(remat="full", scan_layers=True),
-             dict(remat="dots"), dict(remat="proj", scan_layers=True)):
+             dict(remat="dots"), dict(remat="proj", scan_layers=True),
+             dict(remat="proj_attn"), dict(remat="proj_gelu", scan_layers=True)):
     model = _tiny(**kw)
     graphdef, params = nnx.split(model)
     loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(video, vis, tgt) ** 2)
@@ -123,6 +124,29 @@ def test_scan_and_unrolled_and_remat_agree():
     np.testing.assert_allclose(val, outs[0][0], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  grad, outs[0][1])
+
+
+@pytest.mark.parametrize("remat, saved", [
+    ("proj", {"qkv", "attn_out", "fc1"}),
+    ("proj_attn", {"qkv", "attn_out", "attn_proj", "fc1"}),
+    ("proj_gelu", {"qkv", "attn_out", "attn_proj", "fc1", "mlp_act"})])
+def test_remat_policies_save_the_named_block_outputs(remat, saved):
+  """Each named policy keeps exactly its checkpoint names of a block for the backward."""
+  import contextlib
+  import io
+  from jax.ad_checkpoint import print_saved_residuals
+  from vmae2_jax.models.layers import Block
+  from vmae2_jax.models.options import REMAT_POLICIES
+  block = Block(32, 2, 64, opts=ModelOptions(attention="xla", cpu_kernels=False),
+                rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(block)
+  f = jax.checkpoint(lambda s, x: nnx.merge(graphdef, s)(x).sum(), policy=REMAT_POLICIES[remat])
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    print_saved_residuals(f, state, jnp.ones((2, 8, 32)))
+  names = {line.split(" named '")[1].split("'")[0]
+           for line in out.getvalue().splitlines() if " named '" in line}
+  assert names == saved
 
 
 def test_bfloat16_compute_keeps_float32_params():

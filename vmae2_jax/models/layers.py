@@ -298,7 +298,7 @@ class Attention(nnx.Module):
       out = self._attend(qkv, num_queries)
     b, n = out.shape[:2]
     out = checkpoint_name(out.reshape(b, n, self.heads * self.head_dim), "attn_out")
-    return self.proj(out)
+    return checkpoint_name(self.proj(out), "attn_proj")
 
   def _attend(self, qkv, num_queries):
     if self.implementation in ("cudnn", "flash_tpu") or self.requested != "auto":
@@ -390,7 +390,8 @@ class Mlp(nnx.Module):
     self.fc2 = Dense(hidden, dim, axes=("mlp", "embed"), opts=opts, rngs=rngs)
 
   def __call__(self, x):
-    return self.fc2(gelu_exact(checkpoint_name(self.fc1(x), "fc1")))
+    h = gelu_exact(checkpoint_name(self.fc1(x), "fc1"))
+    return self.fc2(checkpoint_name(h, "mlp_act"))
 
 
 def drop_path(x, rate, key, deterministic: bool):

@@ -15,7 +15,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 # Outputs of a block's weight matmuls, named in layers.py (jax.ad_checkpoint.checkpoint_name):
-# with these saved, a block's backward recomputes only norms, GELU and the attention.
+# with these saved, a block's backward recomputes norms, GELU, the attention and the
+# attention's output projection (its output feeds the second norm).
 PROJECTIONS = ("qkv", "attn_out", "fc1")
 
 _cp = jax.checkpoint_policies
@@ -29,6 +30,10 @@ REMAT_POLICIES = {
     "dots": _cp.dots_saveable,
     "dots_no_batch": _cp.dots_with_no_batch_dims_saveable,
     "proj": _cp.save_only_these_names(*PROJECTIONS),
+    # Also the attention branch's output (no matmul recomputed) and the GELU output: on
+    # v5p-128 "proj_gelu" is the compiler's fastest (BENCHMARKS.md, issue 15).
+    "proj_attn": _cp.save_only_these_names(*PROJECTIONS, "attn_proj"),
+    "proj_gelu": _cp.save_only_these_names(*PROJECTIONS, "attn_proj", "mlp_act"),
     "proj_offload": _cp.save_and_offload_only_these_names(
         names_which_can_be_saved=(), names_which_can_be_offloaded=PROJECTIONS,
         offload_src="device", offload_dst="pinned_host"),
