@@ -5,10 +5,19 @@ import os
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA:CPU's thread pool would have one thread per fake device (2 cores here): collectives
+# then starve it and XLA aborts the process (vmae2_jax/cpu_threads.py says how).
+_user_pool = os.environ.get("PJRT_NPROC")
+from vmae2_jax import cpu_threads  # noqa: E402  (imports no JAX)
+
+cpu_threads.widen()
 
 import jax  # noqa: E402  (must follow the flag)
 
 jax.config.update("jax_threefry_partitionable", True)
+jax.devices()  # the CPU backend starts here, with that pool
+if _user_pool is None:  # subprocesses size their own (`import vmae2_jax` does)
+  os.environ.pop("PJRT_NPROC", None)
 
 # Identical programs compiled by several tests (each train() jits afresh) are
 # compiled once per session.

@@ -98,16 +98,10 @@ def test_finetuning_from_a_pretraining_workdir_resumes_exactly(pretrained, tmp_p
   jax.tree.map(np.testing.assert_array_equal, state1.opt_state, state2.opt_state)
 
 
-# Out of the default run until a deadlock is understood: in one process (teacher and
-# students on 8 fake devices) 2 of 3 runs here ended in an XLA:CPU rendezvous deadlock,
-# device 0 waiting in one program's all-gather while the others waited in another's,
-# and XLA aborted the whole pytest process after 40 s ("Termination timeout for all
-# gather RendezvousKey"); the third passed (289 s), as did a helper's run (783 s, loaded).
-# The same comparison in separate processes (python -m vmae2_jax.bench learning
-# --distill, 3 seeds) never hung: BENCHMARKS.md. VMAE2_TEST_DISTILL_EVIDENCE=1 runs it.
-@pytest.mark.skipif(os.environ.get("VMAE2_TEST_DISTILL_EVIDENCE") != "1",
-                    reason="intermittent XLA:CPU collective deadlock in-process (see the "
-                    "comment); VMAE2_TEST_DISTILL_EVIDENCE=1 runs it")
+# This test once died in 2 of 3 runs of an XLA:CPU thread starvation ("Termination timeout
+# for all gather RendezvousKey ..."): XLA's CPU client pool had one thread per fake device,
+# and collectives holding them left a device without one. The pool is now widened before
+# JAX starts (vmae2_jax/cpu_threads.py; tests/test_cpu_threads.py reproduces the hang).
 def test_a_student_distilled_from_a_teacher_beats_labels_alone_with_few_labels(pretrained,
                                                                              tmp_path):
   """The student (the module's pre-trained mu/16) has labels for 32 of the 256 training
