@@ -15,9 +15,6 @@ cpu_threads.widen()
 import jax  # noqa: E402  (must follow the flag)
 
 jax.config.update("jax_threefry_partitionable", True)
-jax.devices()  # the CPU backend starts here, with that pool
-if _user_pool is None:  # subprocesses size their own (`import vmae2_jax` does)
-  os.environ.pop("PJRT_NPROC", None)
 
 # Identical programs compiled by several tests (each train() jits afresh) are
 # compiled once per session.
@@ -27,6 +24,10 @@ jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("VMAE2_TEST_JAX_CACHE", tempfile.mkdtemp(prefix="jax_cache_")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+jax.devices()  # the CPU backend starts here, with the widened pool
+if _user_pool is None:  # subprocesses size their own (`import vmae2_jax` does)
+  os.environ.pop("PJRT_NPROC", None)
 
 
 # Whole-process, multi-minute end-to-end runs (SIGKILL/SIGTERM resumes, several
