@@ -4,9 +4,9 @@ With the pool XLA sizes by default (max(cores, devices): 8 threads on a 2-core
 machine), the program below hung in 3 of 3 runs (2026-12-07, PJRT_NPROC=8; XLA aborts
 after the 20 s set here), and finished in about 6 s with the widened pool: once 32 runs
 are in flight per device, the next launches wait for a slot holding pool threads, and
-the devices of the running collective cannot all get one. The distillation test of
-tests/test_learning.py died of the same starvation in one pytest process (2 of 3
-runs, before the pool was widened).
+the devices of the running collective cannot all get one. (The distillation test of
+tests/test_learning.py aborts with the same message, but for a reason the wider pool does
+not cure: its comment.)
 """
 
 import os
