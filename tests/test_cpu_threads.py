@@ -5,8 +5,8 @@ machine), the program below hung in 3 of 3 runs (2026-12-07, PJRT_NPROC=8; XLA a
 after the 20 s set here), and finished in about 6 s with the widened pool: once 32 runs
 are in flight per device, the next launches wait for a slot holding pool threads, and
 the devices of the running collective cannot all get one. (The distillation test of
-tests/test_learning.py aborts with the same message, but for a reason the wider pool does
-not cure: its comment.)
+tests/test_learning.py aborted with the same message for another reason, collectives
+run out of order, which no pool size cures: its comment.)
 """
 
 import os

@@ -98,21 +98,13 @@ def test_finetuning_from_a_pretraining_workdir_resumes_exactly(pretrained, tmp_p
   jax.tree.map(np.testing.assert_array_equal, state1.opt_state, state2.opt_state)
 
 
-# Out of the default run: in one pytest process (8 fake devices) XLA:CPU aborts it in about
-# half the runs, in the distilled student's training ("Termination timeout for all gather
-# RendezvousKey ..."). In one such abort all 8 pool threads waited in ONE execution of the
-# train step (one RunId): devices 0-6 in all-gather op 3 and device 0 also in op 42, inside
-# a conditional, on a second thread, with no thread left for device 7. Widening XLA's pool
-# (vmae2_jax/cpu_threads.py: 32 threads, which cures the starvation tests/test_cpu_threads.py
-# reproduces) did not cure this test: 1 of the first 2 runs with it aborted (SIGABRT) at
-# the same place, the distilled arm's loop (2026-12-07). With threads to spare, a device
-# blocked for good must wait in op 42 before op 3 while others wait in op 3: most likely
-# XLA:CPU runs a program's collectives in different orders on different devices (the
-# conditional's run concurrently with the op before it), which no pool size fixes.
-# VMAE2_TEST_DISTILL_EVIDENCE=1 runs it (TF_CPP_MIN_LOG_LEVEL=0 shows XLA's rendezvous lines).
-@pytest.mark.skipif(os.environ.get("VMAE2_TEST_DISTILL_EVIDENCE") != "1",
-                    reason="XLA:CPU aborts it in about half the runs in-process (collective "
-                    "ordering race; see the comment); VMAE2_TEST_DISTILL_EVIDENCE=1 runs it")
+# In the default run again since 2026-12-07. XLA:CPU had aborted it in about half the
+# in-process runs ("Termination timeout for all gather RendezvousKey ..."): "auto" attention
+# wrapped the sharded CPU kernel in lax.platform_dependent, an XLA conditional holding the
+# kernel's all-gathers / all-reduces, and XLA:CPU ran that conditional concurrently with the
+# step's other collectives, in another order on some devices (one abort: device 0 waiting
+# in op 42 inside the conditional and in op 3, devices 1-6 in op 3). bench.learning's
+# configs now name the implementation "auto" picks, so the step has no conditional.
 def test_a_student_distilled_from_a_teacher_beats_labels_alone_with_few_labels(pretrained,
                                                                              tmp_path):
   """The student (the module's pre-trained mu/16) has labels for 32 of the 256 training
