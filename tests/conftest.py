@@ -5,6 +5,12 @@ import os
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA:CPU's thread pool would have one thread per fake device (2 cores here): collectives
+# then starve it and XLA aborts the process (vmae2_jax/cpu_threads.py says how).
+_user_pool = os.environ.get("PJRT_NPROC")
+from vmae2_jax import cpu_threads  # noqa: E402  (imports no JAX)
+
+cpu_threads.widen()
 
 import jax  # noqa: E402  (must follow the flag)
 
@@ -18,6 +24,10 @@ jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("VMAE2_TEST_JAX_CACHE", tempfile.mkdtemp(prefix="jax_cache_")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+jax.devices()  # the CPU backend starts here, with the widened pool
+if _user_pool is None:  # subprocesses size their own (`import vmae2_jax` does)
+  os.environ.pop("PJRT_NPROC", None)
 
 
 # Whole-process, multi-minute end-to-end runs (SIGKILL/SIGTERM resumes, several

@@ -130,10 +130,18 @@ def main() -> None:
   write_torch_save_files()
   write_interpolations()
   check_our_writer()
-  with open(os.path.join(ref.ROOT, "MANIFEST.json"), "w") as f:
-    json.dump({"made_by": "python -m tests.make_torch_reference",
-               "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-               "transformers": transformers.__version__, "numpy": np.__version__}, f, indent=1)
+  # Merged into the manifest: other generators' entries (make_roi_reference's
+  # "roi_align.npz") stay.
+  manifest_path = os.path.join(ref.ROOT, "MANIFEST.json")
+  manifest = {}
+  if os.path.exists(manifest_path):
+    with open(manifest_path) as f:
+      manifest = json.load(f)
+  manifest.update({"made_by": "python -m tests.make_torch_reference",
+                   "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+                   "transformers": transformers.__version__, "numpy": np.__version__})
+  with open(manifest_path, "w") as f:
+    json.dump(manifest, f, indent=1)
   print(f"wrote {ref.ROOT}")
 
 

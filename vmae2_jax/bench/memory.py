@@ -26,6 +26,8 @@ import json
 import os
 import sys
 
+from vmae2_jax import cpu_threads
+
 
 def parse_args(argv):
   ap = argparse.ArgumentParser(prog="python -m vmae2_jax.bench memory", description=__doc__,
@@ -50,6 +52,7 @@ def _start_jax(devices: int):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={devices}").strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    cpu_threads.widen()  # XLA's CPU pool for that many devices (cpu_threads.py)
   import jax
   if jax.device_count() < devices:
     raise SystemExit(f"--devices={devices}: JAX already started with {jax.device_count()} "
