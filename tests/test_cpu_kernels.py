@@ -306,3 +306,25 @@ def test_kernels_bench_only_selects_cases():
   assert len(kernels_bench._cases("")) == 10
   with pytest.raises(SystemExit, match="matches no case"):
     kernels_bench.measure(1, only="no such case")
+
+
+def test_model_built_for_a_named_platform_has_no_platform_conditional():
+  """A model built under building_for("cpu") calls the CPU kernels directly; one built
+  with no platform named keeps lax.platform_dependent (an XLA conditional), since it may
+  be lowered for TPU too. Conditionals holding sharded collectives deadlocked an 8-device
+  CPU train step (issue 19), and the trainer always names its mesh's platform."""
+  from vmae2_jax.models.platform import building_for
+
+  x = jax.random.normal(jax.random.key(5), (2, 21, 32))
+
+  def step_hlo(attn):
+    gd, st = nnx.split(attn)
+    loss = lambda st, x: jnp.sum(jnp.sin(nnx.merge(gd, st)(x)))
+    return jax.jit(jax.grad(loss, (0, 1))).lower(st, x).as_text()
+
+  with building_for("cpu"):
+    named = Attention(32, 2, opts=ModelOptions(), rngs=nnx.Rngs(0))
+  unnamed = Attention(32, 2, opts=ModelOptions(), rngs=nnx.Rngs(0))
+  assert named.implementation == unnamed.implementation == "fused_cpu"
+  assert "stablehlo.case" not in step_hlo(named)
+  assert "stablehlo.case" in step_hlo(unnamed)

@@ -27,7 +27,6 @@ import time
 
 from configs.common import base_config
 from data_prep.generated import write_motion_dataset
-from vmae2_jax.models.layers import attention_implementation
 from vmae2_jax.training import trainer
 
 # Clip and data sizes of the setting (the test and docs/demo_results.md use these).
@@ -52,11 +51,6 @@ def _common(config, train_path: str, seed: int, steps: int):
   c.log_every, c.checkpoint_every = 50, steps
   c.async_checkpoint = False
   c.reconstruction.enabled = False
-  # The attention "auto" picks here, named: "auto" wraps it in lax.platform_dependent, an
-  # XLA conditional whose branch holds the sharded kernel's collectives, and XLA:CPU ran
-  # such a conditional concurrently with, and on some devices before, the step's other
-  # collectives: a rendezvous deadlock over 8 fake devices (tests/test_learning.py).
-  c.model.attention = attention_implementation("auto", c.model.dtype, c.model.cpu_kernels)
   return c
 
 

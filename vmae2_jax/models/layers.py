@@ -17,7 +17,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from vmae2_jax.models.options import ModelOptions
-from vmae2_jax.models.platform import target_platform
+from vmae2_jax.models.platform import named_target, per_platform, target_platform
 from vmae2_jax.sharding.constraints import constrain
 
 # Logical axes of the [B, N, D] activations between blocks (see sharding rules).
@@ -50,8 +50,8 @@ def param(value, axes: Sequence[str | None]) -> nnx.Param:
 
 
 # --------------------------------------------------------------------- layers
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def dense_matmul(x, kernel, cpu_weight_gradient: bool = False):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def dense_matmul(x, kernel, cpu_weight_gradient: bool = False, target: str | None = None):
   """x [..., in] @ kernel [in, *out] -> [..., *out] with a hand-written backward.
 
   Same math as autodiff; what it fixes is the shape of the weight gradient's
@@ -64,16 +64,17 @@ def dense_matmul(x, kernel, cpu_weight_gradient: bool = False):
 
   cpu_weight_gradient (float32 on CPU) computes x^T dy with the kernel in
   vmae2_jax.kernels instead; the forward and input gradient stay XLA dots,
-  which read the kernel straight from the stacked per-layer parameters.
+  which read the kernel straight from the stacked per-layer parameters. target:
+  the platform the model was built for (platform.named_target), if one was named.
   """
   return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
 
 
-def _dense_matmul_fwd(x, kernel, cpu_weight_gradient):
-  return dense_matmul(x, kernel, cpu_weight_gradient), (x, kernel)
+def _dense_matmul_fwd(x, kernel, cpu_weight_gradient, target):
+  return dense_matmul(x, kernel, cpu_weight_gradient, target), (x, kernel)
 
 
-def _dense_matmul_bwd(cpu_weight_gradient, res, dy):
+def _dense_matmul_bwd(cpu_weight_gradient, target, res, dy):
   x, kernel = res
   out = tuple(range(x.ndim - 1, dy.ndim))              # output dims of dy
   dx = jax.lax.dot_general(dy, kernel, ((out, tuple(range(1, kernel.ndim))), ((), ())))
@@ -84,8 +85,8 @@ def _dense_matmul_bwd(cpu_weight_gradient, res, dy):
   if cpu_weight_gradient:
     from vmae2_jax.kernels import cpu
     # The kernel exists only in CPU programs (not in one compiled for TPU from here).
-    dk = jax.lax.platform_dependent(x2, dy2, cpu=cpu.weight_gradient,
-                                    default=xla_weight_gradient)
+    dk = per_platform(x2, dy2, target=target, cpu=cpu.weight_gradient,
+                      default=xla_weight_gradient)
   else:
     dk = xla_weight_gradient(x2, dy2)
   return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
@@ -124,6 +125,7 @@ class Dense(nnx.Module):
     self.dtype = opts.dtype
     self.out_rank = len(out_shape)
     self.cpu_kernel = cpu_kernels_enabled(opts)
+    self.target = named_target()
 
   def __call__(self, x):
     k = self.kernel[...].astype(self.dtype)
@@ -131,7 +133,7 @@ class Dense(nnx.Module):
     if self.cpu_kernel:
       from vmae2_jax.kernels import cpu
       on_kernel = cpu.whole_arrays() and cpu.weight_gradient_preferred()
-    y = dense_matmul(x.astype(self.dtype), k, on_kernel)
+    y = dense_matmul(x.astype(self.dtype), k, on_kernel, self.target)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y
@@ -285,6 +287,7 @@ class Attention(nnx.Module):
     self.scale = head_dim ** -0.5
     self.implementation = attention_implementation(opts.attention, opts.dtype, opts.cpu_kernels)
     self.requested = opts.attention
+    self.target = named_target()
     self.dtype = opts.dtype
 
   def __call__(self, x, num_queries: int | None = None, key_mask=None):
@@ -303,11 +306,12 @@ class Attention(nnx.Module):
   def _attend(self, qkv, num_queries):
     if self.implementation in ("cudnn", "flash_tpu") or self.requested != "auto":
       return self._attend_with(self.implementation, qkv, num_queries)
-    # "auto" picks per lowering platform, not per host backend: a program
-    # compiled here for TPU devices (ahead of time, from a CPU host) gets the
-    # Pallas TPU kernel, and only the CPU program can see the CPU kernels.
-    return jax.lax.platform_dependent(
-        qkv, tpu=functools.partial(self._attend_with, "flash_tpu", num_queries=num_queries),
+    # "auto" picks for the platform named at build time, else per lowering platform
+    # (not per host backend): a program compiled here for TPU devices (ahead of
+    # time, from a CPU host) gets the Pallas TPU kernel, only a CPU program the CPU ones.
+    return per_platform(
+        qkv, target=self.target,
+        tpu=functools.partial(self._attend_with, "flash_tpu", num_queries=num_queries),
         default=functools.partial(self._attend_with, self.implementation,
                                   num_queries=num_queries))
 
@@ -330,7 +334,7 @@ class Attention(nnx.Module):
       return tpu(q, k, v, key_mask)
     if self.requested != "auto":
       return xla(q, k, v, key_mask)
-    return jax.lax.platform_dependent(q, k, v, key_mask, tpu=tpu, default=xla)
+    return per_platform(q, k, v, key_mask, target=self.target, tpu=tpu, default=xla)
 
   def _attend_with(self, implementation, qkv, num_queries):
     q_bias = self.q_bias[...].astype(self.dtype)

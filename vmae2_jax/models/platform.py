@@ -24,6 +24,24 @@ def target_platform() -> str:
   return _PLATFORM.get() or jax.default_backend()
 
 
+def named_target() -> str | None:
+  """The platform named by an enclosing `building_for`, else None (the model may then be
+  lowered for any platform)."""
+  return _PLATFORM.get()
+
+
+def per_platform(*args, target: str | None, default, cpu=None, tpu=None):
+  """Calls the branch for `target` (recorded by the caller at build time) directly; with
+  no target, lax.platform_dependent picks one per lowering platform. Direct where known:
+  XLA:CPU may run a conditional's collectives out of order across its devices, which
+  deadlocked an 8-device train step (issue 19)."""
+  branches = {"cpu": cpu, "tpu": tpu}
+  if target is not None:
+    return (branches.get(target) or default)(*args)
+  return jax.lax.platform_dependent(
+      *args, default=default, **{k: f for k, f in branches.items() if f is not None})
+
+
 @contextlib.contextmanager
 def building_for(platform: str):
   """Models built inside choose their kernels for `platform` (a device's .platform;
