@@ -33,6 +33,8 @@ import os
 import re
 import sys
 
+from vmae2_jax.sharding import topologies
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 # Other processes on this machine may hold libtpu too (compiling only: no chip is shared).
@@ -62,8 +64,9 @@ LIBTPU_FLAG_SETS = {
     ]),
 }
 
-# Peak dense bf16 TFLOP/s and HBM GB per chip.
-CHIPS = {"v4": (275, 32), "v5e": (197, 16), "v5p": (459, 95), "v6e": (918, 32)}
+# Peak dense bf16 TFLOP/s and HBM GB a program may use per chip (the tool's table).
+CHIPS = {k: (c.peak_bf16_flops / 1e12, round(c.hbm_bytes / 1e9, 1))
+         for k, c in topologies.CHIPS.items() if c.platform == "tpu"}
 
 _OP = re.compile(r"= (.+?) (all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all)"
                  r"(-start)?\(")

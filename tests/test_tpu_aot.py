@@ -186,3 +186,24 @@ def test_fsdp_on_a_64_chip_torus_gathers_only_over_32_chips(monkeypatch, mesh, g
   compile_only.compile_train_step(config, devices, on_compiled=lambda c, r: texts.append(c.as_text()))
   qkv = (128, 3, 2, 64)
   assert (_ops_with(texts[0], "all-gather", qkv) >= 2) == gathers
+
+
+@pytest.mark.parametrize("generation, topology", [
+    ("v4", "v4:2x2x1"), ("v5e", "v5e:2x2"), ("v5p", "v5p:2x2x1"), ("v6e", "v6e:2x2")])
+def test_chip_hbm_is_what_the_tpu_compiler_lets_a_program_use(generation, topology):
+  """Fits and headroom are judged against topologies.CHIPS' HBM: it must be the limit the
+  TPU compiler itself states when a program is too big for the chip (a second or so each)."""
+  import re
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  devices = topologies.tpu_devices(topologies.target(topology))
+  one = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices[:1]), ("x",)),
+                                   jax.sharding.PartitionSpec())
+  too_big = jax.ShapeDtypeStruct((2**37,), jnp.float32, sharding=one)  # 512 GiB
+  with pytest.raises(Exception, match="RESOURCE_EXHAUSTED") as e:
+    jax.jit(lambda a: a + 1, out_shardings=one).lower(too_big).compile()
+  said = re.search(r"available HBM \(([\d.]+)G\)", str(e.value))
+  assert said, str(e.value)[:300]
+  table = topologies.CHIPS[generation].hbm_bytes / 2**30
+  assert round(table, 2) == float(said.group(1))

@@ -204,7 +204,8 @@ def estimated_mfu(compiled, model_flops_per_device: float,
 
 
 def add_chip_estimates(report: dict, chip, headroom: float = 0.0) -> dict:
-  """Adds what follows from the target chip's HBM and peak: `hbm_bytes_per_chip`,
+  """Adds what follows from the target chip's HBM and peak: `hbm_bytes_per_chip` (what
+  one program may use on it: topologies.CHIPS),
   `peak_bytes_per_chip`, `fits` (peak <= (1 - headroom) x HBM) and
   `compiler_estimated_mfu` = model FLOPs / (optimal_seconds x peak), a fraction; None
   where the cost model counts a loop body once (scanned layers: compile unrolled) or
@@ -244,7 +245,7 @@ def format_report(r: dict) -> str:
   if r.get("hbm_bytes_per_chip") and m:
     hbm, peak = r["hbm_bytes_per_chip"], m["peak_estimate"]
     verdict = "fits" if r["fits"] else "DOES NOT FIT"
-    lines.append(f"  HBM per {r['chip']} chip: peak {peak / GB:.2f} of {hbm / GB:.2f} GB "
+    lines.append(f"  HBM per {r['chip']} chip: peak {peak / GB:.2f} of {hbm / GB:.2f} GB usable "
                  f"({100 * peak / hbm:.0f}%): {verdict}"
                  + (f" with {100 * r['headroom']:g}% headroom" if r["headroom"] else ""))
   h = r["hlo"]
