@@ -3,10 +3,10 @@ checkpointing.
 
 python -m vmae2_jax.main --config=configs/pretrain_g.py --workdir=DIR [--config.batch_size=...]
 
-On v5p (95 GB per chip), e.g. v5p-128: add --config.model.remat=proj_gelu --config.mesh.data=2
---config.mesh.fsdp=32 (compiler-estimated MFU 54.8% against full remat's 46.7%, about 66 GB per chip
-at the reference batch, from unrolled compiles; BENCHMARKS.md, issue 15). remat="full" stays the
-default: proj_gelu does not fit the 32 GB chips (v4, v6e).
+On v5p (95 GB per chip), e.g. v5p-128: add --config.model.remat=proj_gelu (compiler-estimated MFU
+55.0% against full remat's 46.7%, 66.6 GB per chip at the reference batch, from an unrolled 40-layer
+compile; BENCHMARKS.md, issue 15). remat="full" stays the default: proj_gelu does not fit the 32 GB
+chips (v4, v6e).
 """
 
 from configs.common import pretrain_recipe
