@@ -208,3 +208,35 @@ def test_a_preemption_notice_to_one_process_saves_the_agreed_step_in_both(tmp_pa
   state_dir = os.path.join(work, "checkpoints", str(step), "state")
   assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(os.listdir(state_dir))
   assert json.load(open(os.path.join(work, "summary.json")))["preempted_at"] == step
+
+
+def test_two_processes_in_an_s3_workdir_save_together_and_resume(s3_server, tmp_path):
+  """s3:// (staged) with two processes: each stages the shards it owns, every process uploads
+  its files and process 0 writes the file-size list and the marker after all of them; a
+  step without its marker is dropped and the resume, downloading step 2 on both
+  processes, reproduces the uninterrupted run's losses."""
+  from vmae2_jax import paths
+  from vmae2_jax.checkpointing.manager import FILE_SIZES
+  from vmae2_jax.checkpointing.staging import COMMIT_MARKER, committed_steps
+  run = paths.join(s3_server.make_bucket(), "run")
+  ckpts = paths.join(run, "checkpoints")
+  _launch(run, str(tmp_path / "logs_a"))
+  losses = dict(json.loads(paths.read_text(paths.join(run, "summary.json")))["losses"])
+  assert sorted(losses) == [1, 2, 3, 4] and committed_steps(ckpts)[-2:] == [2, 4]
+  files = dict(paths.walk_files(paths.join(ckpts, "4")))
+  # Both processes' staged files are in the step (process 1 owns half of every sharded array).
+  assert {"state/array_metadatas/process_0", "state/array_metadatas/process_1"} <= set(files)
+  listed = json.loads(paths.read_text(paths.join(ckpts, "4", FILE_SIZES)))["files"]
+  assert listed == {r: n for r, n in files.items() if r not in (FILE_SIZES, COMMIT_MARKER)}
+
+  # A kill between the uploads and the marker: step 4 is not committed, so it is removed
+  # and the run resumes from step 2.
+  paths.remove(paths.join(ckpts, "4", COMMIT_MARKER))
+  paths.remove(paths.join(run, "summary.json"))
+  _launch(run, str(tmp_path / "logs_b"))
+  for i in range(2):
+    assert "resumed from step 2" in open(str(tmp_path / "logs_b" / f"process_{i}.log")).read()
+  again = json.loads(paths.read_text(paths.join(run, "summary.json")))
+  assert again["steps_run"] == 2
+  assert {s: loss for s, loss in again["losses"]} == {3: losses[3], 4: losses[4]}
+  assert committed_steps(ckpts)[-2:] == [2, 4]

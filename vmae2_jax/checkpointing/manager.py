@@ -54,7 +54,6 @@ class Checkpointer:
     self.directory = paths.resolve(directory)
     try:  # before Orbax starts (the trainer refuses such a --workdir earlier still)
       paths.check_native(self.directory, "", f"Orbax {ocp.__version__} writes checkpoints")
-      staging.check_processes(self.directory, "")
     except paths.UnreachableURLError as e:
       raise CheckpointError(str(e)) from None
     self._keep, self._keep_period = keep, keep_period or None
@@ -63,7 +62,9 @@ class Checkpointer:
       self._mirror.remove_uncommitted()
     self._async = async_save
     self._unlisted: list[int] = []  # async saves whose file list is not written yet
+    orbax = staging.orbax_options(self.directory)
     options = ocp.CheckpointManagerOptions(
+        **{k: v for k, v in orbax.items() if k == "multiprocessing_options"},
         max_to_keep=keep,
         keep_period=keep_period or None,
         save_interval_steps=max(1, save_every),
@@ -73,7 +74,7 @@ class Checkpointer:
     )
     self._manager = ocp.CheckpointManager(
         self._mirror.local if self._mirror else self.directory, options=options,
-        item_names=("state", "data", "meta"))
+        **{k: v for k, v in orbax.items() if k != "multiprocessing_options"})
 
   def latest_step(self) -> int | None:
     steps = self.all_steps()
@@ -119,8 +120,15 @@ class Checkpointer:
 
   def _committed(self, step: int) -> None:
     """A step Orbax has committed: its size list, then (s3://) its upload, marker last."""
-    self._list_files(step)
-    if self._mirror is not None and os.path.isdir(self._mirror.local_step(step)):
+    if self._mirror is None:
+      self._list_files(step)
+    elif jax.process_count() > 1:  # each staging folder holds one process's files: list
+      # the bucket's step once all are uploaded (every process joins the upload's barriers)
+      self._mirror.upload(step, before_marker=lambda: self._list_files(
+          step, self._mirror.remote_step(step)))
+      self._mirror.retain(self._keep, self._keep_period)
+    elif os.path.isdir(self._mirror.local_step(step)):
+      self._list_files(step)
       self._mirror.upload(step)
       self._mirror.retain(self._keep, self._keep_period)
 
@@ -270,10 +278,10 @@ class Checkpointer:
         self._committed(step)
       self._unlisted = []
 
-  def _list_files(self, step: int) -> None:
+  def _list_files(self, step: int, step_dir: str | None = None) -> None:
     """STEP/vmae2_file_sizes.json: every file of the committed step and its size (process 0)."""
-    step_dir = (self._mirror.local_step(step) if self._mirror is not None
-                else paths.join(self.directory, str(step)))
+    step_dir = step_dir or (self._mirror.local_step(step) if self._mirror is not None
+                            else paths.join(self.directory, str(step)))
     if jax.process_index() != 0 or not paths.isdir(step_dir):
       return  # another process's job, or already removed by max_to_keep
     try:

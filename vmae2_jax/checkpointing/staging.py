@@ -9,6 +9,12 @@ before it stays whole. A step is deleted marker first, so a reader never finds
 a committed step with files missing. Restoring downloads the step's files into
 the staging folder first.
 
+Several processes: each writes its own staging folder (Orbax's host-local mode,
+`orbax_options`), holding only the shards it owns; every process uploads its
+folder, then process 0 uploads its own (the files both wrote are process 0's)
+and writes the marker after all of them (`upload`). A restore downloads the
+whole step on every process. Deletes in the bucket are process 0's.
+
 Disk: the staging folder holds what Orbax keeps (the newest `keep` steps of
 this run plus a restored one), under $TMPDIR/vmae2_staging (tempfile.gettempdir());
 it is removed on close, and a killed process's folder when the next one opens.
@@ -21,7 +27,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 
@@ -63,14 +69,31 @@ def writable(folder: str, last: tuple[str, ...] = ()) -> Iterator[str]:
     yield local
 
 
-def check_processes(directory: str, what: str) -> None:
-  """UnreachableURLError (one line) for an s3:// checkpoint folder in a multi-process run:
-  Orbax's processes write one step together, and a staging folder is one host's disk."""
-  if paths.is_staged(directory) and jax.process_count() > 1:
-    raise paths.UnreachableURLError(
-        f"{what + '=' if what else ''}{directory}: s3:// checkpoints are staged through one "
-        f"process's local folder; this run has {jax.process_count()} processes: use gs:// or "
-        "a file system mounted on every worker (docs/scaling.md)")
+def orbax_options(directory: str) -> dict:
+  """CheckpointManager item handlers and options for a checkpoint folder: none but Orbax's
+  defaults, except s3:// with several processes, where each process's staging folder
+  is a disk no other process sees. Then every process is its own primary (creates,
+  commits and prunes its folder; Orbax's mode for host-local storage) and arrays are
+  plain zarr files (no OCDBT: its merge reads every process's files from one folder)."""
+  if not paths.is_staged(directory) or jax.process_count() == 1:
+    return {"item_names": ("state", "data", "meta")}
+  import orbax.checkpoint as ocp
+  local = ocp.options.MultiprocessingOptions(primary_host=None)
+  return {
+      "item_handlers": {
+          "state": ocp.StandardCheckpointHandler(use_ocdbt=False, multiprocessing_options=local),
+          "data": ocp.JsonCheckpointHandler(multiprocessing_options=local),
+          "meta": ocp.JsonCheckpointHandler(multiprocessing_options=local),
+      },
+      "multiprocessing_options": local,
+  }
+
+
+def _sync(name: str) -> None:
+  """A barrier of every process (nothing with one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"vmae2_staging_{name}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -110,24 +133,42 @@ class StepMirror:
 
   def remove_uncommitted(self) -> None:
     """Deletes step folders whose upload a kill cut short (no marker)."""
-    committed = set(self.steps())
-    for name in paths.listdir(self.remote):
-      if name.isdigit() and int(name) not in committed:
-        paths.rmtree(self.remote_step(int(name)))
+    if jax.process_index() == 0:
+      committed = set(self.steps())
+      for name in paths.listdir(self.remote):
+        if name.isdigit() and int(name) not in committed:
+          paths.rmtree(self.remote_step(int(name)))
+    _sync("remove_uncommitted")
 
-  def upload(self, step: int) -> None:
+  def upload(self, step: int, before_marker: Callable[[], None] | None = None) -> None:
     """Copies local step `step` to the bucket, the marker last (any earlier copy of that
-    step number, half-uploaded or set aside since, is removed first)."""
-    self.delete(step)
+    step number, half-uploaded or set aside since, is removed first). Every process
+    calls it: the others' files go up first, then process 0's, `before_marker` (run
+    by process 0), and the marker."""
+    primary = jax.process_index() == 0
     src, dst = self.local_step(step), self.remote_step(step)
+    if primary:
+      self.delete(step)
+    _sync(f"upload_{step}_start")
+    if not primary and os.path.isdir(src):
+      self._copy_files(src, dst)
+    _sync(f"upload_{step}_others")
+    if primary and os.path.isdir(src):
+      self._copy_files(src, dst)
+      if before_marker is not None:
+        before_marker()
+      marker = os.path.join(src, COMMIT_MARKER)  # Orbax writes one locally too: keep its bytes
+      if os.path.exists(marker):
+        paths.copy(marker, paths.join(dst, COMMIT_MARKER))
+      else:
+        paths.write_text(paths.join(dst, COMMIT_MARKER), f"step {step} uploaded whole\n")
+    _sync(f"upload_{step}_done")
+
+  @staticmethod
+  def _copy_files(src: str, dst: str) -> None:
     for rel, _ in paths.walk_files(src):
       if rel != COMMIT_MARKER:
         paths.copy(os.path.join(src, rel), paths.join(dst, *rel.split(os.sep)))
-    marker = os.path.join(src, COMMIT_MARKER)  # Orbax writes one locally too: keep its bytes
-    if os.path.exists(marker):
-      paths.copy(marker, paths.join(dst, COMMIT_MARKER))
-    else:
-      paths.write_text(paths.join(dst, COMMIT_MARKER), f"step {step} uploaded whole\n")
 
   def download(self, step: int) -> str:
     """The local folder of committed step `step`, downloaded unless it is there already."""
@@ -146,20 +187,22 @@ class StepMirror:
 
   def move_out(self, step: int, dst: str) -> None:
     """Moves a committed step out of the resume order (set_aside): the marker goes first."""
-    src = self.remote_step(step)
-    paths.copy_tree(src, dst)
-    self.delete(step)
+    if jax.process_index() == 0:
+      paths.copy_tree(self.remote_step(step), dst)
+      self.delete(step)
     shutil.rmtree(self.local_step(step), ignore_errors=True)
+    _sync(f"move_out_{step}")
 
   def retain(self, keep: int | None, keep_period: int | None) -> None:
     """Orbax's retention applied to the bucket: the newest `keep` steps and every multiple
     of `keep_period` stay, others go (steps of earlier segments of the run included)."""
     if not keep:
       return
-    steps = self.steps()
-    for step in steps[:-keep]:
-      if not (keep_period and step % keep_period == 0):
-        self.delete(step)
+    if jax.process_index() == 0:
+      for step in self.steps()[:-keep]:
+        if not (keep_period and step % keep_period == 0):
+          self.delete(step)
+    _sync("retain")
 
   def close(self) -> None:
     shutil.rmtree(self.local, ignore_errors=True)

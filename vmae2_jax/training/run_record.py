@@ -31,7 +31,6 @@ from absl import logging
 
 from configs.common import base_config, config_from_json
 from vmae2_jax import paths
-from vmae2_jax.checkpointing import staging
 from vmae2_jax.training.config_checks import ConfigError
 from vmae2_jax.training.schedules import make_schedule
 
@@ -93,7 +92,6 @@ def starting(workdir: str):
   workdir = paths.resolve(workdir)
   try:  # every process: a workdir Orbax cannot reach would fail at the first checkpoint
     paths.check_native(workdir, "--workdir", "its checkpoints are written by Orbax")
-    staging.check_processes(workdir, "--workdir")
   except paths.UnreachableURLError as e:
     raise WorkdirError(str(e)) from None
   if jax.process_index() != 0:
