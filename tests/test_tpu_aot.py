@@ -206,4 +206,6 @@ def test_chip_hbm_is_what_the_tpu_compiler_lets_a_program_use(generation, topolo
   said = re.search(r"available HBM \(([\d.]+)G\)", str(e.value))
   assert said, str(e.value)[:300]
   table = topologies.CHIPS[generation].hbm_bytes / 2**30
-  assert round(table, 2) == float(said.group(1))
+  # libtpu releases reserve a few MB more or less (0.0.50.1 states v5p 95.73 and v6e 31.24
+  # GiB where 0.0.42.1 states 95.74 and 31.25); the nominal sizes are 0.3-1.3 GiB off.
+  assert abs(table - float(said.group(1))) <= 0.05, (table, said.group(1))
