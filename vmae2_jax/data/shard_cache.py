@@ -38,14 +38,6 @@ def folder_for(url: str) -> str:
   return os.path.join(cache_root(), f"{tail}-{hashlib.sha1(url.encode()).hexdigest()[:12]}")
 
 
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 22), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def _stamp(local: str) -> str:
   return os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.sha256")
 
@@ -79,7 +71,7 @@ def local_files(url: str, entries: list[dict], manifest_path: str) -> list[str]:
       os.close(fd)
       try:
         paths.copy(src, part)
-        got = _sha256(part)
+        got = paths.sha256(part)
         want = entry.get("sha256")
         if want and got != want:
           raise OSError(f"{src}: its SHA-256 differs from {manifest_path}'s (rewritten since "
