@@ -62,6 +62,8 @@ LIBTPU_FLAG_SETS = {
         "--xla_enable_async_all_gather=true",
         "--xla_enable_async_all_reduce=true",
     ]),
+    # No collective matmuls, so that the cost model counts every matmul (topologies.py).
+    "no_collective_matmul": topologies.NO_COLLECTIVE_MATMUL_FLAGS,
 }
 
 # Peak dense bf16 TFLOP/s and HBM GB a program may use per chip (the tool's table).
@@ -146,6 +148,13 @@ def extrapolate(rows: list[dict], depth: int) -> dict:
     return int(r["variant"].split("@d")[1])
   if len({depth_of(r) for r in rows}) < 2:
     raise SystemExit("error: --extrapolate needs compiles at two different --depth values")
+  looped = [r.get("tag") or r["variant"] for r in rows
+            if r.get("scan_layers") or r.get("hlo", {}).get("matmul_loops")]
+  if looped:
+    raise SystemExit(f"error: --extrapolate: {', '.join(looped[:3])}"
+                     f"{f' and {len(looped) - 3} more' if len(looped) > 3 else ''} ran matmul "
+                     "loops whose bodies the cost model counts once (scanned layers or "
+                     "collective matmuls): compile unrolled, with --libtpu_flags=no_collective_matmul")
   keys = ("optimal_seconds", "flops_per_device", "model_flops_per_device")
   xs = [depth_of(r) for r in rows]
   mx = sum(xs) / len(xs)
@@ -205,7 +214,8 @@ def main(argv) -> int:
     from vmae2_jax.models import variants
     from vmae2_jax.training.compile_only import compile_train_step, format_report
 
-    c = config.value
+    from vmae2_jax.bench.common import without_data
+    c = without_data(config.value)  # the step needs no data: a supervised stage has no shards here
     if depth.value:
       name = f"{c.model.variant}@d{depth.value}"
       variants.VARIANTS[name] = dataclasses.replace(
@@ -244,6 +254,10 @@ def main(argv) -> int:
     elif r["scan_layers"]:
       print(f"  optimal_seconds {r['optimal_seconds']:.4f} s covers one pass of each scanned "
             "loop body: no MFU estimate (compile with --config.model.scan_layers=False)")
+    elif r["hlo"]["matmul_loops"]:
+      print(f"  optimal_seconds {r['optimal_seconds']:.4f} s counts {r['hlo']['matmul_loops']} "
+            "matmul loops' bodies once (collective matmuls): no MFU estimate (try "
+            "--libtpu_flags=no_collective_matmul)")
     elif "optimal_seconds" in r:
       mfu = r["model_flops_per_device"] / r["optimal_seconds"] / (peak * 1e12)
       r["compiler_estimated_mfu"] = mfu

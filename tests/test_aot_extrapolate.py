@@ -34,3 +34,9 @@ def test_reads_the_line_through_two_depths_at_the_full_depth():
 def test_one_depth_is_refused():
   with pytest.raises(SystemExit, match="two different --depth"):
     _sweep().extrapolate([_row(2), _row(2)], 40)
+
+
+def test_rows_whose_cost_counts_a_loop_body_once_are_refused():
+  looped = dict(_row(4), tag="pp_d4", scan_layers=False, hlo={"matmul_loops": 20})
+  with pytest.raises(SystemExit, match="pp_d4 ran matmul loops.*no_collective_matmul"):
+    _sweep().extrapolate([_row(2), looped], 40)

@@ -61,6 +61,13 @@ GPUS = {
 GPUS_PER_HOST = 8
 MAX_CHIPS = {"v4": 4096, "v5e": 256, "v5p": 8960, "v6e": 256}  # one slice (pod)
 
+# libtpu flags (LIBTPU_INIT_ARGS) that turn off collective matmuls (windowed einsums). On FSDP
+# groups of 8-32 chips libtpu runs weight gathers and gradient reduce-scatters as matmul loops
+# whose bodies the cost model counts once; without them every matmul is counted, and the
+# collectives no longer overlap their matmuls (so the estimate is a conservative one).
+NO_COLLECTIVE_MATMUL_FLAGS = ("--xla_tpu_enable_windowed_einsum_for_all_gather=false "
+                              "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false")
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:

@@ -30,6 +30,7 @@ from vmae2_jax.bench.flops import classifier_flops_per_clip, train_flops_per_cli
 from vmae2_jax.models.layers import resolved_numerics
 from vmae2_jax.models.options import ModelOptions
 from vmae2_jax.models.platform import building_for
+from vmae2_jax.sharding import topologies
 from vmae2_jax.training import hlo_summary
 from vmae2_jax.training.config_checks import ConfigError
 from vmae2_jax.training.experiment import setup
@@ -184,14 +185,21 @@ def _cost(compiled) -> dict:
   return {k: float(v) for k, v in dict(cost or {}).items()}
 
 
+# Unrolled layers can still hold matmul loops: libtpu's collective matmuls on FSDP groups of
+# 8-32 TPU chips.
+COLLECTIVE_MATMUL_FIX = ("set LIBTPU_INIT_ARGS='" + topologies.NO_COLLECTIVE_MATMUL_FLAGS
+                         + "' (no collective matmuls)")
+
+
 def _mfu(model_flops: float, seconds: float | None, matmul_loops: int,
          peak_flops: float) -> tuple[float | None, str]:
   """(compiler-estimated MFU, why it is None)."""
   if not seconds or seconds <= 0:
     return None, "the compiler's cost analysis gives no time for this backend"
   if matmul_loops:
-    return None, ("the cost analysis counts a loop body once (scanned layers): compile with "
-                  "scan_layers=False for a whole-step estimate")
+    return None, ("the cost analysis counts a loop body once (scanned layers or collective "
+                  "matmuls): compile with scan_layers=False, and " + COLLECTIVE_MATMUL_FIX
+                  + ", for a whole-step estimate")
   return model_flops / (seconds * peak_flops), ""
 
 
@@ -262,11 +270,13 @@ def format_report(r: dict) -> str:
                  f"ratio {ratio:.2f}")
   if loops:
     trips = ", ".join("?" if t is None else str(t) for t in h["trip_counts"])
-    lines.append(f"  {loops} loop(s) running matmuls (trip counts {trips}; e.g. scanned layers): "
+    fix = ("compile with the layers unrolled (--unroll, i.e. config.model.scan_layers=False) "
+           "for whole-step estimates" if r["scan_layers"] else
+           f"{COLLECTIVE_MATMUL_FIX} for whole-step estimates")
+    lines.append(f"  {loops} loop(s) running matmuls (trip counts {trips}; "
+                 f"{'e.g. scanned layers' if r['scan_layers'] else 'collective matmuls'}): "
                  "the cost analysis counts each loop body once, so the compiled FLOPs and the "
-                 "cost model's time are not the whole step's; compile with the layers "
-                 "unrolled (--unroll, i.e. "
-                 "config.model.scan_layers=False) for whole-step estimates")
+                 f"cost model's time are not the whole step's; {fix}")
   if "optimal_seconds" in r:
     text = ("  compiler-estimated step time (cost model's optimal_seconds): "
             f"{r['optimal_seconds']:.4g} s")
@@ -288,7 +298,6 @@ def target_devices(config, topology: str, field: str = "config.compile_topology"
   """(TPU Target, its compile-only devices) for a booked name; a multi-slice target puts the
   config's data axis across slices (dcn_data) unless config.mesh already splits over DCN.
   Raises ConfigError naming `field` (unknown name, no libtpu)."""
-  from vmae2_jax.sharding import topologies
   try:
     target = topologies.target(topology, field=field)
     devices = topologies.devices(target, field=field)
