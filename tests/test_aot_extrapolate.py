@@ -1,4 +1,5 @@
-"""benchmarks/tpu_aot_sweep.py --extrapolate: whole-model estimates from compiles at two depths."""
+"""Reading the TPU cost model: benchmarks/tpu_aot_sweep.py --extrapolate (whole-model estimates
+from compiles at two depths) and no MFU from programs whose matmul loops it counts once."""
 
 import importlib.util
 import pathlib
@@ -40,3 +41,23 @@ def test_rows_whose_cost_counts_a_loop_body_once_are_refused():
   looped = dict(_row(4), tag="pp_d4", scan_layers=False, hlo={"matmul_loops": 20})
   with pytest.raises(SystemExit, match="pp_d4 ran matmul loops.*no_collective_matmul"):
     _sweep().extrapolate([_row(2), looped], 40)
+
+
+def test_an_unrolled_program_with_collective_matmul_loops_gets_no_mfu():
+  from vmae2_jax.sharding import topologies
+  from vmae2_jax.training import compile_only
+  report = {"stage": "finetune", "variant": "g/14@d2", "mesh": {"fsdp": 32}, "devices": 32,
+            "platform": "tpu", "clips_per_device": 6, "dtype": "bfloat16", "remat": "full",
+            "scan_layers": False, "num_params": 1, "state_bytes_per_device": 1,
+            "lower_seconds": 1.0, "compile_seconds": 1.0, "flops_per_device": 2.6e12,
+            "model_flops_per_device": 4.7e12, "optimal_seconds": 0.0176,
+            "hlo": {"matmul_loops": 20, "trip_counts": [16] * 20, "collectives": {},
+                    "custom_call_targets": {}, "host_transfers": 0}}
+  compile_only.add_chip_estimates(report, topologies.CHIPS["v5p"])
+  assert report["compiler_estimated_mfu"] is None
+  text = compile_only.format_report(report)
+  assert "collective matmuls" in text and topologies.NO_COLLECTIVE_MATMUL_FLAGS in text
+  assert "--unroll" not in text  # the layers are unrolled already
+  report["hlo"]["matmul_loops"], report["flops_per_device"] = 0, 5.2e12
+  compile_only.add_chip_estimates(report, topologies.CHIPS["v5p"])
+  assert report["compiler_estimated_mfu"] == pytest.approx(4.7e12 / 0.0176 / 459e12)

@@ -23,7 +23,11 @@ Sizes: --clips counts clips (views) per chip per update; --batch_size the
 recipe's videos per update, all chips. The step needs no data (shard paths
 are dropped). Scanned layers: the cost analysis counts a loop body once, so
 FLOPs and the estimated MFU need --unroll (config.model.scan_layers=False;
-slower to compile); memory is right either way. --search bisects the largest
+slower to compile); memory is right either way. On FSDP groups of 8-32 chips
+libtpu also runs the weight gathers and gradient reduce-scatters as collective
+matmul loops (the report says so and gives no MFU): LIBTPU_INIT_ARGS=
+"--xla_tpu_enable_windowed_einsum_for_all_gather=false
+--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false" turns them off. --search bisects the largest
 clips per chip whose peak fits (1 - headroom) of HBM (each compile of ViT-g
 takes minutes on a small CPU machine; progress is printed). --test_forward
 compiles the multi-view test's forward of a supervised config instead
