@@ -7,6 +7,10 @@ scripts/finetune/vit_g_k710_it_k400_ft.sh.
 Arg "direct": scripts/finetune/vit_g_k400_ft.sh (K400 87.2), from the pre-trained
 vit_g_hybrid_pt_1200e: 3 x 64 GPUs, lr 1e-3, ld 0.9, dp 0.2, wd 0.1, warmup 5, 30 epochs.
 
+On v5p (95 GB per chip), e.g. v5p-64 at the reference's 6 clips per chip: add
+--config.model.remat=none (45.8 GB per chip; compiler-estimated MFU 70.0% against full remat's
+55.3%, 5.36 GB; BENCHMARKS.md, issue 15). Full remat stays the default for the 32 GB chips.
+
 python -m vmae2_jax.main --config=configs/finetune_g_k400.py[:direct] --workdir=DIR --config.init_from=CKPT
 """
 

@@ -3,6 +3,10 @@ dp 0.3, wd 0.1, clip 5.0, warmup 5, 35 epochs, 5x3 test views, activation checkp
 Source: scripts/finetune/vit_g_k710_ft.sh, from the pre-trained vit_g_hybrid_pt_1200e (a converted
 checkpoint or the workdir of configs/pretrain_g.py).
 
+On v5p (95 GB per chip), e.g. v5p-64 at the reference's 6 clips per chip: add
+--config.model.remat=none (45.8 GB per chip; compiler-estimated MFU 70.0% against full remat's
+55.3%, 5.36 GB; BENCHMARKS.md, issue 15). Full remat stays the default for the 32 GB chips.
+
 python -m vmae2_jax.main --config=configs/postpretrain_g_k710.py --workdir=DIR --config.init_from=CKPT
 """
 
