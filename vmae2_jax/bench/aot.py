@@ -25,9 +25,9 @@ are dropped). Scanned layers: the cost analysis counts a loop body once, so
 FLOPs and the estimated MFU need --unroll (config.model.scan_layers=False;
 slower to compile); memory is right either way. On FSDP groups of 8-32 chips
 libtpu also runs the weight gathers and gradient reduce-scatters as collective
-matmul loops (the report says so and gives no MFU): LIBTPU_INIT_ARGS=
-"--xla_tpu_enable_windowed_einsum_for_all_gather=false
---xla_tpu_enable_windowed_einsum_for_reduce_scatter=false" turns them off. --search bisects the largest
+matmul loops, counted once too (the report says so and gives no MFU):
+--no_collective_matmul turns them off, so that the cost model sees every
+matmul (the collectives then do not overlap them). --search bisects the largest
 clips per chip whose peak fits (1 - headroom) of HBM (each compile of ViT-g
 takes minutes on a small CPU machine; progress is printed). --test_forward
 compiles the multi-view test's forward of a supervised config instead
@@ -63,6 +63,9 @@ def _flags():
   flags.DEFINE_bool("unroll", False, "layers unrolled (scan_layers=False): whole-step FLOPs and "
                     "compiler-estimated MFU", flag_values=fv)
   flags.DEFINE_bool("test_forward", False, "the multi-view test's forward, not the train step",
+                    flag_values=fv)
+  flags.DEFINE_bool("no_collective_matmul", False, "libtpu without collective matmuls, whose "
+                    "loops the cost model counts once (for whole-step estimates)",
                     flag_values=fv)
   return fv
 
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
     return 0
   fv = _parse(argv)
   from vmae2_jax.sharding import topologies
-  topologies.prepare_environment(fv.topology)  # before JAX starts
+  topologies.prepare_environment(fv.topology, fv.no_collective_matmul)  # before JAX starts
   from vmae2_jax.training import compile_only
   from vmae2_jax.training.config_checks import ConfigError
 

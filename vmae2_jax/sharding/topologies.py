@@ -222,12 +222,17 @@ def tpu_devices(t: Target, field: str = "--topology") -> list:
   return list(desc.devices)
 
 
-def prepare_environment(name: str) -> None:
+def prepare_environment(name: str, no_collective_matmul: bool = False) -> None:
   """Before JAX starts: the host's JAX stays on the CPU, and the settings a compile for
   `name` needs (libtpu: no metadata server; GPU: cuBLAS instead of Triton for matmuls, whose
-  tile sizes cannot be chosen without a GPU to autotune on). Unknown names: nothing."""
+  tile sizes cannot be chosen without a GPU to autotune on). Unknown names: nothing.
+  `no_collective_matmul` adds NO_COLLECTIVE_MATMUL_FLAGS to LIBTPU_INIT_ARGS."""
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  if no_collective_matmul:
+    args = os.environ.get("LIBTPU_INIT_ARGS", "").split()
+    args += [f for f in NO_COLLECTIVE_MATMUL_FLAGS.split() if f not in args]
+    os.environ["LIBTPU_INIT_ARGS"] = " ".join(args)
   if re.fullmatch(r"\d+x(h100|h200)", name.strip().lower()):
     flag = "--xla_gpu_enable_triton_gemm=false"
     if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):

@@ -187,8 +187,8 @@ def _cost(compiled) -> dict:
 
 # Unrolled layers can still hold matmul loops: libtpu's collective matmuls on FSDP groups of
 # 8-32 TPU chips.
-COLLECTIVE_MATMUL_FIX = ("set LIBTPU_INIT_ARGS='" + topologies.NO_COLLECTIVE_MATMUL_FLAGS
-                         + "' (no collective matmuls)")
+COLLECTIVE_MATMUL_FIX = ("turn collective matmuls off (bench aot --no_collective_matmul, or "
+                         f"LIBTPU_INIT_ARGS='{topologies.NO_COLLECTIVE_MATMUL_FLAGS}')")
 
 
 def _mfu(model_flops: float, seconds: float | None, matmul_loops: int,
