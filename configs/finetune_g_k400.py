@@ -8,8 +8,9 @@ Arg "direct": scripts/finetune/vit_g_k400_ft.sh (K400 87.2), from the pre-traine
 vit_g_hybrid_pt_1200e: 3 x 64 GPUs, lr 1e-3, ld 0.9, dp 0.2, wd 0.1, warmup 5, 30 epochs.
 
 On v5p (95 GB per chip), e.g. v5p-64 at the reference's 6 clips per chip: add
---config.model.remat=none (45.8 GB per chip; compiler-estimated MFU 70.0% against full remat's
-55.3%, 5.36 GB; BENCHMARKS.md, issue 15). Full remat stays the default for the 32 GB chips.
+--config.model.remat=none (45.8 GB per chip; compiler-estimated MFU 70.6% against full remat's
+55.3%, 5.36 GB); on v4 and v6e (32 GB) --config.model.remat=proj_gelu (25.9 GB; 64.1% on v5p).
+BENCHMARKS.md, issue 15. remat="full" stays the default (the reference's activation checkpointing).
 
 python -m vmae2_jax.main --config=configs/finetune_g_k400.py[:direct] --workdir=DIR --config.init_from=CKPT
 """

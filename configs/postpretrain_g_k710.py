@@ -4,8 +4,9 @@ Source: scripts/finetune/vit_g_k710_ft.sh, from the pre-trained vit_g_hybrid_pt_
 checkpoint or the workdir of configs/pretrain_g.py).
 
 On v5p (95 GB per chip), e.g. v5p-64 at the reference's 6 clips per chip: add
---config.model.remat=none (45.8 GB per chip; compiler-estimated MFU 70.0% against full remat's
-55.3%, 5.36 GB; BENCHMARKS.md, issue 15). Full remat stays the default for the 32 GB chips.
+--config.model.remat=none (45.8 GB per chip; compiler-estimated MFU 70.6% against full remat's
+55.3%, 5.36 GB); on v4 and v6e (32 GB) --config.model.remat=proj_gelu (25.9 GB; 64.1% on v5p).
+BENCHMARKS.md, issue 15. remat="full" stays the default (the reference's activation checkpointing).
 
 python -m vmae2_jax.main --config=configs/postpretrain_g_k710.py --workdir=DIR --config.init_from=CKPT
 """
