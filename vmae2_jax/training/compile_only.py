@@ -275,7 +275,10 @@ def format_report(r: dict) -> str:
                f"{r['peak_bf16_flops_per_chip'] / 1e12:g} TFLOP/s (an estimate by the "
                "compiler's cost model, not a measurement)")
     lines.append(text)
-  lines.append("  collectives: " + ", ".join(f"{k} {v}" for k, v in h["collectives"].items()))
+  sizes = h.get("collective_bytes", {})
+  lines.append("  collectives (the TPU's fused reduce-scatters included; output GB per device): "
+               + ", ".join(f"{k} {v}" + (f" ({sizes[k] / GB:.3g} GB)" if sizes.get(k) else "")
+                           for k, v in h["collectives"].items()))
   calls = h["custom_call_targets"]
   callbacks = hlo_summary.host_callbacks(h)
   lines.append("  custom calls: " + (", ".join(f"{k} x{v}" for k, v in sorted(calls.items()))
