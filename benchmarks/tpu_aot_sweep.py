@@ -51,6 +51,7 @@ LIBTPU_FLAG_SETS = {
         "--xla_enable_async_all_gather=true",
         "--xla_enable_async_all_reduce=true",
     ]),
+    "no_collective_matmul": " ".join(topologies.NO_COLLECTIVE_MATMUL),
     "overlap_ds": " ".join([
         "--xla_tpu_enable_data_parallel_all_reduce_opt=true",
         "--xla_tpu_data_parallel_opt_different_sized_ops=true",

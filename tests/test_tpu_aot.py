@@ -156,10 +156,10 @@ def test_fused_reduce_scatters_are_counted_as_reduce_scatters(monkeypatch):
                                            on_compiled=lambda c, r: texts.append(c.as_text()))
   hlo, counted = texts[0], report["hlo"]["collectives"]
   assert "calls=%all-reduce-scatter" in hlo and " reduce-scatter(" not in hlo
-  # qkv, proj, fc1, fc2 of each of the 2 encoder layers, sliced to this chip's 32 rows
-  for whole in [(128, 3, 2, 64), (128, 128), (128, 512), (512, 128)]:
-    shard = (32,) + whole[1:] if whole[0] == 128 else (whole[0], 32)
-    assert _ops_with(hlo, "reduce-scatter", shard) >= 2, (whole, counted)
+  # qkv [128, 3, 2, 64], proj [128, 128], fc1 [128, 512], fc2 [512, 128] of each of the 2
+  # encoder layers: the "embed" dim sliced to this chip's 32
+  for shard in [(32, 3, 2, 64), (128, 32), (32, 512), (512, 32)]:
+    assert _ops_with(hlo, "reduce-scatter", shard) >= 2, (shard, counted)
   fused = hlo.count("kind=kCustom, calls=%all-reduce-scatter")
   assert counted["reduce-scatter"] == fused >= 8
   assert counted["reduce-scatter"] == hlo_summary.collectives(hlo)["reduce-scatter"]["count"]
