@@ -189,11 +189,9 @@ def summarize(hlo: str) -> dict:
       k = counter[2]
       start = constant(element(init, k)) or 0
       update = defs.get(element(roots.get(body, ""), k))
-      if update and update[0] == "add":
-        incs = [constant(o) for o in update[1] if defs.get(o, ("",))[0] == "get-tuple-element"
-                or constant(o) is not None]
-        incs = [c for c in incs if c is not None]
-        step = incs[0] if len(incs) == 1 and incs[0] > 0 else 1
+      if update and update[0] == "add":  # i + c
+        steps = [c for c in map(constant, update[1]) if c is not None]
+        step = steps[0] if len(steps) == 1 and steps[0] > 0 else 1
     return max(0, -(-(limit - start) // step))
 
   heavy = [(trip_count(trip, cond, body, init), runs(has_permute, body))
