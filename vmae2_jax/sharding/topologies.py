@@ -215,12 +215,27 @@ def tpu_devices(t: Target, field: str = "--topology") -> list:
   return list(desc.devices)
 
 
-def prepare_environment(name: str) -> None:
+# libtpu's collective matmuls ("windowed einsums"): on larger slices XLA's SPMD partitioner
+# does an FSDP weight's all-gather, or its gradient's reduce-scatter, piecewise around the
+# ring inside a loop beside the matmul (collective-permutes). The TPU cost model counts such a
+# loop's body once (ViT-B fine-tuning on v5p-64: 146 loops, a fifth of the step's FLOPs seen),
+# so a program holding them has no whole-step estimate. These flags compile the plain
+# all-gather / reduce-scatter and matmul instead.
+NO_COLLECTIVE_MATMUL = ("--xla_tpu_enable_windowed_einsum_for_all_gather=false",
+                        "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false")
+
+
+def prepare_environment(name: str, libtpu_flags: tuple[str, ...] = ()) -> None:
   """Before JAX starts: the host's JAX stays on the CPU, and the settings a compile for
   `name` needs (libtpu: no metadata server; GPU: cuBLAS instead of Triton for matmuls, whose
-  tile sizes cannot be chosen without a GPU to autotune on). Unknown names: nothing."""
+  tile sizes cannot be chosen without a GPU to autotune on). Unknown names: nothing.
+  `libtpu_flags` (e.g. NO_COLLECTIVE_MATMUL) join LIBTPU_INIT_ARGS unless it names them."""
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  given = os.environ.get("LIBTPU_INIT_ARGS", "")
+  extra = [f for f in libtpu_flags if f.split("=")[0] not in given]
+  if extra:
+    os.environ["LIBTPU_INIT_ARGS"] = " ".join([given] + extra).strip()
   if re.fullmatch(r"\d+x(h100|h200)", name.strip().lower()):
     flag = "--xla_gpu_enable_triton_gemm=false"
     if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
