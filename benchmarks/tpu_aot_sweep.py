@@ -26,14 +26,13 @@ compiler-estimated step time and MFU at depth 40 (labelled extrapolated). Needs 
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import os
-import re
 import sys
 
 from vmae2_jax.sharding import topologies
+from vmae2_jax.training import hlo_summary
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
@@ -52,6 +51,8 @@ LIBTPU_FLAG_SETS = {
         "--xla_enable_async_all_gather=true",
         "--xla_enable_async_all_reduce=true",
     ]),
+    # No collective matmuls, so that the cost model counts every matmul (topologies.py).
+    "no_collective_matmul": " ".join(topologies.NO_COLLECTIVE_MATMUL),
     "overlap_ds": " ".join([
         "--xla_tpu_enable_data_parallel_all_reduce_opt=true",
         "--xla_tpu_data_parallel_opt_different_sized_ops=true",
@@ -62,69 +63,11 @@ LIBTPU_FLAG_SETS = {
         "--xla_enable_async_all_gather=true",
         "--xla_enable_async_all_reduce=true",
     ]),
-    # No collective matmuls, so that the cost model counts every matmul (topologies.py).
-    "no_collective_matmul": topologies.NO_COLLECTIVE_MATMUL_FLAGS,
 }
 
 # Peak dense bf16 TFLOP/s and HBM GB a program may use per chip (the tool's table).
 CHIPS = {k: (c.peak_bf16_flops / 1e12, round(c.hbm_bytes / 1e9, 1))
          for k, c in topologies.CHIPS.items() if c.platform == "tpu"}
-
-_OP = re.compile(r"= (.+?) (all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all)"
-                 r"(-start)?\(")
-_FUSED = re.compile(r"= (\S+) fusion\(.*calls=%(all-reduce-scatter|all-gather|all-reduce)[.\w-]*")
-_SHAPE = re.compile(r"([a-z0-9]+)\[([0-9,]*)\]")
-_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "s32": 4, "u32": 4, "pred": 1, "s8": 1, "u8": 1,
-          "f64": 8, "s64": 8, "u64": 8}
-
-
-def _shape_bytes(text: str) -> int:
-  total = 0
-  for dtype, dims in _SHAPE.findall(text):
-    n = 1
-    for d in dims.split(","):
-      if d:
-        n *= int(d)
-    total += n * _BYTES.get(dtype, 4)
-  return total
-
-
-def collectives(hlo: str) -> dict:
-  """Count and bytes (result shapes) of each collective in optimised TPU HLO text.
-
-  The TPU compiler fuses a reduce-scatter with its producer into a kCustom
-  fusion calling an %all-reduce-scatter computation: those count as
-  "reduce-scatter", and the ops inside such fused computations are not
-  counted again. Async pairs count once (the -start op). "large" counts those
-  over 1 MB: the scalar all-reduces of a global norm are not FSDP traffic.
-  """
-  out = collections.defaultdict(lambda: {"count": 0, "large": 0, "bytes": 0})
-
-  def add(kind, shape):
-    n = _shape_bytes(shape)
-    out[kind]["count"] += 1
-    out[kind]["bytes"] += n
-    out[kind]["large"] += n > 1e6
-
-  inside_fused = False
-  for line in hlo.splitlines():
-    if line.startswith("%") or line.startswith("ENTRY"):  # a computation's header
-      inside_fused = bool(re.match(r"%(all-reduce-scatter|all-gather|all-reduce)[.\w-]*\s", line))
-      continue
-    fused = _FUSED.search(line)
-    if fused:
-      add("reduce-scatter" if fused.group(2) == "all-reduce-scatter" else fused.group(2),
-          fused.group(1))
-      continue
-    op = _OP.search(line)
-    if op and not inside_fused:
-      add(op.group(2), op.group(1))
-  return dict(out)
-
-
-def custom_calls(hlo: str) -> dict:
-  return dict(collections.Counter(re.findall(r'custom_call_target="([^"]+)"', hlo)))
-
 
 def topology_devices(name: str, num_slices: int = 1):
   """Devices of a TPU topology such as "v5p:2x2x1" or "v5e:4x4" (libtpu, no TPU)."""
@@ -229,8 +172,9 @@ def main(argv) -> int:
 
     def inspect(compiled, report):
       hlo = compiled.as_text()
-      found["collectives"] = collectives(hlo)
-      found["custom_calls"] = custom_calls(hlo)
+      # by kind: count, bytes, ops over 1 MB (the TPU's fused reduce-scatters included)
+      found["collectives"] = hlo_summary.collectives(hlo)
+      found["custom_calls"] = report["hlo"]["custom_call_targets"]
       if dump.value:
         with open(dump.value, "w") as f:
           f.write(hlo)
@@ -264,7 +208,8 @@ def main(argv) -> int:
       print(f"  optimal_seconds {r['optimal_seconds']:.4f} s -> compiler-estimated MFU "
             f"{100 * mfu:.1f}% (of {peak} TFLOP/s peak bf16)")
     for kind, v in sorted(r["collectives"].items()):
-      print(f"  {kind}: {v['count']} ({v['large']} over 1 MB), {v['bytes'] / 1e9:.3f} GB")
+      if v["count"]:
+        print(f"  {kind}: {v['count']} ({v['large']} over 1 MB), {v['bytes'] / 1e9:.3f} GB")
     print("  custom calls: " + ", ".join(f"{k} x{n}" for k, n in r["custom_calls"].items()))
     print("TPU_AOT_JSON " + json.dumps(r))
 

@@ -2,8 +2,12 @@
 
 import os
 
+# XLA:CPU aborts the process when a collective's devices have not all joined within
+# 40 s. On a loaded 2-core machine 8 fake devices can be that late without any deadlock,
+# so tests give them 5 minutes; a real deadlock still aborts, with XLA's message.
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    " --xla_cpu_collective_call_terminate_timeout_seconds=300").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # XLA:CPU's thread pool would have one thread per fake device (2 cores here): collectives
 # then starve it and XLA aborts the process (vmae2_jax/cpu_threads.py says how).

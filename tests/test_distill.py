@@ -132,10 +132,13 @@ def test_distillation_run_records_the_teacher_and_never_saves_it(teacher, tmp_pa
   saved = model_io.read_step_params(step_dir)
   assert jax.tree.structure(saved) == jax.tree.structure(
       jax.tree.map(lambda x: 0, exp.abstract_state.params))
-  teacher_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(exp.abstract_frozen))
+  def nbytes(tree):
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
   on_disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(step_dir)
                 for f in fs)
-  assert on_disk < teacher_bytes / 2
+  # The student's state plus Orbax's metadata (whose size varies from run to run) stays
+  # well short of what a saved teacher would add.
+  assert on_disk < nbytes(exp.abstract_state) + nbytes(exp.abstract_frozen) / 2
   meta = model_io.read_source_meta(workdir)  # the student is an ordinary classifier
   assert meta["kind"] == "classifier" and meta["variant"] == "mu/16"
 

@@ -1,5 +1,7 @@
 """TPU and GPU targets by the names users book (no libtpu needed to parse them)."""
 
+import os
+
 import pytest
 
 from vmae2_jax.sharding import topologies
@@ -59,3 +61,18 @@ def test_missing_compiler_says_what_to_install(monkeypatch):
     topologies.tpu_devices(topologies.target("v5p-8"))
   with pytest.raises(topologies.TopologyError, match=r'pip install -e "\.\[cuda\]"'):
     topologies.gpu_devices(topologies.target("8xh100"))
+
+
+def test_libtpu_flags_join_what_the_user_set(monkeypatch):
+  """bench aot --nocollective_matmul: the flags reach libtpu through LIBTPU_INIT_ARGS, after
+  the user's own, and a flag the user already set keeps the user's value."""
+  own = "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=true --xla_foo=1"
+  monkeypatch.setenv("LIBTPU_INIT_ARGS", own)
+  monkeypatch.setenv("TPU_SKIP_MDS_QUERY", "1")  # prepare_environment's defaults, restored
+  monkeypatch.setenv("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", "cpu"))
+  topologies.prepare_environment("v5p-64", topologies.NO_COLLECTIVE_MATMUL)
+  assert os.environ["LIBTPU_INIT_ARGS"] == (
+      own + " --xla_tpu_enable_windowed_einsum_for_all_gather=false")
+  monkeypatch.delenv("LIBTPU_INIT_ARGS")
+  topologies.prepare_environment("v5p-64")
+  assert "LIBTPU_INIT_ARGS" not in os.environ

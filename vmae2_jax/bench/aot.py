@@ -23,15 +23,14 @@ Sizes: --clips counts clips (views) per chip per update; --batch_size the
 recipe's videos per update, all chips. The step needs no data (shard paths
 are dropped). Scanned layers: the cost analysis counts a loop body once, so
 FLOPs and the estimated MFU need --unroll (config.model.scan_layers=False;
-slower to compile); memory is right either way. On FSDP groups of 8-32 chips
-libtpu also runs the weight gathers and gradient reduce-scatters as collective
-matmul loops, counted once too (the report says so and gives no MFU):
---no_collective_matmul turns them off, so that the cost model sees every
-matmul (the collectives then do not overlap them). --search bisects the largest
+slower to compile); memory is right either way. --search bisects the largest
 clips per chip whose peak fits (1 - headroom) of HBM (each compile of ViT-g
 takes minutes on a small CPU machine; progress is printed). --test_forward
 compiles the multi-view test's forward of a supervised config instead
-(--clips then counts views per chip per call). Every config field can be
+(--clips then counts views per chip per call). On larger slices libtpu may do FSDP's
+gathers and gradient reduce-scatters as collective matmuls, loops the cost model also
+counts once (the report says so); --nocollective_matmul compiles without them for
+whole-step FLOPs and MFU. Every config field can be
 overridden as in training (--config.model.remat=dots --config.mesh.data=2).
 """
 
@@ -64,9 +63,10 @@ def _flags():
                     "compiler-estimated MFU", flag_values=fv)
   flags.DEFINE_bool("test_forward", False, "the multi-view test's forward, not the train step",
                     flag_values=fv)
-  flags.DEFINE_bool("no_collective_matmul", False, "libtpu without collective matmuls, whose "
-                    "loops the cost model counts once (for whole-step estimates)",
-                    flag_values=fv)
+  flags.DEFINE_bool("collective_matmul", True, "libtpu's collective matmuls (its choice); "
+                    "false: plain all-gathers and reduce-scatters beside each matmul, the "
+                    "program the cost model counts whole (it counts a collective matmul "
+                    "loop's body once)", flag_values=fv)
   return fv
 
 
@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     return 0
   fv = _parse(argv)
   from vmae2_jax.sharding import topologies
-  topologies.prepare_environment(fv.topology, fv.no_collective_matmul)  # before JAX starts
+  libtpu_flags = () if fv.collective_matmul else topologies.NO_COLLECTIVE_MATMUL
+  topologies.prepare_environment(fv.topology, libtpu_flags)  # before JAX starts
   from vmae2_jax.training import compile_only
   from vmae2_jax.training.config_checks import ConfigError
 
@@ -144,6 +145,7 @@ def main(argv=None) -> int:
     rows = clips * chips if (fv.test_forward and clips) else None
     report = compile_only.compile_for(c, fv.topology, test_forward=fv.test_forward, rows=rows,
                                       headroom=fv.headroom, field="--topology")
+    report["libtpu_flags"] = list(libtpu_flags)
     print(compile_only.format_report(report), flush=True)
     print("AOT_JSON " + json.dumps(report), flush=True)
     return report

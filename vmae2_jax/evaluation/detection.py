@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from vmae2_jax import paths
+from vmae2_jax.models.platform import forward_compiler_options
 from vmae2_jax.progress import Progress
 
 # Batch entries the model reads on device (the others stay on the host).
@@ -33,7 +34,9 @@ def _predict_fn(exp):
     cache[id(exp)] = jax.jit(exp._constrained(predict),
                              in_shardings=(exp.state_sharding.params, exp.batch_sharding(5),
                                            exp.batch_sharding(3), exp.batch_sharding(2)),
-                             out_shardings=exp.batch_sharding(3))
+                             out_shardings=exp.batch_sharding(3),
+                             compiler_options=forward_compiler_options(
+                                 exp.mesh.devices.flat[0].platform))
   return cache[id(exp)]
 
 

@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <sched.h>
 #include <thread>
 #include <utility>
 
@@ -295,8 +296,21 @@ void parallel_for(ffi::ThreadPool& pool, int64_t n, int workers, const F& body) 
   while (state->active.load() > 0) std::this_thread::yield();
 }
 
+// Threads worth running at once: XLA's pool, but no more than the CPUs this
+// process may use. Tests and compile-only runs widen the pool well past the cores
+// (8 fake devices: vmae2_jax/cpu_threads.py); helpers beyond the cores only queue.
+int64_t usable_threads(ffi::ThreadPool& pool) {
+  static const int64_t cpus = [] {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return int64_t{CPU_COUNT(&set)};
+    return static_cast<int64_t>(std::thread::hardware_concurrency());
+  }();
+  const int64_t pool_threads = std::max<int64_t>(1, pool.num_threads());
+  return cpus > 0 ? std::min(pool_threads, cpus) : pool_threads;
+}
+
 int pool_workers(ffi::ThreadPool& pool, int64_t items) {
-  const int64_t t = std::max<int64_t>(1, pool.num_threads());
+  const int64_t t = usable_threads(pool);
   return static_cast<int>(std::min<int64_t>(t, std::max<int64_t>(items, 1)));
 }
 
@@ -675,7 +689,7 @@ void weight_gradient(ffi::ThreadPool& pool, int64_t K, int64_t M, int64_t N, con
                      const float* B, float* C) {
   const int64_t np = round_up(N, kW);
   constexpr int64_t kKc = VMAE2_WG_KC, kMl = VMAE2_WG_MC * kR, kNl = VMAE2_WG_NC * kPanel;
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t threads = usable_threads(pool);
   auto count = [&](int64_t mc, int64_t nc) { return ((M + mc - 1) / mc) * ((np + nc - 1) / nc); };
   const bool large = count(kMl, kNl) >= 2 * threads;
   const int64_t kMc = large ? kMl : std::max<int64_t>(kR, kMl / 2 / kR * kR);

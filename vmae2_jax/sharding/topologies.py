@@ -61,13 +61,6 @@ GPUS = {
 GPUS_PER_HOST = 8
 MAX_CHIPS = {"v4": 4096, "v5e": 256, "v5p": 8960, "v6e": 256}  # one slice (pod)
 
-# libtpu flags (LIBTPU_INIT_ARGS) that turn off collective matmuls (windowed einsums). On FSDP
-# groups of 8-32 chips libtpu runs weight gathers and gradient reduce-scatters as matmul loops
-# whose bodies the cost model counts once; without them every matmul is counted, and the
-# collectives no longer overlap their matmuls (so the estimate is a conservative one).
-NO_COLLECTIVE_MATMUL_FLAGS = ("--xla_tpu_enable_windowed_einsum_for_all_gather=false "
-                              "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false")
-
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -222,17 +215,27 @@ def tpu_devices(t: Target, field: str = "--topology") -> list:
   return list(desc.devices)
 
 
-def prepare_environment(name: str, no_collective_matmul: bool = False) -> None:
+# libtpu's collective matmuls ("windowed einsums"): on larger slices XLA's SPMD partitioner
+# does an FSDP weight's all-gather, or its gradient's reduce-scatter, piecewise around the
+# ring inside a loop beside the matmul (collective-permutes). The TPU cost model counts such a
+# loop's body once (ViT-B fine-tuning on v5p-64: 146 loops, a fifth of the step's FLOPs seen),
+# so a program holding them has no whole-step estimate. These flags compile the plain
+# all-gather / reduce-scatter and matmul instead.
+NO_COLLECTIVE_MATMUL = ("--xla_tpu_enable_windowed_einsum_for_all_gather=false",
+                        "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false")
+
+
+def prepare_environment(name: str, libtpu_flags: tuple[str, ...] = ()) -> None:
   """Before JAX starts: the host's JAX stays on the CPU, and the settings a compile for
   `name` needs (libtpu: no metadata server; GPU: cuBLAS instead of Triton for matmuls, whose
   tile sizes cannot be chosen without a GPU to autotune on). Unknown names: nothing.
-  `no_collective_matmul` adds NO_COLLECTIVE_MATMUL_FLAGS to LIBTPU_INIT_ARGS."""
+  `libtpu_flags` (e.g. NO_COLLECTIVE_MATMUL) join LIBTPU_INIT_ARGS unless it names them."""
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-  if no_collective_matmul:
-    args = os.environ.get("LIBTPU_INIT_ARGS", "").split()
-    args += [f for f in NO_COLLECTIVE_MATMUL_FLAGS.split() if f not in args]
-    os.environ["LIBTPU_INIT_ARGS"] = " ".join(args)
+  given = os.environ.get("LIBTPU_INIT_ARGS", "")
+  extra = [f for f in libtpu_flags if f.split("=")[0] not in given]
+  if extra:
+    os.environ["LIBTPU_INIT_ARGS"] = " ".join([given] + extra).strip()
   if re.fullmatch(r"\d+x(h100|h200)", name.strip().lower()):
     flag = "--xla_gpu_enable_triton_gemm=false"
     if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):

@@ -19,6 +19,7 @@ TPU compiler's own: its HBM assignment, its cost model, its collectives
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import time
@@ -187,8 +188,8 @@ def _cost(compiled) -> dict:
 
 # Unrolled layers can still hold matmul loops: libtpu's collective matmuls on FSDP groups of
 # 8-32 TPU chips.
-COLLECTIVE_MATMUL_FIX = ("turn collective matmuls off (bench aot --no_collective_matmul, or "
-                         f"LIBTPU_INIT_ARGS='{topologies.NO_COLLECTIVE_MATMUL_FLAGS}')")
+COLLECTIVE_MATMUL_FIX = ("turn collective matmuls off (bench aot --nocollective_matmul, or "
+                         f"LIBTPU_INIT_ARGS='{' '.join(topologies.NO_COLLECTIVE_MATMUL)}')")
 
 
 def _mfu(model_flops: float, seconds: float | None, matmul_loops: int,
@@ -269,14 +270,19 @@ def format_report(r: dict) -> str:
                  f"{r['model_flops_per_device'] / 1e12:.4g} TFLOP (analytic, no recompute): "
                  f"ratio {ratio:.2f}")
   if loops:
-    trips = ", ".join("?" if t is None else str(t) for t in h["trip_counts"])
-    fix = ("compile with the layers unrolled (--unroll, i.e. config.model.scan_layers=False) "
-           "for whole-step estimates" if r["scan_layers"] else
-           f"{COLLECTIVE_MATMUL_FIX} for whole-step estimates")
-    lines.append(f"  {loops} loop(s) running matmuls (trip counts {trips}; "
-                 f"{'e.g. scanned layers' if r['scan_layers'] else 'collective matmuls'}): "
+    trips = ", ".join(f"{t if t is not None else '?'}" + (f" x{n}" if n > 1 else "")
+                      for t, n in collections.Counter(h["trip_counts"]).items())
+    ring = h.get("collective_matmul_loops", 0)
+    what = ("e.g. scanned layers" if not ring else
+            f"{ring} of them collective matmuls: FSDP gathers or reduce-scatters done "
+            "piecewise around the devices beside the matmul")
+    fixes = ([] if ring == loops else ["the layers unrolled (--unroll, i.e. "
+                                       "config.model.scan_layers=False)"])
+    fixes += ["--nocollective_matmul (bench aot)"] if ring else []
+    lines.append(f"  {loops} loop(s) running matmuls (trip counts {trips}; {what}): "
                  "the cost analysis counts each loop body once, so the compiled FLOPs and the "
-                 f"cost model's time are not the whole step's; {fix}")
+                 "cost model's time are not the whole step's; compile with "
+                 f"{' and '.join(fixes)} for whole-step estimates")
   if "optimal_seconds" in r:
     text = ("  compiler-estimated step time (cost model's optimal_seconds): "
             f"{r['optimal_seconds']:.4g} s")
@@ -285,7 +291,11 @@ def format_report(r: dict) -> str:
                f"{r['peak_bf16_flops_per_chip'] / 1e12:g} TFLOP/s (an estimate by the "
                "compiler's cost model, not a measurement)")
     lines.append(text)
-  lines.append("  collectives: " + ", ".join(f"{k} {v}" for k, v in h["collectives"].items()))
+  sizes = h.get("collective_bytes", {})
+  lines.append("  collectives (the TPU's fused reduce-scatters included; output GB per device"
+               + ("; a loop body's once" if loops else "") + "): "
+               + ", ".join(f"{k} {v}" + (f" ({sizes[k] / GB:.3g} GB)" if sizes.get(k) else "")
+                           for k, v in h["collectives"].items()))
   calls = h["custom_call_targets"]
   callbacks = hlo_summary.host_callbacks(h)
   lines.append("  custom calls: " + (", ".join(f"{k} x{v}" for k, v in sorted(calls.items()))

@@ -26,30 +26,102 @@ _CONDITION = re.compile(r"\bcondition=%([\w.\-]+)")
 # "callback" in the name (CPU/GPU) or, on TPU, to host send/recv that JAX tags with a
 # transfer handler (untagged host send/recv also carry a multi-slice program's DCN traffic).
 _HOST_TRANSFER = re.compile(r"\b(send|recv)\(.*_xla_host_transfer_handler_name")
+# The TPU compiler fuses a collective with the op that produces its input (e.g. the weight
+# gradient's matmul) into a kCustom fusion calling a computation named after the collective:
+# `%all-reduce-scatter.3` (an all-reduce then this chip's slice: a reduce-scatter). No op
+# named reduce-scatter is left, so these are counted from the fusion.
+_FUSED = re.compile(r"\bkind=kCustom, calls=%((all-reduce-scatter|all-gather|all-reduce|"
+                    r"reduce-scatter|collective-permute|all-to-all)[\w.\-]*)")
+_FUSED_KIND = {"all-reduce-scatter": "reduce-scatter"}
+_SHAPE = re.compile(r"\b([a-z]+[0-9]*)\[([0-9,]*)\]")
+_ITEMSIZE = {"pred": 1, "s8": 1, "u8": 1, "s4": 1, "u4": 1, "f8e4m3fn": 1, "f8e5m2": 1,
+             "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4,
+             "f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16}
+
+
+def _bytes(shape: str) -> int:
+  """Bytes of the arrays in an HLO shape (a tuple sums its elements; layouts ignored)."""
+  total = 0
+  for dtype, dims in _SHAPE.findall(re.sub(r"\{[^}]*\}", "", shape)):
+    n = 1
+    for d in filter(None, dims.split(",")):
+      n *= int(d)
+    total += n * _ITEMSIZE.get(dtype, 4)
+  return total
+
+
+def _fused_collectives(hlo: str) -> dict[str, str]:
+  """{computation called by a kCustom collective fusion: the collective it performs}."""
+  return {m.group(1): _FUSED_KIND.get(m.group(2), m.group(2)) for m in _FUSED.finditer(hlo)}
+
+
+def _collective_ops(hlo: str):
+  """(kind, result shape text) of each collective: the ops (an async pair once, with the
+  -done op's result, i.e. the output) and the TPU's fused collectives (the fusion's result);
+  the ops inside a fused collective's computation are part of it, not counted again."""
+  fused = _fused_collectives(hlo)
+  current = ""
+  for line in hlo.splitlines():
+    m = _INSTRUCTION.match(line)
+    if not m:
+      c = _COMPUTATION.match(line)
+      if c and "=" not in line.split("(")[0]:
+        current = c.group(1)
+      continue
+    _, shape, opcode, rest = m.groups()
+    if opcode == "fusion":
+      f = _FUSED.search(rest)
+      if f:
+        yield fused[f.group(1)], shape
+      continue
+    kind = opcode.removesuffix("-done")
+    if kind in COLLECTIVES and current not in fused:
+      yield kind, shape
+
+
+def collectives(hlo: str) -> dict[str, dict]:
+  """{kind: {"count", "bytes", "large"}} over the collectives of optimised HLO text, for each
+  kind of COLLECTIVES: the TPU's fused reduce-scatters count as "reduce-scatter"; `bytes` sums
+  the outputs (per device); `large` counts those over 1 MB (a global norm's scalar
+  all-reduces are not FSDP traffic)."""
+  out = {k: {"count": 0, "bytes": 0, "large": 0} for k in COLLECTIVES}
+  for kind, shape in _collective_ops(hlo):
+    n = _bytes(shape)
+    out[kind]["count"] += 1
+    out[kind]["bytes"] += n
+    out[kind]["large"] += n > 1e6
+  return out
 
 
 def summarize(hlo: str) -> dict:
   """Counts over every computation of the module (a loop body's ops are counted once).
 
-  Returns `collectives` {kind: count} (async -start/-done pairs count once),
+  Returns `collectives` {kind: count} and `collective_bytes` {kind: output bytes per device}
+  (async -start/-done pairs count once, the TPU's fused reduce-scatters as reduce-scatters:
+  `collectives()`),
   `while_loops`, `matmul_loops` (the loops whose body runs dots or convolutions,
-  e.g. scanned layers; not the small loops of random sampling) with their known
-  `trip_counts` (None: unknown), `custom_call_targets` {name: count},
+  e.g. scanned layers; not the small loops of random sampling) with their
+  `trip_counts` (None: unknown), `collective_matmul_loops` (those of them passing data
+  around the devices with collective-permutes: XLA's collective matmuls, "windowed
+  einsums", which do an FSDP weight's all-gather or its gradient's reduce-scatter piecewise
+  beside the matmul), `custom_call_targets` {name: count},
   `host_transfers` (JAX's callback send/recv to the host), and `matmuls` {"result<-operands":
   count} over dot and convolution ops, e.g. "f32<-bf16,bf16" (bf16 inputs, f32
   accumulation).
   """
-  ops = collections.Counter()
   matmuls = collections.Counter()
   targets = collections.Counter(_TARGET.findall(hlo))
   dtypes: dict[str, str] = {}
   calls: dict[str, set] = collections.defaultdict(set)
   has_matmul: set = set()
+  has_permute: set = set()
   pending = []       # (computation, result dtype, operand names) of each dot/convolution
-  loops = []         # (body computation, trip count)
+  loops = []         # (body, known trip count, condition, initial tuple) of each while
   host, current = 0, ""
   constants: dict[str, int] = {}   # integer scalar constants
   limits: dict[str, list] = {}     # loop condition -> operands of its ROOT `i < n`
+  defs: dict[str, tuple] = {}      # name -> (opcode, operands, tuple index) of small ops
+  roots: dict[str, str] = {}       # computation -> its ROOT instruction
   for line in hlo.splitlines():
     m = _INSTRUCTION.match(line)
     if not m:
@@ -61,16 +133,24 @@ def summarize(hlo: str) -> dict:
     result = _DTYPE.search(shape)
     dtypes[name] = result.group(1) if result and not shape.startswith("(") else "tuple"
     calls[current].update(_CALLEE.findall(rest))
+    if line.lstrip().startswith("ROOT"):
+      roots[current] = name
+    if opcode in ("tuple", "get-tuple-element", "add", "copy"):
+      index = re.search(r"\bindex=(\d+)", rest)
+      defs[name] = (opcode, _OPERAND.findall(rest.split(")")[0]),
+                    int(index.group(1)) if index else None)
     if opcode.endswith("-done"):
       continue
-    ops[opcode.removesuffix("-start")] += 1
+    if opcode.startswith("collective-permute"):
+      has_permute.add(current)
     if opcode in ("dot", "convolution"):
       has_matmul.add(current)
       pending.append((dtypes[name], _OPERAND.findall(rest.split(")")[0])))
     elif opcode == "while":
       t, body, cond = _TRIP_COUNT.search(rest), _BODY.search(rest), _CONDITION.search(rest)
+      init = _OPERAND.findall(rest.split(")")[0])
       loops.append((body.group(1) if body else "", int(t.group(1)) if t else None,
-                    cond.group(1) if cond else ""))
+                    cond.group(1) if cond else "", init[0] if init else ""))
     elif opcode == "constant" and re.match(r"[su]\d+\[\]", shape) and re.match(r"-?\d+\)", rest):
       constants[name] = int(rest.split(")")[0])
     elif opcode == "compare" and line.lstrip().startswith("ROOT") and "direction=LT" in rest:
@@ -80,24 +160,50 @@ def summarize(hlo: str) -> dict:
   for result, operands in pending:
     matmuls[f"{result}<-{','.join(dtypes.get(o, '?') for o in operands)}"] += 1
 
-  def runs_matmuls(comp, seen=()):
-    if comp in has_matmul:
+  def runs(ops, comp, seen=()):
+    if comp in ops:
       return True
-    return any(runs_matmuls(c, seen + (comp,)) for c in calls.get(comp, ()) if c not in seen)
+    return any(runs(ops, c, seen + (comp,)) for c in calls.get(comp, ()) if c not in seen)
 
-  def trip_count(known, cond):
-    """XLA's known_trip_count, else `i < N` in the condition (scan counts from 0 by 1)."""
+  def element(tuple_name, k):
+    d = defs.get(tuple_name)
+    return d[1][k] if d and d[0] == "tuple" and k < len(d[1]) else None
+
+  def constant(name):
+    while name in defs and defs[name][0] == "copy":
+      name = defs[name][1][0]
+    return constants.get(name)
+
+  def trip_count(known, cond, body, init):
+    """XLA's known_trip_count, else `i < N` in the condition, with i's start in the loop's
+    initial tuple and its step in the body's `i + c` (scan counts from 0 by 1; XLA's
+    collective matmul loops may count by 2)."""
     if known is not None:
       return known
-    found = [constants[o] for o in limits.get(cond, ()) if o in constants]
-    return found[0] if len(found) == 1 else None
+    operands = limits.get(cond, ())
+    if len(operands) != 2 or constant(operands[1]) is None:
+      return None
+    counter, limit = defs.get(operands[0]), constant(operands[1])
+    start, step = 0, 1
+    if counter and counter[0] == "get-tuple-element":
+      k = counter[2]
+      start = constant(element(init, k)) or 0
+      update = defs.get(element(roots.get(body, ""), k))
+      if update and update[0] == "add":  # i + c
+        steps = [c for c in map(constant, update[1]) if c is not None]
+        step = steps[0] if len(steps) == 1 and steps[0] > 0 else 1
+    return max(0, -(-(limit - start) // step))
 
-  heavy = [trip_count(trip, cond) for body, trip, cond in loops if runs_matmuls(body)]
+  heavy = [(trip_count(trip, cond, body, init), runs(has_permute, body))
+           for body, trip, cond, init in loops if runs(has_matmul, body)]
+  counted = collectives(hlo)
   return {
-      "collectives": {k: ops.get(k, 0) for k in COLLECTIVES},
+      "collectives": {k: v["count"] for k, v in counted.items()},
+      "collective_bytes": {k: v["bytes"] for k, v in counted.items()},
       "while_loops": len(loops),
       "matmul_loops": len(heavy),
-      "trip_counts": heavy,
+      "trip_counts": [t for t, _ in heavy],
+      "collective_matmul_loops": sum(p for _, p in heavy),
       "custom_call_targets": dict(targets),
       "host_transfers": host,
       "matmuls": dict(matmuls),
@@ -113,12 +219,9 @@ def host_callbacks(summary: dict) -> list[str]:
 
 
 def collective_shapes(hlo: str, kind: str) -> list[list[tuple[int, ...]]]:
-  """Per `kind` op (e.g. "reduce-scatter"; async starts included), the dims of each array it
-  produces (XLA combines several into one op with a tuple result)."""
-  out = []
-  for line in hlo.splitlines():
-    m = _INSTRUCTION.match(line)
-    if m and m.group(3) in (kind, f"{kind}-start"):
-      out.append([tuple(int(d) for d in dims.split(",") if d)
-                  for dims in re.findall(r"[a-z]+[0-9]*\[([0-9,]*)\]", m.group(2))])
-  return out
+  """Per `kind` collective (e.g. "reduce-scatter", the TPU's fused ones included; as
+  `collectives()` counts them), the dims of each array it produces (XLA combines several
+  into one op with a tuple result)."""
+  return [[tuple(int(d) for d in dims.split(",") if d)
+           for _, dims in _SHAPE.findall(re.sub(r"\{[^}]*\}", "", shape))]
+          for k, shape in _collective_ops(hlo) if k == kind]

@@ -35,6 +35,7 @@ from vmae2_jax.data.kinetics import name_differences
 from vmae2_jax.evaluation import classification
 from vmae2_jax.models import Classifier, VARIANTS, ViTSize, get_variant
 from vmae2_jax.models.options import ModelOptions, normalization_from_meta
+from vmae2_jax.models.platform import forward_compiler_options
 from vmae2_jax.sharding.constraints import activation_sharding
 from vmae2_jax.training.config_checks import ConfigError
 from vmae2_jax.training.losses import soft_target_cross_entropy
@@ -211,7 +212,8 @@ class DistillTask(ClassifyTask):
       with activation_sharding(exp.mesh, exp.rules):
         return jax.nn.log_softmax(self.teacher_logits(p, video), axis=-1)
     fn = jax.jit(predict, in_shardings=(exp.frozen_sharding[0], exp.batch_sharding(5)),
-                 out_shardings=exp.batch_sharding(2))
+                 out_shardings=exp.batch_sharding(2),
+                 compiler_options=forward_compiler_options(exp.mesh.devices.flat[0].platform))
     results = classification.validate(_WithPredict(exp, fn), teacher_params)
     logging.info("teacher ViT-%s single-view validation: top-1 %.2f%%, top-5 %.2f%% on %d "
                  "videos", self.teacher_variant, results["val_top1"], results["val_top5"],

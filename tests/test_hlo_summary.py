@@ -1,0 +1,113 @@
+"""hlo_summary on a small hand-written module shaped like libtpu's output (no libtpu needed).
+
+Two things only a TPU compile of a large model shows, pinned here on text: the TPU's fused
+reduce-scatter (a kCustom fusion calling `%all-reduce-scatter.N`) and XLA's collective
+matmul loop, which counts by 2 from 0 to 16 (8 trips, not 16) and passes the weight around
+the devices with collective-permutes. tests/test_tpu_aot.py checks the fused reduce-scatters
+on a real libtpu compile.
+"""
+
+from vmae2_jax.training import hlo_summary
+
+_HLO = """HloModule jit_step, entry_computation_layout={()->()}
+
+%add (x: bf16[], y: bf16[]) -> bf16[] {
+  %x = bf16[] parameter(0)
+  %y = bf16[] parameter(1)
+  ROOT %sum = bf16[] add(%x, %y)
+}
+
+%all-reduce-scatter.1 (input.1: bf16[128,64]) -> bf16[32,64] {
+  %input.1 = bf16[128,64]{1,0:T(8,128)(2,1)} parameter(0)
+  %all-reduce.5 = bf16[128,64]{1,0:T(8,128)(2,1)} all-reduce(%input.1), channel_id=1, replica_groups={{0,1,2,3}}, to_apply=%add
+  %zero.1 = u32[] constant(0)
+  %pid = u32[] partition-id()
+  %rows = u32[] constant(32)
+  %offset = u32[]{:T(128)} multiply(%pid, %rows)
+  ROOT %dynamic-slice.1 = bf16[32,64]{1,0:T(8,128)(2,1)} dynamic-slice(%all-reduce.5, %offset, %zero.1), dynamic_slice_sizes={32,64}
+}
+
+%windowed_dot_general_body_ag (param.1: (bf16[8,64], bf16[2,64], u32[])) -> (bf16[8,64], bf16[2,64], u32[]) {
+  %param.1 = (bf16[8,64]{1,0}, bf16[2,64]{1,0}, u32[]{:T(128)}) parameter(0)
+  %x.1 = bf16[8,64]{1,0} get-tuple-element(%param.1), index=0
+  %w.1 = bf16[2,64]{1,0} get-tuple-element(%param.1), index=1
+  %i.1 = u32[]{:T(128)} get-tuple-element(%param.1), index=2
+  %collective-permute-start.1 = (bf16[2,64]{1,0}, bf16[2,64]{1,0}, u32[]{:S(2)}, u32[]{:S(2)}) collective-permute-start(%w.1), channel_id=2, source_target_pairs={{0,1},{1,2},{2,3},{3,0}}
+  %collective-permute-done.1 = bf16[2,64]{1,0} collective-permute-done(%collective-permute-start.1)
+  %dot.1 = f32[8,2]{1,0} dot(%x.1, %collective-permute-done.1), lhs_contracting_dims={1}, rhs_contracting_dims={1}
+  %two = u32[] constant(2)
+  %next = u32[]{:T(128)} add(%i.1, %two)
+  ROOT %tuple.1 = (bf16[8,64]{1,0}, bf16[2,64]{1,0}, u32[]{:T(128)}) tuple(%x.1, %collective-permute-done.1, %next)
+}
+
+%windowed_dot_general_cond_ag (param.2: (bf16[8,64], bf16[2,64], u32[])) -> pred[] {
+  %limit = u32[]{:T(128)} constant(16)
+  %param.2 = (bf16[8,64]{1,0}, bf16[2,64]{1,0}, u32[]{:T(128)}) parameter(0)
+  %i.2 = u32[]{:T(128)} get-tuple-element(%param.2), index=2
+  ROOT %compare.1 = pred[] compare(%i.2, %limit), direction=LT
+}
+
+%layer_body (param.3: (bf16[8,64], s32[])) -> (bf16[8,64], s32[]) {
+  %param.3 = (bf16[8,64]{1,0}, s32[]) parameter(0)
+  %h = bf16[8,64]{1,0} get-tuple-element(%param.3), index=0
+  %j = s32[] get-tuple-element(%param.3), index=1
+  %w.3 = bf16[64,64]{1,0} all-gather(%h), channel_id=3, replica_groups={{0,1,2,3}}, dimensions={0}
+  %dot.3 = bf16[8,64]{1,0} dot(%h, %w.3), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  %one = s32[] constant(1)
+  %j.next = s32[] add(%j, %one)
+  ROOT %tuple.3 = (bf16[8,64]{1,0}, s32[]) tuple(%dot.3, %j.next)
+}
+
+%layer_cond (param.4: (bf16[8,64], s32[])) -> pred[] {
+  %param.4 = (bf16[8,64]{1,0}, s32[]) parameter(0)
+  %j.2 = s32[] get-tuple-element(%param.4), index=1
+  %depth = s32[] constant(12)
+  ROOT %compare.2 = pred[] compare(%j.2, %depth), direction=LT
+}
+
+ENTRY %main.1 (a: bf16[8,64], g: bf16[128,64], s: bf16[]) -> (bf16[32,64], bf16[8,64], bf16[8,64], bf16[]) {
+  %a = bf16[8,64]{1,0} parameter(0)
+  %g = bf16[128,64]{1,0} parameter(1)
+  %s = bf16[] parameter(2)
+  %w.0 = bf16[2,64]{1,0} slice(%a), slice={[0:2], [0:64]}
+  %zero = u32[] constant(0)
+  %zero.copy = u32[]{:T(128)} copy(%zero)
+  %init.1 = (bf16[8,64]{1,0}, bf16[2,64]{1,0}, u32[]{:T(128)}) tuple(%a, %w.0, %zero.copy)
+  %while.1 = (bf16[8,64]{1,0}, bf16[2,64]{1,0}, u32[]{:T(128)}) while(%init.1), condition=%windowed_dot_general_cond_ag, body=%windowed_dot_general_body_ag
+  %j.0 = s32[] constant(0)
+  %init.2 = (bf16[8,64]{1,0}, s32[]) tuple(%a, %j.0)
+  %while.2 = (bf16[8,64]{1,0}, s32[]) while(%init.2), condition=%layer_cond, body=%layer_body
+  %fusion.9 = bf16[32,64]{1,0:T(8,128)(2,1)} fusion(%g), kind=kCustom, calls=%all-reduce-scatter.1
+  %all-reduce-start.2 = bf16[] all-reduce-start(%s), channel_id=4, replica_groups={{0,1,2,3}}, to_apply=%add
+  %all-reduce-done.2 = bf16[] all-reduce-done(%all-reduce-start.2)
+  %out.1 = bf16[8,64]{1,0} get-tuple-element(%while.1), index=0
+  %out.2 = bf16[8,64]{1,0} get-tuple-element(%while.2), index=0
+  ROOT %result = (bf16[32,64]{1,0}, bf16[8,64]{1,0}, bf16[8,64]{1,0}, bf16[]) tuple(%fusion.9, %out.1, %out.2, %all-reduce-done.2)
+}
+"""
+
+
+def test_fused_reduce_scatter_counts_once_and_its_inner_all_reduce_not_at_all():
+  counted = hlo_summary.collectives(_HLO)
+  assert counted["reduce-scatter"] == {"count": 1, "bytes": 32 * 64 * 2, "large": 0}
+  assert counted["all-reduce"]["count"] == 1  # the async scalar one, not the fused one's
+  assert counted["collective-permute"] == {"count": 1, "bytes": 2 * 64 * 2, "large": 0}
+  assert counted["all-gather"]["count"] == 1
+  summary = hlo_summary.summarize(_HLO)
+  assert summary["collectives"] == {k: v["count"] for k, v in counted.items()}
+  assert summary["collective_bytes"]["reduce-scatter"] == 32 * 64 * 2
+  assert hlo_summary.collective_shapes(_HLO, "reduce-scatter") == [[(32, 64)]]
+  assert hlo_summary.collective_shapes(_HLO, "all-gather") == [[(64, 64)]]
+
+
+def test_loop_trip_counts_follow_the_counters_start_and_step():
+  summary = hlo_summary.summarize(_HLO)
+  assert summary["while_loops"] == summary["matmul_loops"] == 2
+  assert summary["trip_counts"] == [8, 12]  # 0..16 by 2; a scan's 0..12 by 1
+  assert summary["collective_matmul_loops"] == 1  # the scan's all-gather is not one
+
+
+def test_a_known_trip_count_wins():
+  hlo = _HLO.replace("body=%layer_body",
+                     'body=%layer_body, backend_config={"known_trip_count":{"n":"40"}}')
+  assert hlo_summary.summarize(hlo)["trip_counts"] == [8, 40]
