@@ -52,7 +52,8 @@ def test_an_unrolled_program_with_collective_matmul_loops_gets_no_mfu():
             "scan_layers": False, "num_params": 1, "state_bytes_per_device": 1,
             "lower_seconds": 1.0, "compile_seconds": 1.0, "flops_per_device": 2.6e12,
             "model_flops_per_device": 4.7e12, "optimal_seconds": 0.0176,
-            "hlo": {"matmul_loops": 20, "trip_counts": [16] * 20, "collectives": {},
+            "hlo": {"matmul_loops": 20, "collective_matmul_loops": 20,
+                    "trip_counts": [16] * 20, "collectives": {},
                     "custom_call_targets": {}, "host_transfers": 0}}
   compile_only.add_chip_estimates(report, topologies.CHIPS["v5p"])
   assert report["compiler_estimated_mfu"] is None

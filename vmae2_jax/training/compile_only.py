@@ -188,7 +188,7 @@ def _cost(compiled) -> dict:
 
 # Unrolled layers can still hold matmul loops: libtpu's collective matmuls on FSDP groups of
 # 8-32 TPU chips.
-COLLECTIVE_MATMUL_FIX = ("turn collective matmuls off (bench aot --nocollective_matmul, or "
+COLLECTIVE_MATMUL_FIX = ("collective matmuls off (bench aot --nocollective_matmul, or "
                          f"LIBTPU_INIT_ARGS='{' '.join(topologies.NO_COLLECTIVE_MATMUL)}')")
 
 
@@ -199,7 +199,7 @@ def _mfu(model_flops: float, seconds: float | None, matmul_loops: int,
     return None, "the compiler's cost analysis gives no time for this backend"
   if matmul_loops:
     return None, ("the cost analysis counts a loop body once (scanned layers or collective "
-                  "matmuls): compile with scan_layers=False, and " + COLLECTIVE_MATMUL_FIX
+                  "matmuls): compile with scan_layers=False and with " + COLLECTIVE_MATMUL_FIX
                   + ", for a whole-step estimate")
   return model_flops / (seconds * peak_flops), ""
 
@@ -278,7 +278,7 @@ def format_report(r: dict) -> str:
             "piecewise around the devices beside the matmul")
     fixes = ([] if ring == loops else ["the layers unrolled (--unroll, i.e. "
                                        "config.model.scan_layers=False)"])
-    fixes += ["--nocollective_matmul (bench aot)"] if ring else []
+    fixes += [COLLECTIVE_MATMUL_FIX] if ring else []
     lines.append(f"  {loops} loop(s) running matmuls (trip counts {trips}; {what}): "
                  "the cost analysis counts each loop body once, so the compiled FLOPs and the "
                  "cost model's time are not the whole step's; compile with "
