@@ -288,6 +288,12 @@ def format_report(r: dict) -> str:
                + ("; a loop body's once" if loops else "") + "): "
                + ", ".join(f"{k} {v}" + (f" ({sizes[k] / GB:.3g} GB)" if sizes.get(k) else "")
                            for k, v in h["collectives"].items()))
+  dcn = h.get("dcn_transfers") or {}
+  if dcn:
+    lines.append("  across slices (DCN: the megascale runtime's send/recv; GB each chip sends"
+                 + ("; a loop body's once" if loops else "") + "): "
+                 + ", ".join(f"{k.lower().replace('_', '-')} {n} "
+                             f"({h['dcn_bytes'][k] / GB:.3g} GB)" for k, n in dcn.items()))
   calls = h["custom_call_targets"]
   callbacks = hlo_summary.host_callbacks(h)
   lines.append("  custom calls: " + (", ".join(f"{k} x{v}" for k, v in sorted(calls.items()))
