@@ -165,6 +165,9 @@ def main(argv) -> int:
           variants.get_variant(c.model.variant), depth=depth.value)
       c.model.variant = name
     devices = topology_devices(topology.value, num_slices.value)
+    if num_slices.value > 1 and all(int(c.mesh.get(f"dcn_{a}", 1)) == 1
+                                    for a in ("data", "fsdp", "tensor")):
+      c.mesh.dcn_data = num_slices.value  # data parallel across slices, as bench aot does
     if clips.value:
       views = int(c.data.get("num_sample", 1) or 1) if "data" in c else 1
       c.batch_size = clips.value * len(devices) // views
@@ -175,6 +178,7 @@ def main(argv) -> int:
       # by kind: count, bytes, ops over 1 MB (the TPU's fused reduce-scatters included)
       found["collectives"] = hlo_summary.collectives(hlo)
       found["custom_calls"] = report["hlo"]["custom_call_targets"]
+      found["dcn"] = hlo_summary.dcn_transfers(hlo)  # cross-slice traffic (multi-slice)
       if dump.value:
         with open(dump.value, "w") as f:
           f.write(hlo)
@@ -210,6 +214,8 @@ def main(argv) -> int:
     for kind, v in sorted(r["collectives"].items()):
       if v["count"]:
         print(f"  {kind}: {v['count']} ({v['large']} over 1 MB), {v['bytes'] / 1e9:.3f} GB")
+    for kind, v in sorted(r["dcn"].items()):
+      print(f"  across slices (DCN) {kind}: {v['count']}, {v['bytes'] / 1e9:.3f} GB sent per chip")
     print("  custom calls: " + ", ".join(f"{k} x{n}" for k, n in r["custom_calls"].items()))
     print("TPU_AOT_JSON " + json.dumps(r))
 

@@ -111,3 +111,29 @@ def test_a_known_trip_count_wins():
   hlo = _HLO.replace("body=%layer_body",
                      'body=%layer_body, backend_config={"known_trip_count":{"n":"40"}}')
   assert hlo_summary.summarize(hlo)["trip_counts"] == [8, 40]
+
+
+# A two-slice program's cross-slice all-reduce (send/recv for libtpu's megascale runtime)
+# beside a jax.pure_callback's host send (JAX's own transfer handler), as libtpu prints them.
+_MULTI_SLICE = """HloModule jit_step, entry_computation_layout={()->()}
+
+ENTRY %main (g: bf16[48,8,128]) -> bf16[48,8,128] {
+  %g = bf16[48,8,128]{2,1,0:T(8,128)(2,1)} parameter(0)
+  %after-all = token[] after-all()
+  %send = (bf16[48,8,128]{2,1,0:T(8,128)(2,1)}, u32[], token[]) send(%g, %after-all), channel_id=3, is_host_transfer=true, frontend_attributes={_xla_host_transfer_handler_name="xla_megascale_runtime",_xla_host_transfer_rendezvous="all-reduce.31_0",_xla_megascale_reduce_operation="SUM",_xla_megascale_target="{1,2}x{0:3}",_xla_megascale_transfer_type="ALL_REDUCE"}
+  %recv = (bf16[48,8,128]{2,1,0:T(8,128)(2,1)}, u32[], token[]) recv(%after-all), channel_id=2, is_host_transfer=true, frontend_attributes={_xla_host_transfer_handler_name="xla_megascale_runtime",_xla_host_transfer_rendezvous="all-reduce.31_0",_xla_megascale_reduce_operation="SUM",_xla_megascale_target="{1,2}x{0:3}",_xla_megascale_transfer_type="ALL_REDUCE"}
+  %send-done = token[] send-done(%send), channel_id=3, is_host_transfer=true, frontend_attributes={_xla_host_transfer_handler_name="xla_megascale_runtime"}
+  %recv-done = (bf16[48,8,128]{2,1,0:T(8,128)(2,1)}, token[]) recv-done(%recv), channel_id=2, is_host_transfer=true, frontend_attributes={_xla_host_transfer_handler_name="xla_megascale_runtime"}
+  %send.1 = (f32[8]{0}, u32[], token[]) send(%g, %after-all), channel_id=4, is_host_transfer=true, frontend_attributes={_xla_host_transfer_handler_name="tf_rendezvous",_xla_host_transfer_rendezvous="host_callback_0"}
+  ROOT %r = bf16[48,8,128]{2,1,0:T(8,128)(2,1)} get-tuple-element(%recv-done), index=0
+}
+"""
+
+
+def test_cross_slice_transfers_are_dcn_traffic_not_host_callbacks():
+  s = hlo_summary.summarize(_MULTI_SLICE)
+  assert s["dcn_transfers"] == {"ALL_REDUCE": 1}  # the send; its recv is the same transfer
+  assert s["dcn_bytes"] == {"ALL_REDUCE": 48 * 8 * 128 * 2}
+  assert s["host_transfers"] == 1  # the callback's send only
+  assert hlo_summary.host_callbacks(s) == ["1 host send/recv"]
+  assert hlo_summary.summarize(_HLO)["dcn_transfers"] == {}

@@ -291,11 +291,22 @@ def format_report(r: dict) -> str:
                f"{r['peak_bf16_flops_per_chip'] / 1e12:g} TFLOP/s (an estimate by the "
                "compiler's cost model, not a measurement)")
     lines.append(text)
+  elif h.get("dcn_transfers") and r["platform"] == "tpu":
+    # libtpu 0.0.42.1 returns a negative optimal_seconds for a multi-slice program
+    lines.append("  no compiler-estimated step time: libtpu's cost model gives none for a "
+                 "multi-slice program (compile one slice of the same shape for the per-slice "
+                 "estimate; the DCN traffic is on the line below)")
   sizes = h.get("collective_bytes", {})
   lines.append("  collectives (the TPU's fused reduce-scatters included; output GB per device"
                + ("; a loop body's once" if loops else "") + "): "
                + ", ".join(f"{k} {v}" + (f" ({sizes[k] / GB:.3g} GB)" if sizes.get(k) else "")
                            for k, v in h["collectives"].items()))
+  dcn = h.get("dcn_transfers") or {}
+  if dcn:
+    lines.append("  across slices (DCN: the megascale runtime's send/recv; GB each chip sends"
+                 + ("; a loop body's once" if loops else "") + "): "
+                 + ", ".join(f"{k.lower().replace('_', '-')} {n} "
+                             f"({h['dcn_bytes'][k] / GB:.3g} GB)" for k, n in dcn.items()))
   calls = h["custom_call_targets"]
   callbacks = hlo_summary.host_callbacks(h)
   lines.append("  custom calls: " + (", ".join(f"{k} x{v}" for k, v in sorted(calls.items()))

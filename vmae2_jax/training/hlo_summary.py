@@ -24,8 +24,15 @@ _BODY = re.compile(r"\bbody=%([\w.\-]+)")
 _CONDITION = re.compile(r"\bcondition=%([\w.\-]+)")
 # Host callbacks: jax.pure_callback/io_callback/debug.print lower to custom calls with
 # "callback" in the name (CPU/GPU) or, on TPU, to host send/recv that JAX tags with a
-# transfer handler (untagged host send/recv also carry a multi-slice program's DCN traffic).
-_HOST_TRANSFER = re.compile(r"\b(send|recv)\(.*_xla_host_transfer_handler_name")
+# transfer handler.
+_HOST_TRANSFER = re.compile(r'\b(send|recv)\(.*_xla_host_transfer_handler_name="([^"]*)"')
+# Multi-slice TPU programs: libtpu compiles one slice's program, whose ICI collectives span
+# that slice's chips only; the part of a collective that crosses slices over the data-centre
+# network (DCN) is a host send/recv pair handed to the "megascale" runtime, tagged with what
+# it does (_xla_megascale_transfer_type="ALL_REDUCE", ...). Those are DCN traffic, not
+# callbacks into Python.
+MEGASCALE_HANDLER = "xla_megascale_runtime"
+_DCN_TYPE = re.compile(r'_xla_megascale_transfer_type="(\w+)"')
 # The TPU compiler fuses a collective with the op that produces its input (e.g. the weight
 # gradient's matmul) into a kCustom fusion calling a computation named after the collective:
 # `%all-reduce-scatter.3` (an all-reduce then this chip's slice: a reduce-scatter). No op
@@ -105,7 +112,9 @@ def summarize(hlo: str) -> dict:
   around the devices with collective-permutes: XLA's collective matmuls, "windowed
   einsums", which do an FSDP weight's all-gather or its gradient's reduce-scatter piecewise
   beside the matmul), `custom_call_targets` {name: count},
-  `host_transfers` (JAX's callback send/recv to the host), and `matmuls` {"result<-operands":
+  `host_transfers` (JAX's callback send/recv to the host), `dcn_transfers` and
+  `dcn_bytes` {transfer type: count / bytes sent per chip} of a multi-slice program's
+  cross-slice traffic (`dcn_transfers()`), and `matmuls` {"result<-operands":
   count} over dot and convolution ops, e.g. "f32<-bf16,bf16" (bf16 inputs, f32
   accumulation).
   """
@@ -155,7 +164,8 @@ def summarize(hlo: str) -> dict:
       constants[name] = int(rest.split(")")[0])
     elif opcode == "compare" and line.lstrip().startswith("ROOT") and "direction=LT" in rest:
       limits[current] = _OPERAND.findall(rest.split(")")[0])
-    if _HOST_TRANSFER.search(f"{opcode}({rest}"):
+    transfer = _HOST_TRANSFER.search(f"{opcode}({rest}")
+    if transfer and transfer.group(2) != MEGASCALE_HANDLER:
       host += 1
   for result, operands in pending:
     matmuls[f"{result}<-{','.join(dtypes.get(o, '?') for o in operands)}"] += 1
@@ -197,9 +207,12 @@ def summarize(hlo: str) -> dict:
   heavy = [(trip_count(trip, cond, body, init), runs(has_permute, body))
            for body, trip, cond, init in loops if runs(has_matmul, body)]
   counted = collectives(hlo)
+  dcn = dcn_transfers(hlo)
   return {
       "collectives": {k: v["count"] for k, v in counted.items()},
       "collective_bytes": {k: v["bytes"] for k, v in counted.items()},
+      "dcn_transfers": {k: v["count"] for k, v in dcn.items()},
+      "dcn_bytes": {k: v["bytes"] for k, v in dcn.items()},
       "while_loops": len(loops),
       "matmul_loops": len(heavy),
       "trip_counts": [t for t, _ in heavy],
@@ -208,6 +221,28 @@ def summarize(hlo: str) -> dict:
       "host_transfers": host,
       "matmuls": dict(matmuls),
   }
+
+
+def dcn_transfers(hlo: str) -> dict[str, dict]:
+  """{transfer type, e.g. "ALL_REDUCE": {"count", "bytes"}} over the cross-slice (DCN) parts
+  of a multi-slice TPU program's collectives: one per megascale send (its recv is the other
+  half of the same transfer); `bytes` sums the data each chip sends into them (the send's
+  first operand, in libtpu's DCN buffer layout). Empty for a single-slice program."""
+  out: dict[str, dict] = {}
+  for line in hlo.splitlines():
+    m = _INSTRUCTION.match(line)
+    if not m or m.group(3) != "send":
+      continue
+    rest = m.group(4)
+    transfer = _HOST_TRANSFER.search(f"send({rest}")
+    if not transfer or transfer.group(2) != MEGASCALE_HANDLER:
+      continue
+    kind = _DCN_TYPE.search(rest)
+    entry = out.setdefault(kind.group(1) if kind else "?", {"count": 0, "bytes": 0})
+    first = _SHAPE.search(re.sub(r"\{[^}]*\}", "", m.group(2)))
+    entry["count"] += 1
+    entry["bytes"] += _bytes(first.group(0)) if first else 0
+  return out
 
 
 def host_callbacks(summary: dict) -> list[str]:
