@@ -73,9 +73,9 @@ def _granules(devices, num_slices: int) -> list[list]:
   (slice_index), else processes (hosts), else (one process with fake devices) consecutive
   blocks of the devices in (process, id) order."""
   for attr in ("slice_index", "process_index"):
-    keys = sorted({getattr(d, attr, None) for d in devices}, key=str)
+    keys = {getattr(d, attr, None) for d in devices}
     if len(keys) == num_slices and None not in keys:
-      return [[d for d in devices if getattr(d, attr) == k] for k in keys]
+      return [[d for d in devices if getattr(d, attr) == k] for k in sorted(keys)]
   ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
   size = len(ordered) // num_slices
   return [ordered[i * size:(i + 1) * size] for i in range(num_slices)]
