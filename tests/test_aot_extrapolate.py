@@ -61,6 +61,11 @@ def test_an_unrolled_program_with_collective_matmul_loops_gets_no_mfu():
   assert "collective matmuls" in text and "--nocollective_matmul" in text
   assert " ".join(topologies.NO_COLLECTIVE_MATMUL) in text
   assert "--unroll" not in text  # the layers are unrolled already
+  # Scanned layer loops that hold collective matmuls (4-chip v5e/v6e ViT-g): both fixes named.
+  scanned = dict(report, scan_layers=True,
+                 hlo=dict(report["hlo"], matmul_loops=2, collective_matmul_loops=2,
+                          trip_counts=[40, 40]))
+  assert "--unroll" in compile_only.format_report(scanned)
   report["hlo"]["matmul_loops"], report["flops_per_device"] = 0, 5.2e12
   compile_only.add_chip_estimates(report, topologies.CHIPS["v5p"])
   assert report["compiler_estimated_mfu"] == pytest.approx(4.7e12 / 0.0176 / 459e12)

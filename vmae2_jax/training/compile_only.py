@@ -276,8 +276,9 @@ def format_report(r: dict) -> str:
     what = ("e.g. scanned layers" if not ring else
             f"{ring} of them collective matmuls: FSDP gathers or reduce-scatters done "
             "piecewise around the devices beside the matmul")
-    fixes = ([] if ring == loops else ["the layers unrolled (--unroll, i.e. "
-                                       "config.model.scan_layers=False)"])
+    # A scanned layer loop holding collective matmuls counts as one of them: unroll too.
+    fixes = ([] if ring == loops and not r["scan_layers"] else
+             ["the layers unrolled (--unroll, i.e. config.model.scan_layers=False)"])
     fixes += [COLLECTIVE_MATMUL_FIX] if ring else []
     lines.append(f"  {loops} loop(s) running matmuls (trip counts {trips}; {what}): "
                  "the cost analysis counts each loop body once, so the compiled FLOPs and the "
