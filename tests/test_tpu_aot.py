@@ -26,6 +26,31 @@ from vmae2_jax.training import compile_only, hlo_summary  # noqa: E402
 TOPOLOGY = "v5p-8"  # v5p:2x2x1, 4 chips
 
 
+def _wide_tiny_pretrain(monkeypatch, batch_size: int):
+  """A tiny bf16 pre-training config, layers unrolled, 128 wide: every kernel's embedding dim
+  divides over up to 64 chips (FSDP's gathers and reduce-scatters then show per layer)."""
+  from vmae2_jax.models import variants
+  monkeypatch.setitem(variants.VARIANTS, "fsdp/16",
+                      variants.ViTSize(128, 2, 2, 16, 4.0, 128, 2, decoder_depth=1))
+  return tiny_pretrain_config(**{"batch_size": batch_size, "model.variant": "fsdp/16",
+                                 "model.dtype": "bfloat16", "model.scan_layers": False})
+
+
+def _devices_or_skip(name: str) -> list:
+  try:
+    return topologies.tpu_devices(topologies.target(name))
+  except topologies.TopologyError as e:
+    pytest.skip(str(e))
+
+
+def _compile(config, devices) -> tuple[dict, str]:
+  """(compile_only's report, the optimised HLO text) of config's train step."""
+  texts = []
+  report = compile_only.compile_train_step(config, devices,
+                                           on_compiled=lambda c, r: texts.append(c.as_text()))
+  return report, texts[0]
+
+
 def _supervised(stage: str, **kw):
   c = tiny_finetune_config(stage=stage, **kw)
   if stage == "postpretrain":  # the post-pre-training recipe has no mixup
@@ -142,21 +167,10 @@ def test_fused_reduce_scatters_are_counted_as_reduce_scatters(monkeypatch):
   calling `%all-reduce-scatter.N` (an all-reduce, then this chip's slice): no op is named
   reduce-scatter. The report (bench aot's) counts them as reduce-scatters, one per encoder
   kernel per layer, and not the all-reduces inside them again."""
-  from vmae2_jax.models import variants
-  try:
-    target = topologies.target(TOPOLOGY)
-    devices = topologies.tpu_devices(target)
-  except topologies.TopologyError as e:
-    pytest.skip(str(e))
+  devices = _devices_or_skip(TOPOLOGY)
   # 128 wide: every kernel's 32-row shard is reduce-scattered (32 wide: none is).
-  monkeypatch.setitem(variants.VARIANTS, "fsdp/16",
-                      variants.ViTSize(128, 2, 2, 16, 4.0, 128, 2, decoder_depth=1))
-  config = tiny_pretrain_config(**{"batch_size": 8, "model.variant": "fsdp/16",
-                                   "model.dtype": "bfloat16", "model.scan_layers": False})
-  texts = []
-  report = compile_only.compile_train_step(config, devices,
-                                           on_compiled=lambda c, r: texts.append(c.as_text()))
-  hlo, counted = texts[0], report["hlo"]["collectives"]
+  report, hlo = _compile(_wide_tiny_pretrain(monkeypatch, 8), devices)
+  counted = report["hlo"]["collectives"]
   assert "calls=%all-reduce-scatter" in hlo and " reduce-scatter(" not in hlo
   # qkv [128, 3, 2, 64], proj [128, 128], fc1 [128, 512], fc2 [512, 128] of each of the 2
   # encoder layers: the "embed" dim sliced to this chip's 32
@@ -209,21 +223,12 @@ def test_fsdp_on_a_64_chip_torus_gathers_only_over_32_chips(monkeypatch, mesh, g
   """v5p-128 (4x4x4): with FSDP over all 64 chips libtpu 0.0.42.1 all-gathers no weight (each
   gather becomes a dynamic-update-slice into zeros plus a 64-chip all-reduce); with
   data 2 x fsdp 32 every layer's weights are all-gathered (issue 15, docs/scaling.md)."""
-  from vmae2_jax.models import variants
-  try:
-    devices = topologies.tpu_devices(topologies.target("v5p-128"))
-  except topologies.TopologyError as e:
-    pytest.skip(str(e))
-  # 128 wide: the embedding dim divides over 32 and 64 chips.
-  monkeypatch.setitem(variants.VARIANTS, "fsdp/16",
-                      variants.ViTSize(128, 2, 2, 16, 4.0, 128, 2, decoder_depth=1))
-  config = tiny_pretrain_config(**{"batch_size": 32, "model.variant": "fsdp/16",
-                                   "model.dtype": "bfloat16", "model.scan_layers": False})
+  devices = _devices_or_skip("v5p-128")
+  config = _wide_tiny_pretrain(monkeypatch, 32)
   config.mesh.update(mesh)
-  texts = []
-  compile_only.compile_train_step(config, devices, on_compiled=lambda c, r: texts.append(c.as_text()))
+  _, hlo = _compile(config, devices)
   qkv = (128, 3, 2, 64)
-  assert (_ops_with(texts[0], "all-gather", qkv) >= 2) == gathers
+  assert (_ops_with(hlo, "all-gather", qkv) >= 2) == gathers
 
 
 @pytest.mark.parametrize("generation, topology", [
@@ -267,21 +272,15 @@ def test_two_slices_all_reduce_gradients_over_dcn_and_keep_fsdp_inside_each(monk
   slices; FSDP's gathers and reduce-scatters stay on each slice's ICI and only the gradient
   all-reduce crosses over DCN, which libtpu compiles as send/recv pairs for its megascale
   runtime: counted as DCN transfers, never as host callbacks."""
-  from vmae2_jax.models import variants
-  config = tiny_pretrain_config(**{"batch_size": 16, "model.variant": "fsdp/16",
-                                   "model.dtype": "bfloat16", "model.scan_layers": False})
-  monkeypatch.setitem(variants.VARIANTS, "fsdp/16",
-                      variants.ViTSize(128, 2, 2, 16, 4.0, 128, 2, decoder_depth=1))
+  config = _wide_tiny_pretrain(monkeypatch, 16)
   try:
     target, devices = compile_only.target_devices(config, "2xv5p-8")
   except compile_only.ConfigError as e:
     pytest.skip(str(e))
   assert target.num_slices == 2 and config.mesh.dcn_data == 2
-  texts = []
-  report = compile_only.compile_train_step(config, devices,
-                                           on_compiled=lambda c, r: texts.append(c.as_text()))
+  report, hlo = _compile(config, devices)
   compile_only.add_chip_estimates(report, target.chip)
-  hlo, h = texts[0], report["hlo"]
+  h = report["hlo"]
   assert report["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1} and report["devices"] == 8
   assert _ici_group_devices(hlo) == {0, 1, 2, 3}  # one slice's 4 chips, never the other's
   qkv = (128, 3, 2, 64)

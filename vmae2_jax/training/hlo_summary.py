@@ -57,6 +57,20 @@ def _bytes(shape: str) -> int:
   return total
 
 
+def _instructions(hlo: str):
+  """(computation, is ROOT, name, result shape, opcode, rest of the line) of each instruction
+  of optimised HLO text, in order."""
+  current = ""
+  for line in hlo.splitlines():
+    m = _INSTRUCTION.match(line)
+    if not m:
+      c = _COMPUTATION.match(line)
+      if c and "=" not in line.split("(")[0]:
+        current = c.group(1)
+      continue
+    yield (current, line.lstrip().startswith("ROOT"), *m.groups())
+
+
 def _fused_collectives(hlo: str) -> dict[str, str]:
   """{computation called by a kCustom collective fusion: the collective it performs}."""
   return {m.group(1): _FUSED_KIND.get(m.group(2), m.group(2)) for m in _FUSED.finditer(hlo)}
@@ -67,15 +81,7 @@ def _collective_ops(hlo: str):
   -done op's result, i.e. the output) and the TPU's fused collectives (the fusion's result);
   the ops inside a fused collective's computation are part of it, not counted again."""
   fused = _fused_collectives(hlo)
-  current = ""
-  for line in hlo.splitlines():
-    m = _INSTRUCTION.match(line)
-    if not m:
-      c = _COMPUTATION.match(line)
-      if c and "=" not in line.split("(")[0]:
-        current = c.group(1)
-      continue
-    _, shape, opcode, rest = m.groups()
+  for current, _, _, shape, opcode, rest in _instructions(hlo):
     if opcode == "fusion":
       f = _FUSED.search(rest)
       if f:
@@ -126,23 +132,16 @@ def summarize(hlo: str) -> dict:
   has_permute: set = set()
   pending = []       # (computation, result dtype, operand names) of each dot/convolution
   loops = []         # (body, known trip count, condition, initial tuple) of each while
-  host, current = 0, ""
+  host = 0
   constants: dict[str, int] = {}   # integer scalar constants
   limits: dict[str, list] = {}     # loop condition -> operands of its ROOT `i < n`
   defs: dict[str, tuple] = {}      # name -> (opcode, operands, tuple index) of small ops
   roots: dict[str, str] = {}       # computation -> its ROOT instruction
-  for line in hlo.splitlines():
-    m = _INSTRUCTION.match(line)
-    if not m:
-      c = _COMPUTATION.match(line)
-      if c and "=" not in line.split("(")[0]:
-        current = c.group(1)
-      continue
-    name, shape, opcode, rest = m.groups()
+  for current, is_root, name, shape, opcode, rest in _instructions(hlo):
     result = _DTYPE.search(shape)
     dtypes[name] = result.group(1) if result and not shape.startswith("(") else "tuple"
     calls[current].update(_CALLEE.findall(rest))
-    if line.lstrip().startswith("ROOT"):
+    if is_root:
       roots[current] = name
     if opcode in ("tuple", "get-tuple-element", "add", "copy"):
       index = re.search(r"\bindex=(\d+)", rest)
@@ -162,7 +161,7 @@ def summarize(hlo: str) -> dict:
                     cond.group(1) if cond else "", init[0] if init else ""))
     elif opcode == "constant" and re.match(r"[su]\d+\[\]", shape) and re.match(r"-?\d+\)", rest):
       constants[name] = int(rest.split(")")[0])
-    elif opcode == "compare" and line.lstrip().startswith("ROOT") and "direction=LT" in rest:
+    elif opcode == "compare" and is_root and "direction=LT" in rest:
       limits[current] = _OPERAND.findall(rest.split(")")[0])
     transfer = _HOST_TRANSFER.search(f"{opcode}({rest}")
     if transfer and transfer.group(2) != MEGASCALE_HANDLER:
@@ -229,17 +228,15 @@ def dcn_transfers(hlo: str) -> dict[str, dict]:
   half of the same transfer); `bytes` sums the data each chip sends into them (the send's
   first operand, in libtpu's DCN buffer layout). Empty for a single-slice program."""
   out: dict[str, dict] = {}
-  for line in hlo.splitlines():
-    m = _INSTRUCTION.match(line)
-    if not m or m.group(3) != "send":
+  for _, _, _, shape, opcode, rest in _instructions(hlo):
+    if opcode != "send":
       continue
-    rest = m.group(4)
     transfer = _HOST_TRANSFER.search(f"send({rest}")
     if not transfer or transfer.group(2) != MEGASCALE_HANDLER:
       continue
     kind = _DCN_TYPE.search(rest)
     entry = out.setdefault(kind.group(1) if kind else "?", {"count": 0, "bytes": 0})
-    first = _SHAPE.search(re.sub(r"\{[^}]*\}", "", m.group(2)))
+    first = _SHAPE.search(re.sub(r"\{[^}]*\}", "", shape))
     entry["count"] += 1
     entry["bytes"] += _bytes(first.group(0)) if first else 0
   return out
