@@ -113,6 +113,48 @@ def test_a_known_trip_count_wins():
   assert hlo_summary.summarize(hlo)["trip_counts"] == [8, 40]
 
 
+# A rejection sampler split over devices, as XLA:CPU's partitioner left jax.random.beta
+# per data shard: the loop runs until every device's draw is accepted (an all-reduce in its
+# condition), for a number of trips nobody knows before.
+_SAMPLER = """%or (x: pred[], y: pred[]) -> pred[] {
+  %x = pred[] parameter(0)
+  %y = pred[] parameter(1)
+  ROOT %either = pred[] or(%x, %y)
+}
+
+%reject_body (p.5: (f32[1], u32[2])) -> (f32[1], u32[2]) {
+  %p.5 = (f32[1]{0}, u32[2]{0}) parameter(0)
+  %v = f32[1]{0} get-tuple-element(%p.5), index=0
+  %k = u32[2]{0} get-tuple-element(%p.5), index=1
+  %v.next = f32[1]{0} multiply(%v, %v)
+  ROOT %t.5 = (f32[1]{0}, u32[2]{0}) tuple(%v.next, %k)
+}
+
+%reject_cond (p.6: (f32[1], u32[2])) -> pred[] {
+  %p.6 = (f32[1]{0}, u32[2]{0}) parameter(0)
+  %v.6 = f32[1]{0} get-tuple-element(%p.6), index=0
+  %not_yet = pred[] fusion(%v.6), kind=kLoop, calls=%fused_le
+  ROOT %all-reduce.9 = pred[] all-reduce(%not_yet), channel_id=9, replica_groups={{0,1,2,3,4,5,6,7}}, to_apply=%or
+}
+"""
+
+
+def test_a_loop_of_unknown_length_running_a_collective_is_found():
+  sampler = _HLO.replace("ENTRY %main.1", _SAMPLER + "\nENTRY %main.1").replace(
+      "  %out.1 = bf16", "  %init.3 = (f32[1]{0}, u32[2]{0}) tuple(%s, %s)\n"
+      "  %while.3 = (f32[1]{0}, u32[2]{0}) while(%init.3), condition=%reject_cond, "
+      "body=%reject_body\n  %out.1 = bf16")
+  summary = hlo_summary.summarize(sampler)
+  assert summary["open_ended_collective_loops"] == 1 and summary["while_loops"] == 3
+  # The collective matmul and the scanned layers run collectives for a count known up front.
+  assert hlo_summary.summarize(_HLO)["open_ended_collective_loops"] == 0
+  # The same loop with its collective gone (each device draws for itself): nothing found.
+  alone = sampler.replace(
+      "ROOT %all-reduce.9 = pred[] all-reduce(%not_yet), channel_id=9, "
+      "replica_groups={{0,1,2,3,4,5,6,7}}, to_apply=%or", "ROOT %still = pred[] copy(%not_yet)")
+  assert hlo_summary.summarize(alone)["open_ended_collective_loops"] == 0
+
+
 # A two-slice program's cross-slice all-reduce (send/recv for libtpu's megascale runtime)
 # beside a jax.pure_callback's host send (JAX's own transfer handler), as libtpu prints them.
 _MULTI_SLICE = """HloModule jit_step, entry_computation_layout={()->()}

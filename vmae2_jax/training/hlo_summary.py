@@ -117,7 +117,10 @@ def summarize(hlo: str) -> dict:
   `trip_counts` (None: unknown), `collective_matmul_loops` (those of them passing data
   around the devices with collective-permutes: XLA's collective matmuls, "windowed
   einsums", which do an FSDP weight's all-gather or its gradient's reduce-scatter piecewise
-  beside the matmul), `custom_call_targets` {name: count},
+  beside the matmul), `open_ended_collective_loops` (loops of unknown trip count, e.g. a
+  rejection sampler's, that run a collective: on XLA:CPU, independent ones ran in another
+  order on each device and deadlocked; on any target each trip waits for every device),
+  `custom_call_targets` {name: count},
   `host_transfers` (JAX's callback send/recv to the host), `dcn_transfers` and
   `dcn_bytes` {transfer type: count / bytes sent per chip} of a multi-slice program's
   cross-slice traffic (`dcn_transfers()`), and `matmuls` {"result<-operands":
@@ -130,6 +133,7 @@ def summarize(hlo: str) -> dict:
   calls: dict[str, set] = collections.defaultdict(set)
   has_matmul: set = set()
   has_permute: set = set()
+  has_collective: set = set()
   pending = []       # (computation, result dtype, operand names) of each dot/convolution
   loops = []         # (body, known trip count, condition, initial tuple) of each while
   host = 0
@@ -151,6 +155,8 @@ def summarize(hlo: str) -> dict:
       continue
     if opcode.startswith("collective-permute"):
       has_permute.add(current)
+    if opcode.removesuffix("-start") in COLLECTIVES or _FUSED.search(rest):
+      has_collective.add(current)
     if opcode in ("dot", "convolution"):
       has_matmul.add(current)
       pending.append((dtypes[name], _OPERAND.findall(rest.split(")")[0])))
@@ -205,6 +211,11 @@ def summarize(hlo: str) -> dict:
 
   heavy = [(trip_count(trip, cond, body, init), runs(has_permute, body))
            for body, trip, cond, init in loops if runs(has_matmul, body)]
+  # Loops that run until a condition holds (rejection sampling, say) and run a
+  # collective: split over devices, their condition waits for every device's data.
+  open_ended = sum(1 for body, trip, cond, init in loops
+                   if trip_count(trip, cond, body, init) is None
+                   and (runs(has_collective, cond) or runs(has_collective, body)))
   counted = collectives(hlo)
   dcn = dcn_transfers(hlo)
   return {
@@ -216,6 +227,7 @@ def summarize(hlo: str) -> dict:
       "matmul_loops": len(heavy),
       "trip_counts": [t for t, _ in heavy],
       "collective_matmul_loops": sum(p for _, p in heavy),
+      "open_ended_collective_loops": open_ended,
       "custom_call_targets": dict(targets),
       "host_transfers": host,
       "matmuls": dict(matmuls),

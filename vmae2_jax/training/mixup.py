@@ -26,6 +26,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vmae2_jax.sharding.constraints import constrain
+
 
 @dataclasses.dataclass(frozen=True)
 class MixupSpec:
@@ -87,8 +89,15 @@ def sample(key, spec: MixupSpec, height: int, width: int) -> MixParams:
 def sample_per_shard(key, spec: MixupSpec, height: int, width: int, shards: int) -> MixParams:
   """Shard i's draw is ``sample(fold_in(key, i))``: independent per shard, and the same
   for shard i whatever the number of shards."""
-  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(shards))
-  return jax.vmap(lambda k: sample(k, spec, height, width))(keys)
+  # Every device draws all shards' few scalars itself (replicated). Split over the
+  # devices, Beta's rejection loops end when every shard's draw is done: an
+  # all-reduce in the loops' condition, and XLA:CPU ran such independent loops in a
+  # different order on different devices, which deadlocked 8 fake devices (the
+  # newest pair's CI abort, 2026-12-07). tests/test_loop_collectives.py holds this.
+  replicated = lambda x: constrain(x, (None,) * x.ndim)
+  keys = replicated(jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(shards)))
+  draws = jax.vmap(lambda k: sample(k, spec, height, width))(keys)
+  return jax.tree.map(replicated, draws)
 
 
 def apply_block(video, targets, params: MixParams):

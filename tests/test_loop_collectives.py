@@ -1,0 +1,36 @@
+"""No train step runs a collective inside a loop of unknown length, on the suite's 8 devices.
+
+jax.random.beta (mixup's and cutmix's lam) samples by rejection: a while loop that runs
+until the draw is accepted. With one draw per data shard split over the devices, XLA's
+partitioner made each such loop wait on an all-reduce of "is every device done?" at every
+trip, and the finetune step had eight such loops, independent of each other. XLA:CPU ran
+them in a different order on different devices: the newest pair's CI aborted twice in the
+distillation test with "Termination timeout for all reduce ... only 1 of them arrived"
+(2026-12-07). The draws are now made replicated (vmae2_jax/training/mixup.py), so the
+loops run on each device by itself. The scanned layers' loops, whose length is known, may
+run collectives; hlo_summary tells the two apart.
+"""
+
+import pytest
+
+from tests.helpers import tiny_detect_config, tiny_finetune_config, tiny_pretrain_config
+from vmae2_jax.training import compile_only
+
+STEPS = {
+    "pretrain": lambda: tiny_pretrain_config(**{"batch_size": 8}),
+    # mixup and cutmix both on: two Beta draws per shard
+    "finetune": lambda: tiny_finetune_config(),
+    "distill": lambda: tiny_finetune_config(**{"stage": "distill",
+                                               "distill.teacher_from": "/nowhere/teacher",
+                                               "distill.teacher_variant": "mu/16"}),
+    "detect": lambda: tiny_detect_config(**{"batch_size": 8}),
+}
+
+
+@pytest.mark.parametrize("stage", list(STEPS))
+def test_no_collective_runs_inside_a_loop_of_unknown_length(stage):
+  report = compile_only.compile_train_step(STEPS[stage]())
+  assert report["devices"] == 8
+  hlo = report["hlo"]
+  assert hlo["open_ended_collective_loops"] == 0, hlo
+  assert sum(hlo["collectives"].values()) > 0  # the step is split over the devices at all
