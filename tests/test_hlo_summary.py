@@ -155,6 +155,28 @@ def test_a_loop_of_unknown_length_running_a_collective_is_found():
   assert hlo_summary.summarize(alone)["open_ended_collective_loops"] == 0
 
 
+def test_a_conditional_whose_branch_runs_a_collective_is_found():
+  # lax.platform_dependent left unresolved: a conditional picking the TPU or the CPU branch.
+  branches = """%on_tpu (p.7: bf16[8,64]) -> bf16[8,64] {
+  %p.7 = bf16[8,64]{1,0} parameter(0)
+  ROOT %gathered = bf16[8,64]{1,0} all-gather(%p.7), channel_id=7, replica_groups={{0,1,2,3}}, dimensions={0}
+}
+
+%on_cpu (p.8: bf16[8,64]) -> bf16[8,64] {
+  %p.8 = bf16[8,64]{1,0} parameter(0)
+  ROOT %same = bf16[8,64]{1,0} copy(%p.8)
+}
+"""
+  cond = _HLO.replace("ENTRY %main.1", branches + "\nENTRY %main.1").replace(
+      "  %out.1 = bf16", "  %which = s32[] constant(1)\n  %picked = bf16[8,64]{1,0} "
+      "conditional(%which, %a, %a), branch_computations={%on_cpu, %on_tpu}\n  %out.1 = bf16")
+  assert hlo_summary.summarize(cond)["conditional_collectives"] == 1
+  assert hlo_summary.summarize(_HLO)["conditional_collectives"] == 0
+  plain = cond.replace("all-gather(%p.7), channel_id=7, replica_groups={{0,1,2,3}}, "
+                       "dimensions={0}", "copy(%p.7)")
+  assert hlo_summary.summarize(plain)["conditional_collectives"] == 0
+
+
 # A two-slice program's cross-slice all-reduce (send/recv for libtpu's megascale runtime)
 # beside a jax.pure_callback's host send (JAX's own transfer handler), as libtpu prints them.
 _MULTI_SLICE = """HloModule jit_step, entry_computation_layout={()->()}

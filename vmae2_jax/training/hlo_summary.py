@@ -18,6 +18,8 @@ _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 _DTYPE = re.compile(r"([a-z]+[0-9]*)\[")
 _OPERAND = re.compile(r"%([\w.\-]+)")
 _CALLEE = re.compile(r"\b(?:calls|body|condition|to_apply|branch_computations)=\{?%([\w.\-]+)")
+# A conditional's branches: branch_computations={%a, %b} or true_/false_computation=%a.
+_BRANCHES = re.compile(r"\bbranch_computations=\{([^}]*)\}|\b(?:true|false)_computation=%([\w.\-]+)")
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _TRIP_COUNT = re.compile(r'known_trip_count[\\"]*:\{[\\"]*n[\\"]*:[\\"]*(\d+)')
 _BODY = re.compile(r"\bbody=%([\w.\-]+)")
@@ -120,6 +122,8 @@ def summarize(hlo: str) -> dict:
   beside the matmul), `open_ended_collective_loops` (loops of unknown trip count, e.g. a
   rejection sampler's, that run a collective: on XLA:CPU, independent ones ran in another
   order on each device and deadlocked; on any target each trip waits for every device),
+  `conditional_collectives` (conditionals whose branches run a collective: XLA:CPU ran
+  those out of order across devices too, issue 19),
   `custom_call_targets` {name: count},
   `host_transfers` (JAX's callback send/recv to the host), `dcn_transfers` and
   `dcn_bytes` {transfer type: count / bytes sent per chip} of a multi-slice program's
@@ -136,6 +140,7 @@ def summarize(hlo: str) -> dict:
   has_collective: set = set()
   pending = []       # (computation, result dtype, operand names) of each dot/convolution
   loops = []         # (body, known trip count, condition, initial tuple) of each while
+  branches = []      # the branch computations of each conditional
   host = 0
   constants: dict[str, int] = {}   # integer scalar constants
   limits: dict[str, list] = {}     # loop condition -> operands of its ROOT `i < n`
@@ -160,6 +165,11 @@ def summarize(hlo: str) -> dict:
     if opcode in ("dot", "convolution"):
       has_matmul.add(current)
       pending.append((dtypes[name], _OPERAND.findall(rest.split(")")[0])))
+    elif opcode == "conditional":
+      found = [n for group, one in _BRANCHES.findall(rest)
+               for n in (_OPERAND.findall(group) if group else [one])]
+      calls[current].update(found)
+      branches.append(found)
     elif opcode == "while":
       t, body, cond = _TRIP_COUNT.search(rest), _BODY.search(rest), _CONDITION.search(rest)
       init = _OPERAND.findall(rest.split(")")[0])
@@ -216,6 +226,7 @@ def summarize(hlo: str) -> dict:
   open_ended = sum(1 for body, trip, cond, init in loops
                    if trip_count(trip, cond, body, init) is None
                    and (runs(has_collective, cond) or runs(has_collective, body)))
+  branching = sum(1 for found in branches if any(runs(has_collective, b) for b in found))
   counted = collectives(hlo)
   dcn = dcn_transfers(hlo)
   return {
@@ -228,6 +239,7 @@ def summarize(hlo: str) -> dict:
       "trip_counts": [t for t, _ in heavy],
       "collective_matmul_loops": sum(p for _, p in heavy),
       "open_ended_collective_loops": open_ended,
+      "conditional_collectives": branching,
       "custom_call_targets": dict(targets),
       "host_transfers": host,
       "matmuls": dict(matmuls),
