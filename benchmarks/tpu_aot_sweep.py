@@ -11,6 +11,8 @@ program with their sizes (to see whether FSDP gradients are reduce-scattered).
       --config=configs/pretrain_g.py --topology=v5p:2x2x1 --clips=128 \\
       [--depth=4] [--config.model.remat=dots ...] [--libtpu_flags=overlap]
 
+--topology takes what `bench aot` takes (v5p:4x4x4, v5p-128, 2xv5p-128) and builds
+the same devices (one per chip on v4 and v5p) through vmae2_jax.sharding.topologies.
 --depth overrides the encoder depth (a quick look at a few layers before the
 full model). An unrolled ViT-g compile of all 40 layers takes an hour or more
 on a small shared CPU machine, so whole-step estimates come from two unrolled
@@ -28,16 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 
 from vmae2_jax.sharding import topologies
 from vmae2_jax.training import hlo_summary
-
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-# Other processes on this machine may hold libtpu too (compiling only: no chip is shared).
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 # MaxText's libtpu flags for overlapping collectives with compute (its
 # benchmarks/xla_flags_library.py); set before libtpu loads.
@@ -64,21 +60,6 @@ LIBTPU_FLAG_SETS = {
         "--xla_enable_async_all_reduce=true",
     ]),
 }
-
-# Peak dense bf16 TFLOP/s and HBM GB a program may use per chip (the tool's table).
-CHIPS = {k: (c.peak_bf16_flops / 1e12, round(c.hbm_bytes / 1e9, 1))
-         for k, c in topologies.CHIPS.items() if c.platform == "tpu"}
-
-def topology_devices(name: str, num_slices: int = 1):
-  """Devices of a TPU topology such as "v5p:2x2x1" or "v5e:4x4" (libtpu, no TPU)."""
-  from jax.experimental import topologies
-  dims = tuple(int(d) for d in name.split(":")[1].split("x"))
-  host = (2, 2, 1) if len(dims) == 3 else (2, 2)
-  host = tuple(min(h, d) for h, d in zip(host, dims))
-  topo = topologies.get_topology_desc(platform="tpu", topology_name=name,
-                                      chips_per_host_bounds=host if len(dims) == 3 else host + (1,),
-                                      num_slices=num_slices)
-  return topo.devices
 
 
 def extrapolate(rows: list[dict], depth: int) -> dict:
@@ -108,8 +89,7 @@ def extrapolate(rows: list[dict], depth: int) -> dict:
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     out[k] = my + b * (depth - mx)
     out[k + "_per_layer"] = b
-  chip = rows[0]["topology"].split(":")[0]
-  peak = CHIPS[chip][0] * 1e12
+  peak = topologies.target(rows[0]["topology"]).chip.peak_bf16_flops
   out["compiler_estimated_mfu"] = out["model_flops_per_device"] / out["optimal_seconds"] / peak
   out["per_layer_mfu"] = (out["model_flops_per_device_per_layer"]
                           / out["optimal_seconds_per_layer"] / peak)
@@ -141,7 +121,8 @@ def main(argv) -> int:
   from ml_collections import config_flags
 
   config = config_flags.DEFINE_config_file("config", None, "Config file.")
-  topology = flags.DEFINE_string("topology", "v5p:2x2x1", "TPU topology name.")
+  topology = flags.DEFINE_string("topology", "v5p:2x2x1",
+                                 "A TPU topology (v5p:4x4x4) or booked name (v5p-128).")
   num_slices = flags.DEFINE_integer("num_slices", 1, "Slices (DCN), for multi-slice meshes.")
   clips = flags.DEFINE_integer("clips", 0, "Clips per chip (0: the config's batch).")
   depth = flags.DEFINE_integer("depth", 0, "Override the encoder depth (quick looks).")
@@ -150,9 +131,17 @@ def main(argv) -> int:
   tag = flags.DEFINE_string("tag", "", "A label copied into the JSON line.")
 
   def run(_):
-    extra = LIBTPU_FLAG_SETS[libtpu.value]
-    if extra:
-      os.environ["LIBTPU_INIT_ARGS"] = (os.environ.get("LIBTPU_INIT_ARGS", "") + " " + extra)
+    name = (f"{num_slices.value}x{topology.value}" if num_slices.value > 1
+            else topology.value)
+    try:  # the same names, devices and libtpu settings as `bench aot`
+      target = topologies.target(name)
+      if target.chip.platform != "tpu":
+        raise topologies.TopologyError(f"--topology={name}: this sweep is for TPUs; "
+                                       "`python -m vmae2_jax.bench aot` compiles for GPUs")
+      topologies.prepare_environment(name, tuple(LIBTPU_FLAG_SETS[libtpu.value].split()))
+      devices = topologies.tpu_devices(target)
+    except topologies.TopologyError as e:
+      raise SystemExit(f"error: {e}") from None
     import jax
     from vmae2_jax.models import variants
     from vmae2_jax.training.compile_only import compile_train_step, format_report
@@ -164,10 +153,9 @@ def main(argv) -> int:
       variants.VARIANTS[name] = dataclasses.replace(
           variants.get_variant(c.model.variant), depth=depth.value)
       c.model.variant = name
-    devices = topology_devices(topology.value, num_slices.value)
-    if num_slices.value > 1 and all(int(c.mesh.get(f"dcn_{a}", 1)) == 1
+    if target.num_slices > 1 and all(int(c.mesh.get(f"dcn_{a}", 1)) == 1
                                     for a in ("data", "fsdp", "tensor")):
-      c.mesh.dcn_data = num_slices.value  # data parallel across slices, as bench aot does
+      c.mesh.dcn_data = target.num_slices  # data parallel across slices, as bench aot does
     if clips.value:
       views = int(c.data.get("num_sample", 1) or 1) if "data" in c else 1
       c.batch_size = clips.value * len(devices) // views
@@ -184,7 +172,7 @@ def main(argv) -> int:
           f.write(hlo)
 
     r = compile_train_step(c, devices, on_compiled=inspect)
-    r.update(found, topology=topology.value, num_slices=num_slices.value,
+    r.update(found, topology=target.topology, num_slices=target.num_slices,
              libtpu_flags=libtpu.value, tag=tag.value, jax=jax.__version__,
              attention=c.model.attention, mesh_config=dict(c.mesh))
     try:
@@ -192,8 +180,7 @@ def main(argv) -> int:
       r["libtpu"] = md.version("libtpu")
     except Exception:  # noqa: BLE001
       r["libtpu"] = "?"
-    chip = topology.value.split(":")[0]
-    peak, hbm = CHIPS.get(chip, (float("nan"), float("nan")))
+    peak, hbm = target.chip.peak_bf16_flops / 1e12, round(target.chip.hbm_bytes / 1e9, 1)
     print(format_report(r))
     m = r["memory_bytes_per_device"]
     print(f"  HBM peak {m['peak_estimate'] / 1e9:.2f} GB of {hbm} GB per chip")
