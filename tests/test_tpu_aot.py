@@ -127,6 +127,10 @@ def test_compiles_for_tpu_fits_and_keeps_cpu_code_out(program, name):
   assert not set(targets) & set(cpu_kernels._TARGETS), targets
   assert "tpu_custom_call" in targets, targets  # the kernel is in the program (Mosaic)
   assert not hlo_summary.host_callbacks(report["hlo"])
+  # no all-reduce at every trip of a rejection loop (mixup's Beta draws split over the chips
+  # did that: tests/test_loop_collectives.py), nor a collective inside a conditional
+  assert report["hlo"]["open_ended_collective_loops"] == 0, report["hlo"]
+  assert report["hlo"]["conditional_collectives"] == 0, report["hlo"]
   assert report["compiler_estimated_mfu"] is not None and report["compiler_estimated_mfu"] > 0
   assert "compiler-estimated MFU" in compile_only.format_report(report)
 
