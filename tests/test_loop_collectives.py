@@ -3,10 +3,10 @@
 jax.random.beta (mixup's and cutmix's lam) samples by rejection: a while loop that runs
 until the draw is accepted. With one draw per data shard split over the devices, XLA's
 partitioner made each such loop wait on an all-reduce of "is every device done?" at every
-trip, and the finetune step had eight such loops, independent of each other. XLA:CPU ran
-them in a different order on different devices: the newest pair's CI aborted twice in the
-distillation test with "Termination timeout for all reduce ... only 1 of them arrived"
-(2026-12-07). The draws are now made replicated (vmae2_jax/training/mixup.py), so the
+trip, and the finetune step had eight such loops, independent of each other. The newest
+pair's CI aborted twice in the distillation test with "Termination timeout for all reduce
+... only 1 of them arrived" (2026-12-07); 8 of that step's 9 all-reduces were these (the
+exact interleaving on the CI machine was not reproduced). The draws are now made replicated (vmae2_jax/training/mixup.py), so the
 loops run on each device by itself. The scanned layers' loops, whose length is known, may
 run collectives; hlo_summary tells the two apart.
 """

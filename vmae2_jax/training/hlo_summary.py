@@ -120,8 +120,8 @@ def summarize(hlo: str) -> dict:
   around the devices with collective-permutes: XLA's collective matmuls, "windowed
   einsums", which do an FSDP weight's all-gather or its gradient's reduce-scatter piecewise
   beside the matmul), `open_ended_collective_loops` (loops of unknown trip count, e.g. a
-  rejection sampler's, that run a collective: on XLA:CPU, independent ones ran in another
-  order on each device and deadlocked; on any target each trip waits for every device),
+  rejection sampler's, that run a collective: each trip waits for every device, and 8
+  fake devices deadlocked in such loops on XLA:CPU),
   `conditional_collectives` (conditionals whose branches run a collective: XLA:CPU ran
   those out of order across devices too, issue 19),
   `custom_call_targets` {name: count},

@@ -90,10 +90,10 @@ def sample_per_shard(key, spec: MixupSpec, height: int, width: int, shards: int)
   """Shard i's draw is ``sample(fold_in(key, i))``: independent per shard, and the same
   for shard i whatever the number of shards."""
   # Every device draws all shards' few scalars itself (replicated). Split over the
-  # devices, Beta's rejection loops end when every shard's draw is done: an
-  # all-reduce in the loops' condition, and XLA:CPU ran such independent loops in a
-  # different order on different devices, which deadlocked 8 fake devices (the
-  # newest pair's CI abort, 2026-12-07). tests/test_loop_collectives.py holds this.
+  # devices, Beta's rejection loops ran until every shard's draw was done: an
+  # all-reduce at every trip (on TPU too), and the newest pair's CI aborted with 8
+  # fake devices stuck in such an all-reduce (2026-12-07).
+  # tests/test_loop_collectives.py keeps collectives out of such loops.
   replicated = lambda x: constrain(x, (None,) * x.ndim)
   keys = replicated(jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(shards)))
   draws = jax.vmap(lambda k: sample(k, spec, height, width))(keys)
