@@ -32,6 +32,7 @@ import dataclasses
 import json
 import sys
 
+from vmae2_jax import paths
 from vmae2_jax.sharding import topologies
 from vmae2_jax.training import hlo_summary
 
@@ -100,8 +101,12 @@ def _extrapolate_main(argv) -> int:
   depth = int(argv[0].split("=", 1)[1])
   rows = []
   for path in argv[1:]:
-    with open(path) as f:
-      rows += [json.loads(line.split(" ", 1)[1]) for line in f if line.startswith("TPU_AOT_JSON ")]
+    try:
+      text = paths.read_text(path)  # a bucket path too
+    except FileNotFoundError:
+      raise SystemExit(f"error: --extrapolate: no log at {path}") from None
+    rows += [json.loads(line.split(" ", 1)[1]) for line in text.splitlines()
+             if line.startswith("TPU_AOT_JSON ")]
   r = extrapolate(rows, depth)
   print(f"extrapolated to depth {depth} from unrolled compiles at depths {r['from_depths']}:")
   print(f"  compiler-estimated step time {r['optimal_seconds']:.4f} s "
@@ -168,8 +173,7 @@ def main(argv) -> int:
       found["custom_calls"] = report["hlo"]["custom_call_targets"]
       found["dcn"] = hlo_summary.dcn_transfers(hlo)  # cross-slice traffic (multi-slice)
       if dump.value:
-        with open(dump.value, "w") as f:
-          f.write(hlo)
+        paths.write_text(dump.value, hlo)  # a bucket path too
 
     r = compile_train_step(c, devices, on_compiled=inspect)
     r.update(found, topology=target.topology, num_slices=target.num_slices,
